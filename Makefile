@@ -1,0 +1,129 @@
+# libdfm — plain Makefile build. The same source list (src/sources.list) feeds meson.build.
+# Targets: all (default), deps, check, demo, bench, examples, install, uninstall, clean.
+
+VERSION := $(shell sed -n 's/^\#define DFM_VERSION_STRING "\(.*\)"/\1/p' include/dfm/common.h)
+MAJOR   := $(word 1,$(subst ., ,$(VERSION)))
+SONAME  := libdfm.so.$(MAJOR)
+
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR    ?=
+
+CC      ?= cc
+CXX     ?= c++
+PYTHON  ?= python3
+PKG_CONFIG ?= pkg-config
+
+# CBLAS through pkg-config: OpenBLAS preferred, reference CBLAS accepted.
+BLAS_PC := $(firstword $(foreach p,openblas cblas blas,$(shell $(PKG_CONFIG) --exists $(p) 2>/dev/null && echo $(p))))
+BLAS_CFLAGS := $(if $(BLAS_PC),$(shell $(PKG_CONFIG) --cflags $(BLAS_PC)))
+BLAS_LIBS   := $(if $(BLAS_PC),$(shell $(PKG_CONFIG) --libs $(BLAS_PC)))
+CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
+CHECK_LIBS   := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wvla
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+LIB_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
+              -Iinclude -Isrc $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
+LIB_LIBS   := $(BLAS_LIBS) -lpthread -lm
+
+SRCS := $(addprefix src/,$(shell cat src/sources.list))
+OBJS := $(patsubst src/%.c,build/obj/%.o,$(SRCS))
+HDRS := $(wildcard include/dfm/*.h) $(wildcard src/*.h)
+
+SHLIB := lib/libdfm.so.$(VERSION)
+STLIB := lib/libdfm.a
+
+TESTS     := $(shell cat tests/tests.list)
+TEST_BINS := $(addprefix build/tests/,$(TESTS))
+TEST_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Itests $(WARN) -Wno-missing-prototypes \
+               $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(CFLAGS)
+RPATH := -Wl,-rpath,$(CURDIR)/lib
+
+EXAMPLES := $(shell cat examples/examples.list 2>/dev/null)
+EX_BINS  := $(addprefix build/examples/,$(EXAMPLES))
+PNG_CFLAGS := $(shell $(PKG_CONFIG) --cflags libpng 2>/dev/null)
+PNG_LIBS   := $(shell $(PKG_CONFIG) --libs libpng 2>/dev/null)
+EX_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Iexamples $(WARN) -Wno-missing-prototypes \
+             $(BLAS_CFLAGS) $(PNG_CFLAGS) $(CFLAGS)
+
+.PHONY: all deps check demo bench examples install uninstall clean check-deps
+.DEFAULT_GOAL := all
+
+all: check-deps $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc
+
+# ---- dependencies ----
+DEB_PKGS := libopenblas-dev check pkg-config meson ninja-build libpng-dev wamerican python3
+deps:
+	@sh tools/deps.sh $(DEB_PKGS)
+
+check-deps:
+	@if [ -z "$(BLAS_PC)" ] || ! $(PKG_CONFIG) --exists check; then \
+	  $(MAKE) --no-print-directory deps || exit 1; fi
+
+build/obj/%.o: src/%.c $(HDRS) | build/obj
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+build/obj build/tests build/examples build/bench lib:
+	@mkdir -p $@
+
+$(SHLIB): $(OBJS) lib/dfm.map | lib
+	$(CC) -shared -o $@ $(OBJS) -Wl,-soname,$(SONAME) -Wl,--version-script=lib/dfm.map \
+	  -Wl,--no-undefined $(LDFLAGS) $(LIB_LIBS)
+
+lib/$(SONAME): $(SHLIB)
+	ln -sf libdfm.so.$(VERSION) $@
+lib/libdfm.so: lib/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(STLIB): $(OBJS) | lib
+	rm -f $@
+	ar rcs $@ $(OBJS)
+
+dfm.pc: dfm.pc.in include/dfm/common.h Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
+
+# ---- tests ----
+build/tests/%: tests/%.c tests/testutil.h $(HDRS) lib/libdfm.so | build/tests
+	$(CC) $(TEST_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
+
+check: all $(TEST_BINS)
+	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" sh tests/run-all.sh $(TEST_BINS)
+
+# ---- examples ----
+build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so | build/examples
+	$(CC) $(EX_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(BLAS_LIBS) $(PNG_LIBS) -lpthread -lm
+
+examples: all $(EX_BINS)
+
+DEMO ?= $(shell head -n 1 examples/examples.list)
+demo: all build/examples/$(DEMO)
+	./build/examples/$(DEMO)
+
+# ---- benchmarks ----
+build/bench/%: bench/%.c $(HDRS) lib/libdfm.so | build/bench
+	$(CC) $(EX_CFLAGS) -Ibench $< -o $@ -Llib -ldfm $(RPATH) $(BLAS_LIBS) -lpthread -lm
+
+BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/bench_*.c))
+bench: all $(addprefix build/bench/,$(BENCHES))
+	@for b in $(BENCHES); do ./build/bench/$$b || exit 1; done
+
+# ---- install ----
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/dfm $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/dfm/*.h $(DESTDIR)$(INCLUDEDIR)/dfm/
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libdfm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libdfm.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 dfm.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
+uninstall:
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/dfm
+	rm -f $(DESTDIR)$(LIBDIR)/libdfm.so* $(DESTDIR)$(LIBDIR)/libdfm.a $(DESTDIR)$(LIBDIR)/pkgconfig/dfm.pc
+
+clean:
+	rm -rf build lib/libdfm.so* lib/libdfm.a dfm.pc

@@ -1,0 +1,20 @@
+/* libdfm: gm module (see docs/gm.md). */
+#ifndef DFM_GM_H
+#define DFM_GM_H
+
+#include "common.h"
+#include "space.h"
+#include "scheduler.h"
+#include "path.h"
+#include "generator.h"
+#include "loss.h"
+#include "sampler.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,479 @@
+/* Generic functions of the polymorphic handles: lifetime, copies, options, error detail. */
+#include "handles.h"
+
+#include <math.h>
+
+int dfm__handle_new(void **out, size_t size, const dfm_allocator *mem)
+{
+    dfm_allocator m;
+    *out = NULL;
+    if (dfm__mem_init(&m, mem)) return DFM_EINVAL;
+    dfm_base *b = (dfm_base *)dfm__calloc(&m, 1, size);
+    if (!b) return DFM_ENOMEM;
+    dfm__base_init(b, &m);
+    *out = b;
+    return 0;
+}
+
+static void release(dfm_base *b)
+{
+    dfm_allocator m = b->mem;
+    dfm__free(&m, b);
+}
+
+int dfm__path_new(dfm_path **out, int kind, const dfm__path_ops *ops, const dfm_space *space,
+                  const dfm_scheduler *sched, const dfm_allocator *mem)
+{
+    void *h;
+    int st = dfm__handle_new(&h, sizeof(dfm_path), mem);
+    if (st) return st;
+    dfm_path *p = (dfm_path *)h;
+    p->kind = kind;
+    p->ops = ops;
+    if (space) { p->space = *space; p->space.mem = p->b.mem; }
+    if (sched) { p->sched = *sched; p->sched.mem = p->b.mem; p->has_sched = 1; }
+    *out = p;
+    return 0;
+}
+
+/* ---- path ---- */
+
+void dfm_path_free(dfm_path *p)
+{
+    if (!p) return;
+    if (p->ops && p->ops->destroy) p->ops->destroy(p);
+    release(&p->b);
+}
+
+int dfm_path_clone(dfm_path **out, const dfm_path *p, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!p) return DFM_EINVAL;
+    dfm_path *q;
+    int st = dfm__path_new(&q, p->kind, p->ops, &p->space, p->has_sched ? &p->sched : NULL, mem);
+    if (st) return st;
+    q->b.nthreads = p->b.nthreads;
+    q->b.seed = p->b.seed;
+    if (p->ops->clone_impl) {
+        st = p->ops->clone_impl(q, p);
+        if (st) { q->ops = NULL; release(&q->b); return st; }
+    }
+    *out = q;
+    return 0;
+}
+
+int dfm_path_kind(const dfm_path *p) { return p ? p->kind : 0; }
+const dfm_space *dfm_path_space(const dfm_path *p) { return p ? &p->space : NULL; }
+const dfm_scheduler *dfm_path_scheduler(const dfm_path *p)
+{
+    return p && p->has_sched ? &p->sched : NULL;
+}
+const char *dfm_path_last_error(const dfm_path *p) { return p ? p->b.err : "NULL handle"; }
+int dfm_path_callback_status(const dfm_path *p) { return p ? p->b.cb_raw : 0; }
+
+int dfm_path_set_int(dfm_path *p, int option, int64_t value)
+{
+    if (!p) return DFM_EINVAL;
+    dfm__clear(&p->b);
+    int st = dfm__base_set_int(&p->b, option, value);
+    if (st != DFM_EUNSUPPORTED) return st;
+    if (p->ops->set_int) {
+        st = p->ops->set_int(p, option, value);
+        if (st != DFM_EUNSUPPORTED) return st;
+    }
+    return dfm__fail(&p->b, DFM_EINVAL, "unknown path option %d", option);
+}
+
+int dfm_path_get_int(const dfm_path *p, int option, int64_t *value)
+{
+    if (!p || !value) return DFM_EINVAL;
+    int st = dfm__base_get_int(&p->b, option, value);
+    return st == DFM_EUNSUPPORTED ? DFM_EINVAL : st;
+}
+
+int dfm_path_sample(dfm_path *p, const dfm_path_sample_args *a)
+{
+    if (!p) return DFM_EINVAL;
+    dfm__clear(&p->b);
+    if (!a) return dfm__fail(&p->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(size_t) * 3)
+        return dfm__fail(&p->b, DFM_EINVAL, "args->struct_size is too small");
+    if (a->rows && !a->t) return dfm__fail(&p->b, DFM_EINVAL, "args->t is NULL");
+    for (size_t r = 0; r < a->rows; r++)
+        if (!dfm__time_ok(a->t[r]))
+            return dfm__fail(&p->b, DFM_ERANGE, "t[%zu] = %g is outside [0, 1]", r, a->t[r]);
+    if (!p->ops->sample) return dfm__fail(&p->b, DFM_EUNSUPPORTED, "path kind cannot sample");
+    return p->ops->sample(p, a);
+}
+
+/* ---- generator ---- */
+
+int dfm__gen_new(dfm_generator **out, int kind, int param, size_t out_stride,
+                 const dfm__gen_ops *ops, const dfm_path *path, const dfm_allocator *mem)
+{
+    void *h;
+    int st = dfm__handle_new(&h, sizeof(dfm_generator), mem);
+    if (st) return st;
+    dfm_generator *g = (dfm_generator *)h;
+    g->kind = kind;
+    g->param = param;
+    g->out_stride = out_stride;
+    g->ops = ops;
+    if (path) {
+        st = dfm_path_clone(&g->path, path, &g->b.mem);
+        if (st) { release(&g->b); return st; }
+    }
+    *out = g;
+    return 0;
+}
+
+void dfm_generator_free(dfm_generator *g)
+{
+    if (!g) return;
+    if (g->ops && g->ops->destroy) g->ops->destroy(g);
+    dfm_path_free(g->path);
+    release(&g->b);
+}
+
+int dfm_generator_clone(dfm_generator **out, const dfm_generator *g, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!g) return DFM_EINVAL;
+    dfm_generator *q;
+    int st = dfm__gen_new(&q, g->kind, g->param, g->out_stride, g->ops, g->path, mem);
+    if (st) return st;
+    q->b.nthreads = g->b.nthreads;
+    q->b.seed = g->b.seed;
+    if (g->ops->clone_impl) {
+        st = g->ops->clone_impl(q, g);
+        if (st) {
+            q->ops = NULL;
+            dfm_generator_free(q);
+            return st;
+        }
+    }
+    *out = q;
+    return 0;
+}
+
+int dfm_generator_kind(const dfm_generator *g) { return g ? g->kind : 0; }
+int dfm_generator_parameterization(const dfm_generator *g) { return g ? g->param : 0; }
+size_t dfm_generator_out_stride(const dfm_generator *g) { return g ? g->out_stride : 0; }
+const dfm_path *dfm_generator_path(const dfm_generator *g) { return g ? g->path : NULL; }
+const char *dfm_generator_last_error(const dfm_generator *g) { return g ? g->b.err : "NULL handle"; }
+int dfm_generator_callback_status(const dfm_generator *g) { return g ? g->b.cb_raw : 0; }
+
+/* Option plumbing shared by the handle kinds: base options first, then the kind's. */
+#define OPT_SET(H, h, opt, val, fn, what)                                                      \
+    do {                                                                                       \
+        if (!(h)) return DFM_EINVAL;                                                           \
+        dfm__clear(&(h)->b);                                                                   \
+        int st_ = DFM_EUNSUPPORTED;                                                            \
+        if ((h)->ops && (h)->ops->fn) st_ = (h)->ops->fn((h), (opt), (val));                   \
+        if (st_ != DFM_EUNSUPPORTED) return st_;                                               \
+        return dfm__fail(&(h)->b, DFM_EINVAL, "unknown " what " option %d", (opt));            \
+    } while (0)
+
+#define OPT_GET(h, opt, val, fn)                                                               \
+    do {                                                                                       \
+        if (!(h) || !(val)) return DFM_EINVAL;                                                 \
+        int st_ = DFM_EUNSUPPORTED;                                                            \
+        if ((h)->ops && (h)->ops->fn) st_ = (h)->ops->fn((h), (opt), (val));                   \
+        return st_ == DFM_EUNSUPPORTED ? DFM_EINVAL : st_;                                     \
+    } while (0)
+
+int dfm_generator_set_int(dfm_generator *g, int option, int64_t value)
+{
+    if (g) {
+        dfm__clear(&g->b);
+        int st = dfm__base_set_int(&g->b, option, value);
+        if (st != DFM_EUNSUPPORTED) return st;
+    }
+    OPT_SET(dfm_generator, g, option, value, set_int, "generator");
+}
+
+int dfm_generator_get_int(const dfm_generator *g, int option, int64_t *value)
+{
+    if (g && value && dfm__base_get_int(&g->b, option, value) == 0) return 0;
+    OPT_GET(g, option, value, get_int);
+}
+
+int dfm_generator_set_double(dfm_generator *g, int option, double value)
+{
+    OPT_SET(dfm_generator, g, option, value, set_double, "generator");
+}
+
+int dfm_generator_get_double(const dfm_generator *g, int option, double *value)
+{
+    OPT_GET(g, option, value, get_double);
+}
+
+/* ---- loss ---- */
+
+int dfm__loss_new(dfm_loss **out, int kind, const dfm__loss_ops *ops, const dfm_generator *gen,
+                  const dfm_allocator *mem)
+{
+    void *h;
+    int st = dfm__handle_new(&h, sizeof(dfm_loss), mem);
+    if (st) return st;
+    dfm_loss *l = (dfm_loss *)h;
+    l->kind = kind;
+    l->ops = ops;
+    l->reduction = DFM_REDUCE_MEAN;
+    if (gen) {
+        st = dfm_generator_clone(&l->gen, gen, &l->b.mem);
+        if (st) { release(&l->b); return st; }
+        l->out_stride = gen->out_stride;
+    }
+    *out = l;
+    return 0;
+}
+
+void dfm_loss_free(dfm_loss *l)
+{
+    if (!l) return;
+    if (l->ops && l->ops->destroy) l->ops->destroy(l);
+    dfm_generator_free(l->gen);
+    release(&l->b);
+}
+
+int dfm_loss_clone(dfm_loss **out, const dfm_loss *l, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!l) return DFM_EINVAL;
+    dfm_loss *q;
+    int st = dfm__loss_new(&q, l->kind, l->ops, l->gen, mem);
+    if (st) return st;
+    q->b.nthreads = l->b.nthreads;
+    q->b.seed = l->b.seed;
+    q->reduction = l->reduction;
+    q->out_stride = l->out_stride;
+    if (l->ops->clone_impl) {
+        st = l->ops->clone_impl(q, l);
+        if (st) { q->ops = NULL; dfm_loss_free(q); return st; }
+    }
+    *out = q;
+    return 0;
+}
+
+int dfm_loss_kind(const dfm_loss *l) { return l ? l->kind : 0; }
+const char *dfm_loss_last_error(const dfm_loss *l) { return l ? l->b.err : "NULL handle"; }
+int dfm_loss_callback_status(const dfm_loss *l) { return l ? l->b.cb_raw : 0; }
+
+int dfm_loss_set_int(dfm_loss *l, int option, int64_t value)
+{
+    if (l) {
+        dfm__clear(&l->b);
+        int st = dfm__base_set_int(&l->b, option, value);
+        if (st != DFM_EUNSUPPORTED) return st;
+        if (option == DFM_OPT_REDUCTION) {
+            if (value < DFM_REDUCE_MEAN || value > DFM_REDUCE_NONE)
+                return dfm__fail(&l->b, DFM_EINVAL, "unknown reduction %lld", (long long)value);
+            l->reduction = (int)value;
+            return 0;
+        }
+    }
+    OPT_SET(dfm_loss, l, option, value, set_int, "loss");
+}
+
+int dfm_loss_get_int(const dfm_loss *l, int option, int64_t *value)
+{
+    if (l && value) {
+        if (dfm__base_get_int(&l->b, option, value) == 0) return 0;
+        if (option == DFM_OPT_REDUCTION) { *value = l->reduction; return 0; }
+    }
+    OPT_GET(l, option, value, get_int);
+}
+
+int dfm_loss_set_double(dfm_loss *l, int option, double value)
+{
+    OPT_SET(dfm_loss, l, option, value, set_double, "loss");
+}
+
+int dfm_loss_get_double(const dfm_loss *l, int option, double *value)
+{
+    OPT_GET(l, option, value, get_double);
+}
+
+int dfm_loss_eval(dfm_loss *l, const dfm_loss_args *a)
+{
+    if (!l) return DFM_EINVAL;
+    dfm__clear(&l->b);
+    if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(dfm_loss_args))
+        return dfm__fail(&l->b, DFM_EINVAL, "args->struct_size is too small");
+    if (!a->loss) return dfm__fail(&l->b, DFM_EINVAL, "args->loss is NULL");
+    if (a->rows && !a->out) return dfm__fail(&l->b, DFM_EINVAL, "args->out is NULL");
+    if (a->rows && !a->t) return dfm__fail(&l->b, DFM_EINVAL, "args->t is NULL");
+    if (l->reduction == DFM_REDUCE_NONE && a->rows && !a->values)
+        return dfm__fail(&l->b, DFM_EINVAL, "reduction none needs args->values");
+    for (size_t r = 0; r < a->rows; r++)
+        if (!dfm__time_ok(a->t[r]))
+            return dfm__fail(&l->b, DFM_ERANGE, "t[%zu] = %g is outside [0, 1]", r, a->t[r]);
+    if (!l->ops->eval) return dfm__fail(&l->b, DFM_EUNSUPPORTED, "loss kind cannot evaluate");
+    return l->ops->eval(l, a);
+}
+
+/* ---- sampler ---- */
+
+int dfm_sampler_create(dfm_sampler **out, const dfm_generator *g, int method,
+                       const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!g || !g->ops) return DFM_EINVAL;
+    if (!g->ops->sampler_init) return DFM_EUNSUPPORTED;
+    void *h;
+    int st = dfm__handle_new(&h, sizeof(dfm_sampler), mem);
+    if (st) return st;
+    dfm_sampler *s = (dfm_sampler *)h;
+    s->method = method;
+    s->n_steps = 64;
+    s->b.nthreads = g->b.nthreads;
+    s->b.seed = g->b.seed;
+    st = dfm_generator_clone(&s->gen, g, &s->b.mem);
+    if (st == 0) st = g->ops->sampler_init(s, method);
+    if (st) {
+        dfm_sampler_free(s);
+        return st;
+    }
+    *out = s;
+    return 0;
+}
+
+void dfm_sampler_free(dfm_sampler *s)
+{
+    if (!s) return;
+    if (s->ops && s->ops->destroy) s->ops->destroy(s);
+    dfm_generator_free(s->gen);
+    dfm__free(&s->b.mem, s->grid);
+    release(&s->b);
+}
+
+int dfm_sampler_method(const dfm_sampler *s) { return s ? s->method : 0; }
+const char *dfm_sampler_last_error(const dfm_sampler *s) { return s ? s->b.err : "NULL handle"; }
+int dfm_sampler_callback_status(const dfm_sampler *s) { return s ? s->b.cb_raw : 0; }
+
+int dfm_sampler_set_steps(dfm_sampler *s, size_t n_steps)
+{
+    if (!s) return DFM_EINVAL;
+    dfm__clear(&s->b);
+    if (n_steps == 0 || n_steps > (size_t)INT32_MAX)
+        return dfm__fail(&s->b, DFM_EINVAL, "n_steps must be in [1, 2^31), got %zu", n_steps);
+    dfm__free(&s->b.mem, s->grid);
+    s->grid = NULL;
+    s->n_grid = 0;
+    s->n_steps = n_steps;
+    return 0;
+}
+
+int dfm_sampler_set_grid(dfm_sampler *s, const double *grid, size_t n)
+{
+    if (!s) return DFM_EINVAL;
+    dfm__clear(&s->b);
+    if (!grid) return dfm__fail(&s->b, DFM_EINVAL, "grid is NULL");
+    if (n < 2 || n - 1 > (size_t)INT32_MAX)
+        return dfm__fail(&s->b, DFM_EINVAL, "a grid needs at least 2 times, got %zu", n);
+    int dir = grid[1] > grid[0] ? 1 : -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!dfm__time_ok(grid[i]))
+            return dfm__fail(&s->b, DFM_ERANGE, "grid[%zu] = %g is outside [0, 1]", i, grid[i]);
+        if (i > 0 && !(dir > 0 ? grid[i] > grid[i - 1] : grid[i] < grid[i - 1]))
+            return dfm__fail(&s->b, DFM_EINVAL, "grid is not strictly monotone at index %zu", i);
+    }
+    size_t bytes;
+    if (dfm__mul(n, sizeof(double), &bytes))
+        return dfm__fail(&s->b, DFM_EOVERFLOW, "grid too long");
+    double *g = (double *)dfm__alloc(&s->b.mem, bytes);
+    if (!g) return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the grid");
+    memcpy(g, grid, bytes);
+    dfm__free(&s->b.mem, s->grid);
+    s->grid = g;
+    s->n_grid = n;
+    return 0;
+}
+
+int dfm_sampler_set_int(dfm_sampler *s, int option, int64_t value)
+{
+    if (s) {
+        dfm__clear(&s->b);
+        int st = dfm__base_set_int(&s->b, option, value);
+        if (st != DFM_EUNSUPPORTED) return st;
+    }
+    OPT_SET(dfm_sampler, s, option, value, set_int, "sampler");
+}
+
+int dfm_sampler_get_int(const dfm_sampler *s, int option, int64_t *value)
+{
+    if (s && value && dfm__base_get_int(&s->b, option, value) == 0) return 0;
+    OPT_GET(s, option, value, get_int);
+}
+
+int dfm_sampler_set_double(dfm_sampler *s, int option, double value)
+{
+    OPT_SET(dfm_sampler, s, option, value, set_double, "sampler");
+}
+
+int dfm_sampler_get_double(const dfm_sampler *s, int option, double *value)
+{
+    OPT_GET(s, option, value, get_double);
+}
+
+int dfm__check_run_common(dfm_sampler *s, const dfm_run_args *a, size_t n_tokens, size_t n_reals)
+{
+    if (a->rows == 0) return 0;
+    if (n_tokens && !a->tokens) return dfm__fail(&s->b, DFM_EINVAL, "args->tokens is NULL");
+    if (n_reals && !a->reals) return dfm__fail(&s->b, DFM_EINVAL, "args->reals is NULL");
+    size_t tmp;
+    if (dfm__mul(a->rows, n_tokens + n_reals + 1, &tmp))
+        return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x row size overflows");
+    if (a->n_save) {
+        if (!a->save_times) return dfm__fail(&s->b, DFM_EINVAL, "args->save_times is NULL");
+        if (n_tokens && !a->saved_tokens)
+            return dfm__fail(&s->b, DFM_EINVAL, "args->saved_tokens is NULL");
+        if (n_reals && !a->saved_reals)
+            return dfm__fail(&s->b, DFM_EINVAL, "args->saved_reals is NULL");
+        if (dfm__mul3(a->n_save, a->rows, n_tokens + n_reals + 1, &tmp))
+            return dfm__fail(&s->b, DFM_EOVERFLOW, "n_save x rows x row size overflows");
+        double t0 = dfm__sampler_time(s, 0), t1 = dfm__sampler_time(s, dfm__sampler_nsteps(s));
+        int dir = t1 > t0 ? 1 : -1;
+        for (size_t k = 0; k < a->n_save; k++) {
+            double tk = a->save_times[k];
+            if (!(dir > 0 ? (tk >= t0 && tk <= t1) : (tk <= t0 && tk >= t1)))
+                return dfm__fail(&s->b, DFM_ERANGE, "save_times[%zu] = %g is outside the grid",
+                                 k, tk);
+            if (k > 0 && !(dir > 0 ? tk > a->save_times[k - 1] : tk < a->save_times[k - 1]))
+                return dfm__fail(&s->b, DFM_EINVAL, "save_times must be strictly monotone");
+        }
+    }
+    return 0;
+}
+
+int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
+{
+    if (!s) return DFM_EINVAL;
+    dfm__clear(&s->b);
+    if (!a) return dfm__fail(&s->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(dfm_run_args))
+        return dfm__fail(&s->b, DFM_EINVAL, "args->struct_size is too small");
+    if (!a->model) return dfm__fail(&s->b, DFM_EINVAL, "args->model is NULL");
+    s->stop = 0;
+    memset(s->stats, 0, sizeof s->stats);
+    if (!s->ops || !s->ops->run) return dfm__fail(&s->b, DFM_EUNSUPPORTED, "no run method");
+    return s->ops->run(s, a);
+}
+
+int dfm_sampler_get_stat(const dfm_sampler *s, int stat, int64_t *value)
+{
+    if (!s || !value || stat < 1 || stat >= DFM__N_STATS) return DFM_EINVAL;
+    *value = s->stats[stat];
+    return 0;
+}
+
+void dfm_sampler_request_stop(dfm_sampler *s)
+{
+    if (s) s->stop = 1;
+}

@@ -1,0 +1,82 @@
+/* libdfm private definitions shared by all modules. Not installed. */
+#ifndef DFM_INTERNAL_H
+#define DFM_INTERNAL_H
+
+#include "dfm/dfm.h"
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#  define DFM_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#  define DFM_LIKELY(x) __builtin_expect(!!(x), 1)
+#  define DFM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#  define DFM_PRINTF(a, b)
+#  define DFM_LIKELY(x) (x)
+#  define DFM_UNLIKELY(x) (x)
+#endif
+
+/* Function multiversioning for the hot kernels (x86-64 GCC/Clang with ifunc); off with
+ * -DDFM_NO_CLONES (sanitizer and fuzzing builds). */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(DFM_NO_CLONES) \
+    && (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 6))
+#  define DFM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#  define DFM_CLONES
+#endif
+
+/* What every handle starts with: its allocator, options common to all, and its error detail. */
+typedef struct dfm_base {
+    dfm_allocator mem;
+    int nthreads;          /* DFM_OPT_THREADS */
+    uint64_t seed;         /* DFM_OPT_SEED */
+    int cb_raw;            /* raw value returned by the last failed callback (0: none) */
+    char err[DFM_ERROR_MAX];
+} dfm_base;
+
+/* Copy an optional allocator (NULL: malloc/free). Returns DFM_EINVAL for a half-set one. */
+int dfm__mem_init(dfm_allocator *dst, const dfm_allocator *src);
+void *dfm__alloc(const dfm_allocator *m, size_t n);
+void *dfm__calloc(const dfm_allocator *m, size_t count, size_t size); /* zeroed, overflow-checked */
+void dfm__free(const dfm_allocator *m, void *p);
+
+/* Initialise a base (allocator already validated); threads 1, seed 0, no error. */
+void dfm__base_init(dfm_base *b, const dfm_allocator *mem);
+/* Record an error message on a handle and return code (so: return dfm__fail(b, ...)). */
+int dfm__fail(dfm_base *b, int code, const char *fmt, ...) DFM_PRINTF(3, 4);
+/* Clear the error detail at the start of a call that may fail. */
+void dfm__clear(dfm_base *b);
+/* Record a callback failure (raw value kept) and return DFM_ECALLBACK. */
+int dfm__fail_callback(dfm_base *b, int raw, const char *what);
+/* Base options (threads, seed). Returns DFM_EUNSUPPORTED when opt is not a base option. */
+int dfm__base_set_int(dfm_base *b, int opt, int64_t value);
+int dfm__base_get_int(const dfm_base *b, int opt, int64_t *value);
+
+/* Overflow-checked size arithmetic: 0 on success, DFM_EOVERFLOW otherwise. */
+static inline int dfm__mul(size_t a, size_t b, size_t *out)
+{
+    if (b != 0 && a > SIZE_MAX / b) return DFM_EOVERFLOW;
+    *out = a * b;
+    return 0;
+}
+static inline int dfm__mul3(size_t a, size_t b, size_t c, size_t *out)
+{
+    size_t ab;
+    if (dfm__mul(a, b, &ab)) return DFM_EOVERFLOW;
+    return dfm__mul(ab, c, out);
+}
+
+/* Time checks shared by every module. */
+static inline int dfm__time_ok(double t) { return t >= 0.0 && t <= 1.0; }
+
+/* ---- parallel.c: the one internal parallel mechanism (pthreads, static contiguous chunks). ----
+ * fn(ctx, begin, end, tid) is called for disjoint ranges covering [0, n); tid in [0, nthreads).
+ * The first nonzero return (lowest chunk) is returned. With nthreads <= 1, or a thread that
+ * cannot be created, the work runs on the calling thread: results never change. */
+typedef int (*dfm__range_fn)(void *ctx, size_t begin, size_t end, int tid);
+int dfm__parallel_for(int nthreads, size_t n, dfm__range_fn fn, void *ctx);
+/* How many threads parallel_for will really use for n items (<= nthreads, >= 1). */
+int dfm__parallel_width(int nthreads, size_t n);
+
+#endif

@@ -1,0 +1,141 @@
+/* State spaces: discrete [V]^d, Euclidean R^D and their products. */
+#include "internal.h"
+#include "space_impl.h"
+
+static int alloc_space(dfm_space **out, const dfm_allocator *mem)
+{
+    dfm_allocator m;
+    if (dfm__mem_init(&m, mem)) return DFM_EINVAL;
+    dfm_space *s = (dfm_space *)dfm__calloc(&m, 1, sizeof *s);
+    if (!s) return DFM_ENOMEM;
+    s->mem = m;
+    *out = s;
+    return 0;
+}
+
+int dfm_space_create_discrete(dfm_space **out, int32_t vocab, size_t d, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (vocab < 2 || vocab > DFM_MAX_VOCAB || d == 0 || d > (size_t)INT32_MAX) return DFM_EINVAL;
+    int st = alloc_space(out, mem);
+    if (st) return st;
+    dfm_space *s = *out;
+    s->n_parts = 1;
+    s->n_tokens = d;
+    s->parts[0].kind = DFM_SPACE_DISCRETE;
+    s->parts[0].vocab = vocab;
+    s->parts[0].dim = d;
+    return 0;
+}
+
+int dfm_space_create_euclidean(dfm_space **out, size_t dim, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (dim == 0 || dim > (size_t)INT32_MAX) return DFM_EINVAL;
+    int st = alloc_space(out, mem);
+    if (st) return st;
+    dfm_space *s = *out;
+    s->n_parts = 1;
+    s->n_reals = dim;
+    s->parts[0].kind = DFM_SPACE_EUCLIDEAN;
+    s->parts[0].dim = dim;
+    return 0;
+}
+
+int dfm_space_create_product(dfm_space **out, const dfm_space *const *parts, size_t n,
+                             const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!parts || n == 0) return DFM_EINVAL;
+    size_t total = 0, nt = 0, nr = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!parts[i]) return DFM_EINVAL;
+        total += parts[i]->n_parts;
+        if (total > DFM_MAX_PARTS) return DFM_ELIMIT;
+        nt += parts[i]->n_tokens;
+        nr += parts[i]->n_reals;
+        if (nt > (size_t)INT32_MAX || nr > (size_t)INT32_MAX) return DFM_EOVERFLOW;
+    }
+    int st = alloc_space(out, mem);
+    if (st) return st;
+    dfm_space *s = *out;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t p = 0; p < parts[i]->n_parts; p++) {
+            dfm_space_part q = parts[i]->parts[p];
+            if (q.kind == DFM_SPACE_DISCRETE) { q.offset = s->n_tokens; s->n_tokens += q.dim; }
+            else { q.offset = s->n_reals; s->n_reals += q.dim; }
+            s->parts[s->n_parts++] = q;
+        }
+    }
+    return 0;
+}
+
+int dfm_space_clone(dfm_space **out, const dfm_space *s, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!s) return DFM_EINVAL;
+    int st = alloc_space(out, mem);
+    if (st) return st;
+    dfm_allocator m = (*out)->mem;
+    **out = *s;
+    (*out)->mem = m;
+    return 0;
+}
+
+void dfm_space_free(dfm_space *s)
+{
+    if (s) {
+        dfm_allocator m = s->mem;
+        dfm__free(&m, s);
+    }
+}
+
+int dfm_space_kind(const dfm_space *s)
+{
+    if (!s) return 0;
+    return s->n_parts == 1 ? s->parts[0].kind : DFM_SPACE_PRODUCT;
+}
+
+size_t dfm_space_n_tokens(const dfm_space *s) { return s ? s->n_tokens : 0; }
+size_t dfm_space_n_reals(const dfm_space *s) { return s ? s->n_reals : 0; }
+size_t dfm_space_n_parts(const dfm_space *s) { return s ? s->n_parts : 0; }
+
+int dfm_space_part_info(const dfm_space *s, size_t part, dfm_space_part *info)
+{
+    if (!s || !info) return DFM_EINVAL;
+    if (part >= s->n_parts) return DFM_ERANGE;
+    *info = s->parts[part];
+    return 0;
+}
+
+int32_t dfm_space_token_vocab(const dfm_space *s, size_t j)
+{
+    if (!s || j >= s->n_tokens) return 0;
+    return dfm__space_vocab(s, j);
+}
+
+int dfm_space_check_tokens(const dfm_space *s, const int32_t *tokens, size_t rows, size_t *bad)
+{
+    if (!s || (!tokens && rows && s->n_tokens)) return DFM_EINVAL;
+    for (size_t p = 0; p < s->n_parts; p++) {
+        const dfm_space_part *q = &s->parts[p];
+        if (q->kind != DFM_SPACE_DISCRETE) continue;
+        for (size_t r = 0; r < rows; r++) {
+            const int32_t *row = tokens + r * s->n_tokens + q->offset;
+            for (size_t j = 0; j < q->dim; j++) {
+                if (row[j] < 0 || row[j] >= q->vocab) {
+                    if (bad) *bad = r * s->n_tokens + q->offset + j;
+                    return DFM_ERANGE;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int32_t dfm_max_vocab(void) { return DFM_MAX_VOCAB; }
+int dfm_max_parts(void) { return DFM_MAX_PARTS; }
