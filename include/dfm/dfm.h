@@ -12,6 +12,7 @@
 #include "loss.h"
 #include "sampler.h"
 #include "discrete.h"
+#include "discrete_loss.h"
 #include "continuous.h"
 #include "ctmc.h"
 #include "gm.h"
