@@ -15,6 +15,21 @@ CXX     ?= c++
 PYTHON  ?= python3
 PKG_CONFIG ?= pkg-config
 
+# Debian packages for the build, tests, examples and benchmarks (installed by `make deps`).
+DEB_PKGS := build-essential libopenblas-dev check pkg-config meson ninja-build libpng-dev \
+            wamerican python3 python3-numpy python3-scipy
+
+# On a fresh machine the first make installs what the build needs (as root with apt-get), or
+# prints the exact command and stops, before anything is configured.
+ifeq ($(filter deps clean,$(MAKECMDGOALS)),)
+ifneq ($(shell $(PKG_CONFIG) --exists check 2>/dev/null && ($(PKG_CONFIG) --exists openblas || $(PKG_CONFIG) --exists cblas || $(PKG_CONFIG) --exists blas) 2>/dev/null && echo ok),ok)
+$(info libdfm: build dependencies missing, running the deps step)
+ifneq ($(shell sh tools/deps.sh $(DEB_PKGS) >&2 && echo ok),ok)
+$(error missing build dependencies (see the command above))
+endif
+endif
+endif
+
 # CBLAS through pkg-config: OpenBLAS preferred, reference CBLAS accepted.
 BLAS_PC := $(firstword $(foreach p,openblas cblas blas,$(shell $(PKG_CONFIG) --exists $(p) 2>/dev/null && echo $(p))))
 BLAS_CFLAGS := $(if $(BLAS_PC),$(shell $(PKG_CONFIG) --cflags $(BLAS_PC)))
@@ -25,48 +40,45 @@ CHECK_LIBS   := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wvla
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
-LIB_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
+# WERROR=1 turns warnings in the library's own sources into errors (CI does this).
+LIB_WERROR := $(if $(WERROR),-Werror)
+LIB_CFLAGS := $(LIB_WERROR) -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
               -Iinclude -Isrc $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
 LIB_LIBS   := $(BLAS_LIBS) -lpthread -lm
 
 SRCS := $(addprefix src/,$(shell cat src/sources.list))
-OBJS := $(patsubst src/%.c,build/obj/%.o,$(SRCS))
+OBJS := $(patsubst src/%.c,_build/obj/%.o,$(SRCS))
 HDRS := $(wildcard include/dfm/*.h) $(wildcard src/*.h)
 
 SHLIB := lib/libdfm.so.$(VERSION)
 STLIB := lib/libdfm.a
 
 TESTS     := $(shell cat tests/tests.list)
-TEST_BINS := $(addprefix build/tests/,$(TESTS))
+TEST_BINS := $(addprefix _build/tests/,$(TESTS))
 TEST_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Itests $(WARN) -Wno-missing-prototypes \
                $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(CFLAGS)
 RPATH := -Wl,-rpath,$(CURDIR)/lib
 
 EXAMPLES := $(shell cat examples/examples.list 2>/dev/null)
-EX_BINS  := $(addprefix build/examples/,$(EXAMPLES))
+EX_BINS  := $(addprefix _build/examples/,$(EXAMPLES))
 PNG_CFLAGS := $(shell $(PKG_CONFIG) --cflags libpng 2>/dev/null)
 PNG_LIBS   := $(shell $(PKG_CONFIG) --libs libpng 2>/dev/null)
 EX_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Iexamples $(WARN) -Wno-missing-prototypes \
              $(BLAS_CFLAGS) $(PNG_CFLAGS) $(CFLAGS)
 
-.PHONY: all deps check demo bench examples install uninstall clean check-deps
+.PHONY: all deps check demo bench examples install uninstall clean
 .DEFAULT_GOAL := all
 
-all: check-deps $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc
+all: $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc
 
 # ---- dependencies ----
-DEB_PKGS := libopenblas-dev check pkg-config meson ninja-build libpng-dev wamerican python3
 deps:
 	@sh tools/deps.sh $(DEB_PKGS)
 
-check-deps:
-	@if [ -z "$(BLAS_PC)" ] || ! $(PKG_CONFIG) --exists check; then \
-	  $(MAKE) --no-print-directory deps || exit 1; fi
-
-build/obj/%.o: src/%.c $(HDRS) | build/obj
+_build/obj/%.o: src/%.c $(HDRS) | _build/obj
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
-build/obj build/tests build/examples build/bench lib:
+_build/obj _build/tests _build/examples _build/bench lib:
 	@mkdir -p $@
 
 $(SHLIB): $(OBJS) lib/dfm.map | lib
@@ -87,29 +99,29 @@ dfm.pc: dfm.pc.in include/dfm/common.h Makefile
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
 
 # ---- tests ----
-build/tests/%: tests/%.c tests/testutil.h $(HDRS) lib/libdfm.so | build/tests
+_build/tests/%: tests/%.c tests/testutil.h $(HDRS) lib/libdfm.so | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
 check: all $(TEST_BINS)
 	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" sh tests/run-all.sh $(TEST_BINS)
 
 # ---- examples ----
-build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so | build/examples
+_build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so | _build/examples
 	$(CC) $(EX_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(BLAS_LIBS) $(PNG_LIBS) -lpthread -lm
 
 examples: all $(EX_BINS)
 
 DEMO ?= $(shell head -n 1 examples/examples.list)
-demo: all build/examples/$(DEMO)
-	./build/examples/$(DEMO)
+demo: deps all _build/examples/$(DEMO)
+	./_build/examples/$(DEMO)
 
 # ---- benchmarks ----
-build/bench/%: bench/%.c $(HDRS) lib/libdfm.so | build/bench
+_build/bench/%: bench/%.c $(HDRS) lib/libdfm.so | _build/bench
 	$(CC) $(EX_CFLAGS) -Ibench $< -o $@ -Llib -ldfm $(RPATH) $(BLAS_LIBS) -lpthread -lm
 
 BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/bench_*.c))
-bench: all $(addprefix build/bench/,$(BENCHES))
-	@for b in $(BENCHES); do ./build/bench/$$b || exit 1; done
+bench: all $(addprefix _build/bench/,$(BENCHES))
+	@for b in $(BENCHES); do ./_build/bench/$$b || exit 1; done
 
 # ---- install ----
 install: all
@@ -126,4 +138,4 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libdfm.so* $(DESTDIR)$(LIBDIR)/libdfm.a $(DESTDIR)$(LIBDIR)/pkgconfig/dfm.pc
 
 clean:
-	rm -rf build lib/libdfm.so* lib/libdfm.a dfm.pc
+	rm -rf _build lib/libdfm.so* lib/libdfm.a dfm.pc
