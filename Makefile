@@ -139,3 +139,6 @@ uninstall:
 
 clean:
 	rm -rf _build lib/libdfm.so* lib/libdfm.a dfm.pc
+
+# Extra targets (sanitizers, valgrind, fuzzing, ABI baseline) live in mk/*.mk.
+-include $(wildcard mk/*.mk)
