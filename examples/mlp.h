@@ -72,7 +72,8 @@ typedef struct mlp {
     size_t off_emb, off_tw, off_tb, off_w[MLP_MAX_HIDDEN + 1], off_b[MLP_MAX_HIDDEN + 1];
     int in_dim, n_feat, n_tables;            /* D0, 1 + 2F, embedding tables */
     int width[MLP_MAX_HIDDEN + 2];           /* width[0] = D0, width[l + 1] = output of layer l */
-    /* Cache of the last forward (capacity rows). */
+    /* Cache of the last forward (capacity rows): x0 the input rows (replaced by sigmoid(x0) for
+     * Swish with act_input), a0 = act(x0), z[l] pre-activations (sigmoid(z) for Swish), a[l]. */
     size_t cap, rows;
     int have_fwd;                            /* the cache holds a valid forward */
     float *x0, *a0, *phi, *z[MLP_MAX_HIDDEN], *a[MLP_MAX_HIDDEN], *d1, *d2, *dx0;
@@ -275,24 +276,27 @@ static inline int mlp__reserve(mlp *m, size_t rows)
     return MLP_OK;
 }
 
-static inline void mlp__act(int act, const float *z, float *y, size_t n)
+/* y = act(z). For Swish, z is overwritten with sigmoid(z), which the backward pass reuses
+ * (swish'(z) = s + y (1 - s)); for ReLU z is kept (relu'(z) = [z > 0]). */
+static inline void mlp__act(int act, float *z, float *y, size_t n)
 {
     if (act == MLP_ACT_RELU)
         for (size_t i = 0; i < n; i++) y[i] = z[i] > 0.0f ? z[i] : 0.0f;
     else
-        for (size_t i = 0; i < n; i++) y[i] = z[i] / (1.0f + expf(-z[i]));
-}
-
-/* g[i] *= act'(z[i]). swish'(z) = s (1 + z (1 - s)), s = sigmoid(z). */
-static inline void mlp__act_back(int act, const float *z, float *g, size_t n)
-{
-    if (act == MLP_ACT_RELU)
-        for (size_t i = 0; i < n; i++) g[i] = z[i] > 0.0f ? g[i] : 0.0f;
-    else
         for (size_t i = 0; i < n; i++) {
             float s = 1.0f / (1.0f + expf(-z[i]));
-            g[i] *= s * (1.0f + z[i] * (1.0f - s));
+            y[i] = z[i] * s;
+            z[i] = s;
         }
+}
+
+/* g[i] *= act'(z[i]) from the cache c left by mlp__act and the activation y. */
+static inline void mlp__act_back(int act, const float *c, const float *y, float *g, size_t n)
+{
+    if (act == MLP_ACT_RELU)
+        for (size_t i = 0; i < n; i++) g[i] = c[i] > 0.0f ? g[i] : 0.0f;
+    else
+        for (size_t i = 0; i < n; i++) g[i] *= c[i] + y[i] * (1.0f - c[i]);
 }
 
 /* C[rows][n] (ldc) = bias broadcast, then C += A W (A: rows x k, lda; W: k x n). */
@@ -401,8 +405,8 @@ static inline int mlp_backward(mlp *m, const float *dout, size_t ldd, float *dre
         if (l == 0 && c->n_tokens == 0 && c->time_dim == 0 && !dreals) break;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, k, n, 1.0f, g, (int)ldg,
                     m->params + m->off_w[l], n, 0.0f, d, k);
-        if (l > 0) mlp__act_back(c->act, m->z[l - 1], d, rows * (size_t)k);
-        else if (c->act_input) mlp__act_back(c->act, m->x0, d, rows * (size_t)k);
+        if (l > 0) mlp__act_back(c->act, m->z[l - 1], m->a[l - 1], d, rows * (size_t)k);
+        else if (c->act_input) mlp__act_back(c->act, m->x0, m->a0, d, rows * (size_t)k);
         g = d;
         ldg = (size_t)k;
         if (l == 0) {
