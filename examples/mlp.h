@@ -170,24 +170,19 @@ static inline int mlp_init(mlp *m, uint64_t seed)
     return MLP_OK;
 }
 
-/** Creates a network of shape *cfg initialised from seed (see mlp_init). *out is NULL on
- * failure: MLP_EINVAL (NULL, bad config), MLP_EOVERFLOW, MLP_ENOMEM. */
-static inline int mlp_create(mlp **out, const mlp_config *cfg, uint64_t seed)
+/* Fills m's shape fields (widths, offsets, n_params) from *cfg without allocating.
+ * Parameter layout: embeddings, time layer, then W_l, b_l for each layer. */
+static inline int mlp__layout(mlp *m, const mlp_config *cfg)
 {
-    if (!out) return MLP_EINVAL;
-    *out = NULL;
-    if (!cfg || !mlp__config_ok(cfg)) return MLP_EINVAL;
-    mlp *m = (mlp *)calloc(1, sizeof *m);
-    if (!m) return MLP_ENOMEM;
+    if (!mlp__config_ok(cfg)) return MLP_EINVAL;
     m->cfg = *cfg;
     const mlp_config *c = &m->cfg;
-    size_t d0 = 0, t, n = 0;
+    size_t d0 = 0, t, n = 0, bytes;
     m->n_feat = 1 + 2 * c->time_freqs;
     m->n_tables = c->n_tokens > 0 ? (c->embed_per_position ? c->n_tokens : 1) : 0;
     int ok = mlp__mul((size_t)c->n_tokens, (size_t)c->embed_dim, &d0) &&
              mlp__add(&d0, (size_t)c->n_reals) &&
              mlp__add(&d0, (size_t)(c->time_dim > 0 ? c->time_dim : m->n_feat)) && d0 <= INT_MAX;
-    /* Parameter layout: embeddings, time layer, then W_l, b_l for each layer. */
     m->off_emb = 0;
     ok = ok && mlp__mul((size_t)m->n_tables * (size_t)c->vocab, (size_t)c->embed_dim, &t) &&
          mlp__add(&n, t);
@@ -207,16 +202,30 @@ static inline int mlp_create(mlp **out, const mlp_config *cfg, uint64_t seed)
             ok = ok && mlp__add(&n, (size_t)m->width[l + 1]);
         }
     }
-    size_t bytes;
     ok = ok && mlp__mul(n, 4 * sizeof(float), &bytes);
-    if (!ok) { free(m); return MLP_EOVERFLOW; }
+    if (!ok) return MLP_EOVERFLOW;
     m->n_params = n;
-    m->params = (float *)malloc(bytes ? bytes : 1);
+    return MLP_OK;
+}
+
+/** Creates a network of shape *cfg initialised from seed (see mlp_init). *out is NULL on
+ * failure: MLP_EINVAL (NULL, bad config), MLP_EOVERFLOW, MLP_ENOMEM. */
+static inline int mlp_create(mlp **out, const mlp_config *cfg, uint64_t seed)
+{
+    if (!out) return MLP_EINVAL;
+    *out = NULL;
+    if (!cfg) return MLP_EINVAL;
+    mlp *m = (mlp *)calloc(1, sizeof *m);
+    if (!m) return MLP_ENOMEM;
+    int st = mlp__layout(m, cfg);
+    if (st) { free(m); return st; }
+    size_t n = m->n_params;
+    m->params = (float *)malloc(n * 4 * sizeof(float));
     if (!m->params) { free(m); return MLP_ENOMEM; }
     m->grads = m->params + n;
     m->adam_m = m->grads + n;
     m->adam_v = m->adam_m + n;
-    int st = mlp_init(m, seed);
+    st = mlp_init(m, seed);
     if (st) { mlp_free(m); return st; }
     *out = m;
     return MLP_OK;
@@ -569,11 +578,20 @@ static inline int mlp_load_new(mlp **out, const char *path)
     uint64_t n = 0;
     int st = mlp__read_header(f, &c, &n);
     mlp *m = NULL;
+    /* A corrupt header must not make us allocate: check the announced size first. */
+    long pos = st ? 0 : ftell(f);
+    if (!st && (pos < 0 || fseek(f, 0, SEEK_END) != 0)) st = MLP_EIO;
     if (!st) {
-        st = mlp__config_ok(&c) ? mlp_create(&m, &c, 0) : MLP_EFORMAT;
-        if (st == MLP_EINVAL) st = MLP_EFORMAT;
+        long end = ftell(f);
+        if (end < 0 || fseek(f, pos, SEEK_SET) != 0) st = MLP_EIO;
+        else if ((uint64_t)(end - pos) / sizeof(float) < n) st = MLP_ETRUNC;
     }
-    if (!st && n != m->n_params) st = MLP_EFORMAT;
+    if (!st) {
+        mlp shape;
+        memset(&shape, 0, sizeof shape);
+        if (mlp__layout(&shape, &c) != MLP_OK || shape.n_params != n) st = MLP_EFORMAT;
+    }
+    if (!st) st = mlp_create(&m, &c, 0);
     if (!st) st = mlp__read_params(f, m->params, m->n_params);
     int e = errno;
     fclose(f);
@@ -584,12 +602,16 @@ static inline int mlp_load_new(mlp **out, const char *path)
 }
 
 /** A dfm_model_fn over an mlp (user_data = the mlp*): the forward pass on the callback's
- * tokens, reals and times into io->out. Returns 0 or the MLP_E* code (libdfm then reports
+ * tokens, reals and times into io->out (io->branch is ignored). MLP_EINVAL when the space's
+ * n_tokens or n_reals differ from the network's. Returns 0 or the MLP_E* code (libdfm then reports
  * DFM_ECALLBACK with that raw value). */
 static inline int mlp_model_fn(const dfm_model_io *io, void *user_data)
 {
-    return mlp_forward((mlp *)user_data, io->rows, io->tokens, io->reals, io->t, io->out,
-                       io->out_stride);
+    mlp *m = (mlp *)user_data;
+    if (!io || !m || io->n_tokens != (size_t)m->cfg.n_tokens ||
+        io->n_reals != (size_t)m->cfg.n_reals)
+        return MLP_EINVAL;
+    return mlp_forward(m, io->rows, io->tokens, io->reals, io->t, io->out, io->out_stride);
 }
 
 #endif

@@ -383,6 +383,20 @@ START_TEST(save_load_roundtrip_and_errors)
     ck_assert_int_eq(mlp_load(b, bad), MLP_EFORMAT);
     ck_assert_int_eq(mlp_load_new(&d, bad), MLP_EFORMAT);
     ck_assert_ptr_null(d);
+    /* A header announcing far more parameters than the file holds. */
+    uint64_t huge = (uint64_t)1 << 40;
+    memcpy(buf + 8 + 12 * 4, &huge, 8);
+    buf[0] = 'D';
+    write_bytes(bad, buf, total);
+    ck_assert_int_eq(mlp_load_new(&d, bad), MLP_ETRUNC);
+    ck_assert_int_eq(mlp_load(b, bad), MLP_EMISMATCH);
+    /* A header whose shape disagrees with its parameter count. */
+    memcpy(buf + 8 + 12 * 4, &(uint64_t){n}, 8);
+    int32_t hid = 1000000;
+    memcpy(buf + 8 + 8 * 4, &hid, 4);
+    write_bytes(bad, buf, total);
+    ck_assert_int_eq(mlp_load_new(&d, bad), MLP_EFORMAT);
+    ck_assert_ptr_null(d);
     /* A network of another shape. */
     mlp_config c2 = c;
     c2.hidden = 6;
@@ -483,6 +497,8 @@ START_TEST(model_fn_adapter)
     ck_assert_int_eq(mlp_forward(m, GR, g_tok, reals, g_t, o2, 4), MLP_OK);
     for (int r = 0; r < GR; r++)
         for (int j = 0; j < 4; j++) ck_assert(o1[r * 6 + j] == o2[r * 4 + j]);
+    io.n_reals = 3; /* a space that does not fit the network */
+    ck_assert_int_eq(mlp_model_fn(&io, m), MLP_EINVAL);
     mlp_free(m);
 }
 END_TEST
