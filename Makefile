@@ -99,7 +99,7 @@ dfm.pc: dfm.pc.in include/dfm/common.h Makefile
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
 
 # ---- tests ----
-_build/tests/%: tests/%.c tests/testutil.h $(HDRS) lib/libdfm.so | _build/tests
+_build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/libdfm.so | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
 check: all $(TEST_BINS)
