@@ -44,7 +44,8 @@ typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 
 /* 2^y for 8 lanes with y <= 0: y = n + f, |f| <= 1/2, degree-6 Taylor of e^(f ln 2)
- * (relative error < 2e-7); lanes with y <= -126 give exactly 0. */
+ * (relative error < 2e-7 in 2^y; with the rounding of y = (z - max) * scale * log2(e) the
+ * weights are within 1e-6 of exp); lanes with y <= -126 give exactly 0. */
 static inline __attribute__((always_inline)) v8f exp2_v8(v8f y)
 {
     const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
