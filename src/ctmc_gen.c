@@ -504,7 +504,8 @@ typedef struct rowst {
     double tc;       /* candidate time */
     int has0;
     int phase;
-    uint32_t cand;   /* candidates drawn (thinning) / events (Gillespie) */
+    uint32_t cand;   /* candidate times drawn (thinning) / events (Gillespie) */
+    uint32_t cid;    /* counter of the pending candidate */
 } rowst;
 
 typedef struct exact_ctx {
@@ -528,6 +529,7 @@ static void thin_advance(exact_ctx *X, size_t r, rowst *q)
         double tc = q->E;
         if (q->B > 0.0) {
             double u = dfm__uniform(R->s->b.seed, STREAM_CAND, grow, 0, q->cand);
+            q->cid = q->cand++;
             tc = q->tau - log1p(-u) / q->B;
         }
         if (tc < q->E) {
@@ -609,8 +611,7 @@ static int exact_range(void *vctx, size_t b, size_t e, int tid)
         }
         if ((int64_t)q->cand >= cs->max_events) goto too_many;
         double ua, ud;
-        dfm__uniform2(R->s->b.seed, STREAM_ACCEPT, grow, 0, q->cand, &ua, &ud);
-        q->cand++;
+        dfm__uniform2(R->s->b.seed, STREAM_ACCEPT, grow, 0, q->cid, &ua, &ud);
         q->tau = q->tc;
         if (ua * q->B < lam) {
             apply_dest(c, tok, draw_dest(ts->rates, c->n_dest, lam, ud));

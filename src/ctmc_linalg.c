@@ -258,13 +258,14 @@ static int expm_core(dfm_ctmc *w, double *A, double *E)
     }
     if (lu_solve(n, T, E, w->piv))
         return dfm__fail(&w->b, DFM_ENUMERIC, "exp: singular Pade denominator");
+    if (mu != 0.0) {
+        /* e^mu applied before squaring, as e^(mu / 2^s), so neither factor under/overflows */
+        double em = exp(ldexp(mu, -s));
+        for (size_t i = 0; i < nn; i++) E[i] *= em;
+    }
     for (int k = 0; k < s; k++) {
         gemm(n, E, E, T);
         memcpy(E, T, nn * sizeof(double));
-    }
-    if (mu != 0.0) {
-        double em = exp(mu);
-        for (size_t i = 0; i < nn; i++) E[i] *= em;
     }
     for (size_t i = 0; i < nn; i++)
         if (!isfinite(E[i])) return dfm__fail(&w->b, DFM_ENUMERIC, "exp: result overflows");
