@@ -415,6 +415,15 @@ static int report(runctx *R, int st)
     return st;
 }
 
+/* Threads for one round: small rounds run on the calling thread (spawning would cost more than
+ * the work; results do not depend on it). */
+static int work_threads(const runctx *R)
+{
+    double work = (double)R->nreq * (double)R->c->n_dest;
+    if (R->param == DFM_PARAM_STATE_LOGITS || R->c->factorized) work *= (double)R->c->V;
+    return work >= 131072.0 ? R->nthr : 1;
+}
+
 /* ---- Euler ---- */
 
 typedef struct euler_ctx {
@@ -482,7 +491,7 @@ static int euler_interval(runctx *R, double a, double b, uint32_t counter)
     E.R = R;
     E.h = b - a;
     E.counter = counter;
-    st = dfm__parallel_for(R->nthr, R->a->rows, euler_range, &E);
+    st = dfm__parallel_for(work_threads(R), R->a->rows, euler_range, &E);
     if (st) return report(R, st);
     for (int k = 0; k < DFM_MAX_THREADS; k++) {
         s->stats[DFM_STAT_CLAMPED] += E.clamped[k];
@@ -677,7 +686,7 @@ static int exact_interval(runctx *R, exact_ctx *X, double a, double b)
         if (st) return st;
         memset(X->jumps, 0, sizeof X->jumps);
         memset(X->rejected, 0, sizeof X->rejected);
-        st = dfm__parallel_for(R->nthr, rows, exact_range, X);
+        st = dfm__parallel_for(work_threads(R), rows, exact_range, X);
         for (int k = 0; k < DFM_MAX_THREADS; k++) {
             s->stats[DFM_STAT_JUMPS] += X->jumps[k];
             s->stats[DFM_STAT_REJECTED] += X->rejected[k];

@@ -144,35 +144,48 @@ static void gemm(size_t n, const double *A, const double *B, double *C)
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0, A, N, B, N, 0.0, C, N);
 }
 
-/* In-place LU with partial pivoting of M (n x n); solve M X = B, X overwrites B (n x n). */
+/* In-place LU with partial pivoting of M (n x n), right-looking and blocked (panels of NB
+ * columns; the trailing update is one gemm); then solve M X = B, X overwrites B (n x n). */
+#define NB 32
 static int lu_solve(size_t n, double *M, double *B, size_t *piv)
 {
-    for (size_t k = 0; k < n; k++) {
-        size_t p = k;
-        double best = fabs(M[k * n + k]);
-        for (size_t i = k + 1; i < n; i++) {
-            double v = fabs(M[i * n + k]);
-            if (v > best) { best = v; p = i; }
-        }
-        if (!(best > 0.0) || !isfinite(best)) return DFM_ENUMERIC;
-        piv[k] = p;
-        if (p != k) {
-            for (size_t j = 0; j < n; j++) {
-                double t = M[k * n + j]; M[k * n + j] = M[p * n + j]; M[p * n + j] = t;
-                t = B[k * n + j]; B[k * n + j] = B[p * n + j]; B[p * n + j] = t;
+    int N = (int)n;
+    for (size_t k0 = 0; k0 < n; k0 += NB) {
+        size_t kb = n - k0 < NB ? n - k0 : NB, kend = k0 + kb;
+        for (size_t k = k0; k < kend; k++) {
+            size_t p = k;
+            double best = fabs(M[k * n + k]);
+            for (size_t i = k + 1; i < n; i++) {
+                double v = fabs(M[i * n + k]);
+                if (v > best) { best = v; p = i; }
+            }
+            if (!(best > 0.0) || !isfinite(best)) return DFM_ENUMERIC;
+            piv[k] = p;
+            if (p != k) {
+                for (size_t j = 0; j < n; j++) {
+                    double t = M[k * n + j]; M[k * n + j] = M[p * n + j]; M[p * n + j] = t;
+                    t = B[k * n + j]; B[k * n + j] = B[p * n + j]; B[p * n + j] = t;
+                }
+            }
+            const double inv = 1.0 / M[k * n + k];
+            const double *rk = M + k * n;
+            for (size_t i = k + 1; i < n; i++) {
+                double *ri = M + i * n;
+                double l = ri[k] * inv;
+                ri[k] = l;
+                if (l == 0.0) continue;
+                for (size_t j = k + 1; j < kend; j++) ri[j] -= l * rk[j];
             }
         }
-        const double inv = 1.0 / M[k * n + k];
-        const double *rk = M + k * n;
-        for (size_t i = k + 1; i < n; i++) {
-            double *ri = M + i * n;
-            double l = ri[k] * inv;
-            ri[k] = l;
-            if (l == 0.0) continue;
-            for (size_t j = k + 1; j < n; j++) ri[j] -= l * rk[j];
+        if (kend < n) {
+            int nr = (int)(n - kend);
+            /* U12 = L11^{-1} A12, A22 -= L21 U12 */
+            cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, (int)kb, nr,
+                        1.0, M + k0 * n + k0, N, M + k0 * n + kend, N);
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, nr, (int)kb, -1.0,
+                        M + kend * n + k0, N, M + k0 * n + kend, N, 1.0, M + kend * n + kend, N);
         }
     }
-    int N = (int)n;
     cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasUnit, N, N, 1.0, M, N,
                 B, N);
     cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, N, N, 1.0, M, N,
