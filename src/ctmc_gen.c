@@ -796,6 +796,17 @@ static int ct_run(dfm_sampler *s, const dfm_run_args *a)
         }
     if (a->draw_source) {
         if ((st = draw_source(&R))) goto done;
+        /* fixed coordinates keep their entry values (infilling) */
+        if (a->fixed)
+            for (size_t i = 0; i < rows * d; i++)
+                if (a->fixed[i]) {
+                    if (a->tokens[i] < 0 || a->tokens[i] >= c->V) {
+                        st = dfm__fail(&s->b, DFM_ERANGE, "fixed tokens[%zu] = %d is outside [0, %d)",
+                                       i, (int)a->tokens[i], (int)c->V);
+                        goto done;
+                    }
+                    R.cur[i] = a->tokens[i];
+                }
     } else {
         memcpy(R.cur, a->tokens, rows * d * sizeof(int32_t));
     }

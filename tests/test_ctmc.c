@@ -597,11 +597,23 @@ static void met_marginal(const met *m, double t, double *p)
     }
 }
 
+/* exact joint posterior over x1, computed in log space (no underflow near t = 1) */
 static void met_post(const met *m, double t, const int32_t *x, double *post)
 {
-    double pa[MV][MV], z = 0.0;
-    for (int a = 0; a < MV; a++) met_probs(t, a, pa[a]);
-    for (int x1 = 0; x1 < MS; x1++) z += post[x1] = m->q[x1] * pa[x1 / MV][x[0]] * pa[x1 % MV][x[1]];
+    double beta = MC * t / (1.0 - t), lz[MV], mx = -INFINITY, z = 0.0;
+    for (int a = 0; a < MV; a++) {
+        double s = 0.0;
+        for (int v = 0; v < MV; v++) s += exp(-beta * (mdist(v, a) - 0.0));
+        lz[a] = log(s);
+    }
+    for (int x1 = 0; x1 < MS; x1++) {
+        int a0 = x1 / MV, a1 = x1 % MV;
+        post[x1] = m->q[x1] > 0 ? log(m->q[x1]) - beta * (mdist(x[0], a0) + mdist(x[1], a1)) -
+                                      lz[a0] - lz[a1]
+                                : -INFINITY;
+        if (post[x1] > mx) mx = post[x1];
+    }
+    for (int x1 = 0; x1 < MS; x1++) z += post[x1] = exp(post[x1] - mx);
     for (int x1 = 0; x1 < MS; x1++) post[x1] /= z;
 }
 
