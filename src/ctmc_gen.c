@@ -200,12 +200,8 @@ static int ts_time(runctx *R, tscratch *ts, double t)
     memset(ts->filled, 0, n);
     ts->t = NAN;
     if (R->path->kind == DFM_PATH_METRIC) {
-        int st = dfm__metric_beta(R->path, t, &ts->beta, &ts->dbeta);
-        if (st) {
-            snprintf(ts->eb.err, sizeof ts->eb.err, "%s", R->path->b.err);
-            ts->eb.cb_raw = R->path->b.cb_raw;
-            return st;
-        }
+        int st = dfm__metric_beta(R->path, &ts->eb, t, &ts->beta, &ts->dbeta);
+        if (st) return st;
         if (!isfinite(ts->dbeta))
             return dfm__fail(&ts->eb, DFM_ENUMERIC,
                              "metric rates diverge at t = %g (lower DFM_OPT_CT_TMAX)", t);
@@ -614,7 +610,8 @@ static int exact_range(void *vctx, size_t b, size_t e, int tid)
         if (lam > q->B * (1.0 + 1e-12)) {
             ts->bad_row = r;
             return dfm__fail(&ts->eb, DFM_ELIMIT,
-                             "row %zu: total jump rate %.17g at t = %.17g exceeds the %s rate bound "
+                             "row %zu: total jump rate %.17g at t = %.17g exceeds the %s rate "
+                             "bound "
                              "%.17g", (size_t)grow, lam, q->tc,
                              cs->bound > 0.0 ? "host" : "computed", q->B);
         }
@@ -709,11 +706,8 @@ static int draw_source(runctx *R)
         size_t V = (size_t)c->V;
         double *pr = R->ts[0].rates; /* n_dest >= V */
         double beta, dbeta;
-        int st = dfm__metric_beta(R->path, t0, &beta, &dbeta);
-        if (st) {
-            snprintf(s->b.err, sizeof s->b.err, "%s", R->path->b.err);
-            return st;
-        }
+        int st = dfm__metric_beta(R->path, &s->b, t0, &beta, &dbeta);
+        if (st) return st;
         dfm__metric_probs(R->m, beta, 0, pr);
         for (size_t r = 0; r < rows; r++)
             for (size_t i = 0; i < d; i++) {
@@ -801,7 +795,8 @@ static int ct_run(dfm_sampler *s, const dfm_run_args *a)
             for (size_t i = 0; i < rows * d; i++)
                 if (a->fixed[i]) {
                     if (a->tokens[i] < 0 || a->tokens[i] >= c->V) {
-                        st = dfm__fail(&s->b, DFM_ERANGE, "fixed tokens[%zu] = %d is outside [0, %d)",
+                        st = dfm__fail(&s->b, DFM_ERANGE,
+                                       "fixed tokens[%zu] = %d is outside [0, %d)",
                                        i, (int)a->tokens[i], (int)c->V);
                         goto done;
                     }

@@ -34,8 +34,8 @@ static inline void dfm__ct_unflat(int32_t s, int32_t V, size_t d, int32_t *x)
     for (size_t i = d; i-- > 0;) { x[i] = s % V; s /= V; }
 }
 
-/* Metric path: beta_t and beta'_t (t < 1); DFM_ECALLBACK / DFM_ENUMERIC from the scheduler. */
-int dfm__metric_beta(dfm_path *p, double t, double *beta, double *dbeta);
+/* Metric path: beta_t and beta'_t; errors (scheduler callback, invalid kappa) recorded on eb. */
+int dfm__metric_beta(const dfm_path *p, dfm_base *eb, double t, double *beta, double *dbeta);
 /* Metric path: probs[x] = p_t(x | x1) over V values given beta (beta = inf: delta at x1). */
 void dfm__metric_probs(const dfm__ctpath *m, double beta, int32_t x1, double *probs);
 /* Finite path: host p_t(.|x1), dp_t(.|x1), validated; errors recorded on b. */

@@ -74,17 +74,18 @@ int dfm__finite_cond(dfm_base *b, const dfm_path *p, double t, int32_t x1, doubl
     return 0;
 }
 
-int dfm__metric_beta(dfm_path *p, double t, double *beta, double *dbeta)
+int dfm__metric_beta(const dfm_path *p, dfm_base *eb, double t, double *beta,
+                     double *dbeta)
 {
     const dfm__ctpath *m = dfm__ctpath_of(p);
     dfm_sched_values v;
     int raw = 0;
     int st = dfm__sched_eval(&p->sched, t, &v, &raw);
-    if (st == DFM_ECALLBACK) return dfm__fail_callback(&p->b, raw, "scheduler");
-    if (st) return dfm__fail(&p->b, st, "scheduler failed at t = %g", t);
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(eb, raw, "scheduler");
+    if (st) return dfm__fail(eb, st, "scheduler failed at t = %g", t);
     double k = v.alpha, dk = v.d_alpha;
     if (!isfinite(k) || k < 0.0 || k > 1.0 || !(dk >= 0.0))
-        return dfm__fail(&p->b, DFM_ENUMERIC, "kappa(%g) = %g, kappa' = %g is not a valid schedule",
+        return dfm__fail(eb, DFM_ENUMERIC, "kappa(%g) = %g, kappa' = %g is not a valid schedule",
                          t, k, dk);
     if (k >= 1.0) {
         *beta = INFINITY;
@@ -191,7 +192,7 @@ static int metric_sample(dfm_path *p, const dfm_path_sample_args *a)
     double last_t = NAN, beta = 0.0, dbeta = 0.0;
     for (size_t r = 0; r < a->rows; r++) {
         if (!(a->t[r] == last_t)) {
-            if ((st = dfm__metric_beta(p, a->t[r], &beta, &dbeta))) goto done;
+            if ((st = dfm__metric_beta(p, &p->b, a->t[r], &beta, &dbeta))) goto done;
             last_t = a->t[r];
         }
         for (size_t i = 0; i < d; i++) {
@@ -304,7 +305,7 @@ int dfm_path_cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
     const dfm__ctpath *m = dfm__ctpath_of(p);
     if (p->kind == DFM_PATH_METRIC) {
         double beta, dbeta;
-        if ((st = dfm__metric_beta(p, t, &beta, &dbeta))) return st;
+        if ((st = dfm__metric_beta(p, &p->b, t, &beta, &dbeta))) return st;
         dfm__metric_probs(m, beta, x1, probs);
         return 0;
     }
@@ -338,7 +339,7 @@ int dfm_path_cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
     } else {
         const dfm__ctpath *m = dfm__ctpath_of(p);
         double beta, dbeta;
-        st = dfm__metric_beta(p, t, &beta, &dbeta);
+        st = dfm__metric_beta(p, &p->b, t, &beta, &dbeta);
         if (!st) {
             const double *dd = m->dist + (size_t)x1 * n;
             dfm__metric_probs(m, beta, x1, pr);
@@ -376,12 +377,8 @@ int dfm__ct_cond_row(dfm_base *b, dfm_path *p, double t, int32_t x1, int32_t z, 
         return 0;
     }
     double beta, dbeta;
-    int st = dfm__metric_beta(p, t, &beta, &dbeta);
-    if (st) {
-        memcpy(b->err, p->b.err, sizeof b->err);
-        b->cb_raw = p->b.cb_raw;
-        return st;
-    }
+    int st = dfm__metric_beta(p, b, t, &beta, &dbeta);
+    if (st) return st;
     if (!isfinite(dbeta)) return dfm__fail(b, DFM_ENUMERIC, "metric rates diverge at t = %g", t);
     memset(row, 0, S * sizeof(double));
     size_t stride = 1;
