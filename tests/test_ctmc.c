@@ -159,6 +159,18 @@ START_TEST(expm_vs_small_steps_and_stochastic)
     free(A);
     free(B);
     dfm_ctmc_free(w);
+    /* a dense 256-state generator: p0 exp(hQ) vs RK4 */
+    const size_t L = 256;
+    double *G = calloc(L * L, sizeof(double)), *q0 = calloc(L, sizeof(double)),
+           *qa = calloc(L, sizeof(double)), *qb = calloc(L, sizeof(double));
+    random_generator(L, G, 9u, 4.0 / (double)L);
+    for (size_t i = 0; i < L; i++) q0[i] = (double)(i % 5) / (2.0 * (double)L);
+    ck_assert_int_eq(dfm_ctmc_create(&w, L, NULL), 0);
+    ck_assert_int_eq(dfm_ctmc_propagate(w, q0, 1, G, 3.0, qa), 0);
+    ck_assert_int_eq(dfm_ctmc_propagate_ode(w, q0, 1, const_rates, G, 0.0, 3.0, 300, qb), 0);
+    ck_assert_msg(max_abs_diff(qa, qb, L) < 1e-12, "err %g", max_abs_diff(qa, qb, L));
+    free(G); free(q0); free(qa); free(qb);
+    dfm_ctmc_free(w);
 }
 END_TEST
 
@@ -766,6 +778,79 @@ START_TEST(metric_flattened_rate_matrix_reproduces_target)
 }
 END_TEST
 
+START_TEST(metric_factorized_euler_converges)
+{
+    met m;
+    met_target(&m);
+    dfm_path *p = make_metric(0);
+    dfm_generator *g = NULL;
+    ck_assert_int_eq(dfm_generator_create_metric(&g, p, NULL), 0);
+    ck_assert_uint_eq(dfm_generator_out_stride(g), MD * MV);
+    dfm_sampler *s = NULL;
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 100), 0);
+    const size_t N = 10000;
+    int32_t *tok = calloc(N * MD, 4);
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = met_model_tok; a.model_data = &m;
+    a.rows = N; a.tokens = tok; a.draw_source = 1;
+    ck_assert_msg(dfm_sampler_run(s, &a) == 0, "%s", dfm_sampler_last_error(s));
+    long c1[MS] = {0};
+    for (size_t r = 0; r < N; r++) c1[tok[r * MD] * MV + tok[r * MD + 1]]++;
+    ck_assert_msg(tu_tv(c1, m.q, MS, (long)N) < 0.05, "tv %g", tu_tv(c1, m.q, MS, (long)N));
+    free(tok);
+    dfm_sampler_free(s);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+}
+END_TEST
+
+START_TEST(fixed_coordinates_never_change)
+{
+    met m;
+    met_target(&m);
+    dfm_path *p = make_metric(0);
+    for (int flat = 0; flat < 2; flat++)
+        for (int meth = 0; meth < 3; meth++) {
+            const int methods[3] = {DFM_METHOD_EULER, DFM_METHOD_UNIFORMIZATION,
+                                    DFM_METHOD_GILLESPIE};
+            dfm_generator *g = NULL;
+            if (flat)
+                ck_assert_int_eq(dfm_generator_create_rate_matrix(&g, p, NULL,
+                                                                  DFM_PARAM_STATE_LOGITS, NULL), 0);
+            else
+                ck_assert_int_eq(dfm_generator_create_metric(&g, p, NULL), 0);
+            dfm_sampler *s = NULL;
+            ck_assert_int_eq(dfm_sampler_create(&s, g, methods[meth], NULL), 0);
+            ck_assert_int_eq(dfm_sampler_set_steps(s, 8), 0);
+            enum { N = 400 };
+            int32_t tok[N * MD];
+            uint8_t fx[N * MD];
+            for (int r = 0; r < N; r++) {
+                tok[r * MD] = 0; tok[r * MD + 1] = r % MV;
+                fx[r * MD] = 0; fx[r * MD + 1] = 1;
+            }
+            dfm_run_args a;
+            memset(&a, 0, sizeof a);
+            a.struct_size = sizeof a;
+            a.model = flat ? met_model_state : met_model_tok; a.model_data = &m;
+            a.rows = N; a.tokens = tok; a.fixed = fx; a.draw_source = 1;
+            ck_assert_msg(dfm_sampler_run(s, &a) == 0, "%s", dfm_sampler_last_error(s));
+            int moved = 0;
+            for (int r = 0; r < N; r++) {
+                ck_assert_int_eq(tok[r * MD + 1], r % MV);
+                moved += tok[r * MD] != 0;
+            }
+            ck_assert_int_gt(moved, N / 4);
+            dfm_sampler_free(s);
+            dfm_generator_free(g);
+        }
+    dfm_path_free(p);
+}
+END_TEST
+
 /* ---------- Bregman loss ---------- */
 
 START_TEST(bregman_value_and_gradient)
@@ -1072,6 +1157,8 @@ int main(void)
     tcase_add_test(tc, metric_rates_satisfy_kolmogorov);
     tcase_add_test(tc, metric_factorized_uniformization_reproduces_target);
     tcase_add_test(tc, metric_flattened_rate_matrix_reproduces_target);
+    tcase_add_test(tc, metric_factorized_euler_converges);
+    tcase_add_test(tc, fixed_coordinates_never_change);
     tcase_add_test(tc, bregman_value_and_gradient);
     tcase_add_test(tc, bad_input_is_reported);
     tcase_add_test(tc, progress_stops_and_leaves_tokens);
