@@ -5,6 +5,15 @@
 
 #include "handles.h"
 
+/* The element kernels (normal draws above all: 8 64-bit multiplies per instruction and
+ * three-way XORs) gain from AVX-512: an extra x86-64-v4 clone where GCC offers it. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(DFM_NO_CLONES) && __GNUC__ >= 11
+#  define DFM_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#  define DFM_CLONES_V4 DFM_CLONES
+#endif
+
 /* Affine-model coefficients at one time: with x' = x / scale and y the model output at
  * (t_model, x'), the quantity asked for (a velocity or an SDE drift) is A * x + B * y. */
 typedef struct dfm__acoef {
@@ -33,19 +42,15 @@ int dfm__affine_convert_coef(int from, int to, const dfm_sched_values *v, double
 int dfm__cgen_coef(dfm_base *b, const dfm_generator *g, double r, double gg, dfm__acoef *c);
 /* g(t) of a diffusion generator (errors on b). */
 int dfm__cgen_g(dfm_base *b, const dfm_generator *g, double t, double *gval);
-/* Standard normals for one row keyed by position: block (seed, stream, row, j / 4, step) gives
- * coordinates 4 (j / 4) .. 4 (j / 4) + 3 (Box-Muller on 24-bit uniforms). */
+/* Standard normals for one row keyed by position: coordinates 64c .. 64c + 63 come from the 16
+ * Philox blocks (seed, stream, row, 16c + l, step), l < 16; Box-Muller on 24-bit uniforms with
+ * both outputs (docs/continuous.md). */
 void dfm__normal_row(uint64_t seed, unsigned stream, uint64_t row, uint32_t step, size_t d,
                      float *out);
 /* Sampler initialisation for velocity / diffusion generators (continuous_sampler.c). */
 int dfm__cont_sampler_init(dfm_sampler *s, int method);
 
-/* Finite check of n floats (vectorisable). */
-static inline int dfm__all_finite_f(const float *x, size_t n)
-{
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= !(x[i] - x[i] == 0.0f);
-    return !bad;
-}
+/* Finite check of n floats on their exponent bits (vectorisable; continuous_path.c). */
+int dfm__all_finite_f(const float *x, size_t n);
 
 #endif

@@ -11,79 +11,116 @@
 
 #define NB 16 /* Philox blocks per batch: 64 normals */
 
-DFM_CLONES
+#if defined(__GNUC__)
+#  define DFM_INLINE static inline __attribute__((always_inline))
+#else
+#  define DFM_INLINE static inline
+#endif
+
+/* sqrt(-2 log u) for u in (0, 1]: Cephes logf polynomial and a Newton inverse square root in
+ * plain arithmetic (selects on integer bits: FP ops are not if-converted under
+ * -ftrapping-math, and libm calls would stop the vectoriser). */
+DFM_INLINE float bm_radius(uint32_t ui)
+{
+    float u = (float)(int32_t)ui * 0x1p-24f;
+    int32_t i;
+    memcpy(&i, &u, sizeof i);
+    int32_t mi = (i & 0x007fffff) | 0x3f000000; /* mantissa in [0.5, 1) */
+    int32_t sm = mi < 0x3f3504f3;               /* m < sqrt(1/2): use 2m, exponent - 1 */
+    float e = (float)(((i >> 23) & 0xff) - 126 - sm);
+    mi += sm << 23;
+    float m;
+    memcpy(&m, &mi, sizeof m);
+    float x = m - 1.0f;
+    float z = x * x;
+    float y = 7.0376836292e-2f;
+    y = y * x - 1.1514610310e-1f;
+    y = y * x + 1.1676998740e-1f;
+    y = y * x - 1.2420140846e-1f;
+    y = y * x + 1.4249322787e-1f;
+    y = y * x - 1.6668057665e-1f;
+    y = y * x + 2.0000714765e-1f;
+    y = y * x - 2.4999993993e-1f;
+    y = y * x + 3.3333331174e-1f;
+    y = y * x * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    float q = -2.0f * (x + y + 0.693359375f * e);
+    int32_t qi;
+    memcpy(&qi, &q, sizeof qi);
+    qi &= 0x7fffffff; /* |q|: u = 1 may round to -0 */
+    memcpy(&q, &qi, sizeof q);
+    q += 1e-30f;
+    memcpy(&qi, &q, sizeof qi);
+    qi = 0x5f3759df - (qi >> 1);
+    float r;
+    memcpy(&r, &qi, sizeof r);
+    r = r * (1.5f - 0.5f * q * r * r);
+    r = r * (1.5f - 0.5f * q * r * r);
+    r = r * (1.5f - 0.5f * q * r * r);
+    return q * r;
+}
+
+/* cos and sin of pi v, v = kv 2^-24 - 1 in [-1, 1): fold to [-1/2, 1/2] (flags from the
+ * integer), Taylor to degree 12 / 11. */
+DFM_INLINE void bm_sincos(int32_t kv, float *c, float *sn)
+{
+    float a = (float)kv * 0x1p-24f - 1.0f;
+    float f = (float)((kv > 0x1800000) - (kv < 0x800000)); /* -1, 0, 1 */
+    float cs = 1.0f - 2.0f * f * f;
+    a = a * cs + f; /* 1 - a, -1 - a or a */
+    float x = 3.14159265358979f * a, x2 = x * x;
+    *sn = x * (1.0f + x2 * (-1.6666667e-1f + x2 * (8.3333333e-3f + x2 * (-1.9841270e-4f +
+          x2 * (2.7557319e-6f + x2 * -2.5052108e-8f)))));
+    *c = cs * (1.0f + x2 * (-0.5f + x2 * (4.1666667e-2f + x2 * (-1.3888889e-3f + x2 *
+         (2.4801587e-5f + x2 * (-2.7557319e-7f + x2 * 2.0876757e-9f))))));
+}
+
+/* One Philox round on 32-bit words held in 64-bit lanes (the products are then plain
+ * 32x32->64 vector multiplies: vpmuludq). */
+#define PHILOX_ROUND(r)                                                                        \
+    do {                                                                                       \
+        uint64_t p0 = (uint64_t)DFM__PHILOX_M0 * (c0 & 0xFFFFFFFFu);                           \
+        uint64_t p1 = (uint64_t)DFM__PHILOX_M1 * (c2 & 0xFFFFFFFFu);                           \
+        uint64_t n0 = (p1 >> 32) ^ c1 ^ kk0[r];                                                \
+        uint64_t n2 = (p0 >> 32) ^ c3 ^ kk1[r];                                                \
+        c1 = p1 & 0xFFFFFFFFu;                                                                 \
+        c3 = p0 & 0xFFFFFFFFu;                                                                 \
+        c0 = n0;                                                                               \
+        c2 = n2;                                                                               \
+    } while (0)
+
+
+/* 64 normals from the NB Philox blocks (seed, stream, row, j0 + l, step): out[l] and
+ * out[2 NB + l] are the Box-Muller pair of words (0, 1) of block l, out[NB + l] and
+ * out[3 NB + l] that of words (2, 3). One loop over the blocks, rounds unrolled, so the
+ * compiler runs 8 blocks per AVX2 register. */
+DFM_CLONES_V4
 static void normal_blocks(uint64_t seed, unsigned stream, uint64_t row, uint32_t step,
                           uint32_t j0, float *out /* 4 * NB */)
 {
-    uint32_t c0[NB], c1[NB], c2[NB], c3[NB];
     const uint32_t rlo = (uint32_t)row;
     const uint32_t rhi = (uint32_t)((row >> 32) & 0xFFFFFFu) | ((uint32_t)(stream & 0xFFu) << 24);
-    for (int l = 0; l < NB; l++) { c0[l] = j0 + (uint32_t)l; c1[l] = step; c2[l] = rlo; c3[l] = rhi; }
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    uint64_t kk0[10], kk1[10];
+    uint32_t a0 = (uint32_t)seed, a1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 10; r++) {
-        for (int l = 0; l < NB; l++) {
-            uint64_t p0 = (uint64_t)DFM__PHILOX_M0 * c0[l];
-            uint64_t p1 = (uint64_t)DFM__PHILOX_M1 * c2[l];
-            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[l] ^ k0;
-            uint32_t n1 = (uint32_t)p1;
-            uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[l] ^ k1;
-            uint32_t n3 = (uint32_t)p0;
-            c0[l] = n0; c1[l] = n1; c2[l] = n2; c3[l] = n3;
-        }
-        k0 += DFM__PHILOX_W0;
-        k1 += DFM__PHILOX_W1;
+        kk0[r] = a0;
+        kk1[r] = a1;
+        a0 += DFM__PHILOX_W0;
+        a1 += DFM__PHILOX_W1;
     }
-    /* Pair 2l uses words (0, 1) of block l, pair 2l + 1 words (2, 3). */
-    float u[2 * NB], v[2 * NB];
     for (int l = 0; l < NB; l++) {
-        u[2 * l] = (float)((c0[l] >> 8) + 1u) * 0x1p-24f;     /* (0, 1] */
-        v[2 * l] = (float)(int32_t)(c1[l] >> 7) * 0x1p-24f - 1.0f; /* [-1, 1) */
-        u[2 * l + 1] = (float)((c2[l] >> 8) + 1u) * 0x1p-24f;
-        v[2 * l + 1] = (float)(int32_t)(c3[l] >> 7) * 0x1p-24f - 1.0f;
-    }
-    /* log(u) (Cephes logf polynomial), vectorisable bit manipulation. */
-    int32_t ib[2 * NB];
-    float rad[2 * NB];
-    memcpy(ib, u, sizeof ib);
-    for (int p = 0; p < 2 * NB; p++) {
-        int32_t i = ib[p];
-        float e = (float)(((i >> 23) & 0xff) - 126);
-        int32_t mi = (i & 0x007fffff) | 0x3f000000;
-        float m;
-        memcpy(&m, &mi, sizeof m); /* [0.5, 1) */
-        int small = m < 0.70710678f;
-        e = small ? e - 1.0f : e;
-        float x = small ? m + m - 1.0f : m - 1.0f;
-        float z = x * x;
-        float y = 7.0376836292e-2f;
-        y = y * x - 1.1514610310e-1f;
-        y = y * x + 1.1676998740e-1f;
-        y = y * x - 1.2420140846e-1f;
-        y = y * x + 1.4249322787e-1f;
-        y = y * x - 1.6668057665e-1f;
-        y = y * x + 2.0000714765e-1f;
-        y = y * x - 2.4999993993e-1f;
-        y = y * x + 3.3333331174e-1f;
-        y = y * x * z;
-        y += -2.12194440e-4f * e;
-        y += -0.5f * z;
-        float lg = x + y + 0.693359375f * e;
-        float q = -2.0f * lg;
-        rad[p] = sqrtf(q > 0.0f ? q : 0.0f);
-    }
-    /* sin, cos of pi v, v in [-1, 1): fold to [-1/2, 1/2], Taylor to degree 11 / 12. */
-    for (int p = 0; p < 2 * NB; p++) {
-        float a = v[p];
-        float cs = 1.0f;
-        if (a > 0.5f) { a = 1.0f - a; cs = -1.0f; }
-        if (a < -0.5f) { a = -1.0f - a; cs = -1.0f; }
-        float x = 3.14159265358979f * a, x2 = x * x;
-        float s = x * (1.0f + x2 * (-1.6666667e-1f + x2 * (8.3333333e-3f + x2 * (-1.9841270e-4f +
-                  x2 * (2.7557319e-6f + x2 * -2.5052108e-8f)))));
-        float c = 1.0f + x2 * (-0.5f + x2 * (4.1666667e-2f + x2 * (-1.3888889e-3f + x2 *
-                  (2.4801587e-5f + x2 * (-2.7557319e-7f + x2 * 2.0876757e-9f)))));
-        out[2 * p] = rad[p] * cs * c;
-        out[2 * p + 1] = rad[p] * s;
+        uint64_t c0 = (uint32_t)(j0 + (uint32_t)l), c1 = step, c2 = rlo, c3 = rhi;
+        PHILOX_ROUND(0); PHILOX_ROUND(1); PHILOX_ROUND(2); PHILOX_ROUND(3); PHILOX_ROUND(4);
+        PHILOX_ROUND(5); PHILOX_ROUND(6); PHILOX_ROUND(7); PHILOX_ROUND(8); PHILOX_ROUND(9);
+        float ra = bm_radius((uint32_t)(c0 >> 8) + 1u), rb = bm_radius((uint32_t)(c2 >> 8) + 1u);
+        float ca, sa, cb, sb;
+        bm_sincos((int32_t)(c1 >> 7), &ca, &sa);
+        bm_sincos((int32_t)(c3 >> 7), &cb, &sb);
+        out[l] = ra * ca;
+        out[NB + l] = rb * cb;
+        out[2 * NB + l] = ra * sa;
+        out[3 * NB + l] = rb * sb;
     }
 }
 
@@ -91,13 +128,24 @@ void dfm__normal_row(uint64_t seed, unsigned stream, uint64_t row, uint32_t step
                      float *out)
 {
     float buf[4 * NB];
-    size_t j = 0;
-    while (j < d) {
-        normal_blocks(seed, stream, row, step, (uint32_t)(j / 4), buf);
+    for (size_t j = 0; j < d; j += 4 * NB) {
         size_t n = d - j < 4 * NB ? d - j : 4 * NB;
-        memcpy(out + j, buf, n * sizeof(float));
-        j += n;
+        if (n == 4 * NB) {
+            normal_blocks(seed, stream, row, step, (uint32_t)(j / 4), out + j);
+        } else {
+            normal_blocks(seed, stream, row, step, (uint32_t)(j / 4), buf);
+            memcpy(out + j, buf, n * sizeof(float));
+        }
     }
+}
+
+DFM_CLONES_V4
+int dfm__all_finite_f(const float *x, size_t n)
+{
+    const uint32_t *u = (const uint32_t *)(const void *)x; /* float and uint32_t: same size */
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    return !bad;
 }
 
 /* ---- conversions ---- */
@@ -258,9 +306,9 @@ typedef struct sample_ctx {
     size_t d;
 } sample_ctx;
 
-DFM_CLONES
-static void affine_row(size_t d, const float *x1, const float *x0, float a, float s, float da,
-                       float ds, float *xt, float *tg)
+DFM_CLONES_V4
+static void affine_row(size_t d, const float *restrict x1, const float *restrict x0, float a,
+                       float s, float da, float ds, float *restrict xt, float *restrict tg)
 {
     for (size_t j = 0; j < d; j++) xt[j] = a * x1[j] + s * x0[j];
     if (tg)

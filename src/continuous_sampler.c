@@ -80,9 +80,9 @@ typedef struct kctx {
 
 enum { K_TOFLOAT, K_VEL, K_HUTCH, K_COMBINE, K_ERR };
 
-DFM_CLONES
-static void tofloat_row(size_t d, const double *y, double inv_s, const float *z, double eps,
-                        float *x)
+DFM_CLONES_V4
+static void tofloat_row(size_t d, const double *restrict y, double inv_s,
+                        const float *restrict z, double eps, float *restrict x)
 {
     if (z)
         for (size_t j = 0; j < d; j++) x[j] = (float)((y[j] + eps * z[j]) * inv_s);
@@ -90,15 +90,41 @@ static void tofloat_row(size_t d, const double *y, double inv_s, const float *z,
         for (size_t j = 0; j < d; j++) x[j] = (float)(y[j] * inv_s);
 }
 
-DFM_CLONES
-static int vel_row(size_t d, const double *y, const float *m, double A, double B, double *f)
+DFM_CLONES_V4
+static int vel_row(size_t d, const double *restrict y, const float *restrict m, double A,
+                   double B, double *restrict f)
 {
-    int bad = 0;
-    for (size_t j = 0; j < d; j++) {
-        bad |= !(m[j] - m[j] == 0.0f);
-        f[j] = A * y[j] + B * (double)m[j];
+    if (!dfm__all_finite_f(m, d)) return 1;
+    if (A == 0.0)
+        for (size_t j = 0; j < d; j++) f[j] = B * (double)m[j];
+    else
+        for (size_t j = 0; j < d; j++) f[j] = A * y[j] + B * (double)m[j];
+    return 0;
+}
+
+/* dst = src + sum_{s < q} a[s] k[s], q in 1..4, in one pass (dst may be src). */
+DFM_CLONES_V4
+static void comb_row(size_t w, double *dst, const double *src, int q, const double *a,
+                     const double *const *k)
+{
+    const double *k0 = k[0], *k1 = q > 1 ? k[1] : k0, *k2 = q > 2 ? k[2] : k0,
+                 *k3 = q > 3 ? k[3] : k0;
+    double a0 = a[0], a1 = q > 1 ? a[1] : 0.0, a2 = q > 2 ? a[2] : 0.0, a3 = q > 3 ? a[3] : 0.0;
+    switch (q) {
+    case 1:
+        for (size_t j = 0; j < w; j++) dst[j] = src[j] + a0 * k0[j];
+        break;
+    case 2:
+        for (size_t j = 0; j < w; j++) dst[j] = src[j] + (a0 * k0[j] + a1 * k1[j]);
+        break;
+    case 3:
+        for (size_t j = 0; j < w; j++) dst[j] = src[j] + (a0 * k0[j] + a1 * k1[j] + a2 * k2[j]);
+        break;
+    default:
+        for (size_t j = 0; j < w; j++)
+            dst[j] = src[j] + (a0 * k0[j] + a1 * k1[j] + a2 * k2[j] + a3 * k3[j]);
+        break;
     }
-    return bad;
 }
 
 static int kernel(void *vc, size_t begin, size_t end, int tid)
@@ -133,14 +159,20 @@ static int kernel(void *vc, size_t begin, size_t end, int tid)
             break;
         }
         case K_COMBINE: {
+            /* dst = y + h sum_s wts[s] k_s, one axpy per nonzero weight (dst may be y) */
             double *dst = c->dst + r * w;
-            const double *y = c->y + r * w;
-            for (size_t j = 0; j < w; j++) {
-                double acc = 0.0;
-                for (int s = 0; s < c->n; s++)
-                    if (c->wts[s] != 0.0) acc += c->wts[s] * c->ks[s][r * w + j];
-                dst[j] = y[j] + c->h * acc;
+            const double *src = c->y + r * w;
+            double a[7];
+            const double *kp[7];
+            int m = 0;
+            for (int s = 0; s < c->n; s++)
+                if (c->wts[s] != 0.0) { a[m] = c->h * c->wts[s]; kp[m++] = c->ks[s] + r * w; }
+            for (int s = 0; s < m; s += 4) {
+                int q = m - s < 4 ? m - s : 4;
+                comb_row(w, dst, src, q, a + s, kp + s);
+                src = dst;
             }
+            if (src != dst) memcpy(dst, src, w * sizeof(double));
             break;
         }
         case K_ERR: {
