@@ -169,6 +169,29 @@ static void check_mixture(const float *x, size_t n, double tol)
             double b = 4.5 * sqrt((e2[i][i] * e2[j][j] * 3.0) / (double)n) + 2.0 * tol;
             ck_assert_msg(fabs(c - ec) < b, "cov[%d][%d] = %g, exact %g (bound %g)", i, j, c, ec, b);
         }
+    /* per mode: mean m_k and variance s_k^2 per coordinate (sd s_k^2 sqrt(2 / n_k)) */
+    for (int k = 0; k < NK; k++) {
+        double km[2] = {0, 0}, kv[2] = {0, 0};
+        long nk = 0;
+        for (size_t r = 0; r < n; r++) {
+            double d0 = hypot(x[2 * r] - MM[0][0], x[2 * r + 1] - MM[0][1]);
+            double d1 = hypot(x[2 * r] - MM[1][0], x[2 * r + 1] - MM[1][1]);
+            if ((d0 < d1 ? 0 : 1) != k) continue;
+            nk++;
+            for (int i = 0; i < 2; i++) { km[i] += x[2 * r + i]; kv[i] += (double)x[2 * r + i] * x[2 * r + i]; }
+        }
+        for (int i = 0; i < 2; i++) {
+            km[i] /= (double)nk;
+            kv[i] = kv[i] / (double)nk - km[i] * km[i];
+            double s2 = MS[k] * MS[k];
+            double bm = 4.5 * MS[k] / sqrt((double)nk) + tol;
+            double bv = 4.5 * s2 * sqrt(2.0 / (double)nk) + 2.0 * tol;
+            ck_assert_msg(fabs(km[i] - MM[k][i]) < bm, "mode %d mean[%d] = %g, exact %g (bound %g)",
+                          k, i, km[i], MM[k][i], bm);
+            ck_assert_msg(fabs(kv[i] - s2) < bv, "mode %d var[%d] = %g, exact %g (bound %g)", k, i,
+                          kv[i], s2, bv);
+        }
+    }
     long tot = (long)n;
     double p[NK];
     for (int k = 0; k < NK; k++) p[k] = MW[k];
@@ -178,7 +201,7 @@ static void check_mixture(const float *x, size_t n, double tol)
 static void sample_mixture(dfm_scheduler *s, int param, int method, size_t steps, double tol,
                            const dfm_scheduler *sampling)
 {
-    const size_t n = 4000;
+    const size_t n = 8000;
     target tg = {s, param, 0, -1, 0, 0};
     dfm_path *p = make_path(s);
     dfm_generator *gen;
@@ -296,7 +319,7 @@ END_TEST
 
 static void sde_case(dfm_scheduler *s, int param, double g, dfm_diffusion_fn gfn, size_t steps)
 {
-    const size_t n = 4000;
+    const size_t n = 8000;
     target tg = {s, param, 0, -1, 0, 0};
     dfm_path *p = make_path(s);
     dfm_generator *gen;
