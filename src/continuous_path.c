@@ -360,7 +360,7 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
     if (!a->x1_reals || !a->xt_reals)
         return dfm__fail(&p->b, DFM_EINVAL, "args->x1_reals and args->xt_reals are required");
     if (dfm__mul(a->rows, d, &n)) return dfm__fail(&p->b, DFM_EOVERFLOW, "rows x D overflows");
-    if (a->row_offset > ((uint64_t)1 << 56) - a->rows)
+    if ((uint64_t)a->rows > ((uint64_t)1 << 56) || a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&p->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
     size_t bytes;
     if (dfm__mul3(a->rows, 4, sizeof(double), &bytes))

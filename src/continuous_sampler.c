@@ -660,7 +660,7 @@ static int cont_run(dfm_sampler *s, const dfm_run_args *a)
     int st = dfm__check_run_common(s, a, 0, d);
     if (st) return st;
     if (a->rows == 0) return 0;
-    if (a->row_offset > ((uint64_t)1 << 56) - a->rows)
+    if ((uint64_t)a->rows > ((uint64_t)1 << 56) || a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&s->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
     size_t nsteps = dfm__sampler_nsteps(s);
     double t0 = dfm__sampler_time(s, 0), t1 = dfm__sampler_time(s, nsteps);
@@ -825,7 +825,7 @@ int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
         return dfm__fail(&s->b, DFM_ELIMIT, "n_probes must be <= 4096");
     if (!isfinite(a->fd_eps) || a->fd_eps < 0.0)
         return dfm__fail(&s->b, DFM_EINVAL, "fd_eps must be finite and >= 0, got %g", a->fd_eps);
-    if (a->row_offset > ((uint64_t)1 << 56) - a->rows)
+    if ((uint64_t)a->rows > ((uint64_t)1 << 56) || a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&s->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
     const dfm_generator *g = s->gen;
     const csamp *cs = (const csamp *)s->impl;
