@@ -87,7 +87,9 @@ static int model_fn(const dfm_model_io *io, void *ud)
             case DFM_PARAM_X1: o = e1[i]; break;
             case DFM_PARAM_EPSILON: o = e0[i]; break;
             case DFM_PARAM_SCORE: o = -e0[i] / v.sigma; break;
-            default: o = v.d_alpha * e1[i] + v.d_sigma * e0[i]; break;
+            default: /* (at sigma = 0, E[X0 | x] = 0 and an infinite sigma' drops out) */
+                o = v.d_alpha * e1[i] + (e0[i] != 0.0 ? v.d_sigma * e0[i] : 0.0);
+                break;
             }
             io->out[2 * r + i] = (float)o;
         }
@@ -259,6 +261,11 @@ START_TEST(mixture_ode_samplers_cosine)
     sample_mixture(s, DFM_PARAM_VELOCITY, DFM_METHOD_EULER, 200, 0.03, NULL);
     sample_mixture(s, DFM_PARAM_VELOCITY, DFM_METHOD_RK4, 16, 0.01, NULL);
     sample_mixture(s, DFM_PARAM_VELOCITY, DFM_METHOD_DOPRI5, 0, 0.005, NULL);
+    dfm_scheduler_free(s);
+    /* VP (source at t = 0 is N(alpha_0 x1, sigma_0^2) with alpha_0 = 0.0066: close to N(0, I)) */
+    ck_assert_int_eq(dfm_scheduler_create_vp(&s, 0.1, 20.0, NULL), 0);
+    sample_mixture(s, DFM_PARAM_VELOCITY, DFM_METHOD_RK4, 64, 0.02, NULL);
+    sample_mixture(s, DFM_PARAM_EPSILON, DFM_METHOD_DOPRI5, 0, 0.02, NULL);
     dfm_scheduler_free(s);
 }
 END_TEST
