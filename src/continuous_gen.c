@@ -291,7 +291,8 @@ static int mse_eval(dfm_loss *l, const dfm_loss_args *a)
     const dfm_generator *g = l->gen;
     size_t d = g->out_stride, n;
     if (a->x1_tokens || a->xt_tokens || a->fixed)
-        return dfm__fail(&l->b, DFM_EINVAL, "the MSE loss has no tokens: token members must be NULL");
+        return dfm__fail(&l->b, DFM_EINVAL,
+                         "the MSE loss has no tokens: token members must be NULL");
     if (a->rows == 0) { *a->loss = 0.0; return 0; }
     if (!a->x0_reals || !a->x1_reals)
         return dfm__fail(&l->b, DFM_EINVAL, "args->x0_reals and args->x1_reals are required");

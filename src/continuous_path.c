@@ -261,7 +261,10 @@ int dfm_affine_convert(dfm_path *p, int from, int to, size_t rows, const double 
             break;
         }
         st = dfm__sched_eval(&p->sched, t[r], &v, &p->b.cb_raw);
-        if (st == DFM_ECALLBACK) { st = dfm__fail_callback(&p->b, p->b.cb_raw, "scheduler"); break; }
+        if (st == DFM_ECALLBACK) {
+            st = dfm__fail_callback(&p->b, p->b.cb_raw, "scheduler");
+            break;
+        }
         if (st) { st = dfm__fail(&p->b, st, "scheduler failed at t = %g", t[r]); break; }
         st = dfm__affine_convert_coef(from, to, &v, &co[2 * r], &co[2 * r + 1]);
         if (st)
@@ -355,12 +358,14 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
     if (a->struct_size < sizeof(dfm_path_sample_args))
         return dfm__fail(&p->b, DFM_EINVAL, "args->struct_size is too small");
     if (a->x1_tokens || a->x0_tokens || a->xt_tokens)
-        return dfm__fail(&p->b, DFM_EINVAL, "an affine path has no tokens: token members must be NULL");
+        return dfm__fail(&p->b, DFM_EINVAL,
+                         "an affine path has no tokens: token members must be NULL");
     if (a->rows == 0) return 0;
     if (!a->x1_reals || !a->xt_reals)
         return dfm__fail(&p->b, DFM_EINVAL, "args->x1_reals and args->xt_reals are required");
     if (dfm__mul(a->rows, d, &n)) return dfm__fail(&p->b, DFM_EOVERFLOW, "rows x D overflows");
-    if ((uint64_t)a->rows > ((uint64_t)1 << 56) || a->row_offset > ((uint64_t)1 << 56) - a->rows)
+    if ((uint64_t)a->rows > ((uint64_t)1 << 56) ||
+        a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&p->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
     size_t bytes;
     if (dfm__mul3(a->rows, 4, sizeof(double), &bytes))
@@ -377,7 +382,10 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
     for (size_t r = 0; r < a->rows; r++) {
         if (a->t[r] != last_t) {
             st = dfm__sched_eval(&p->sched, a->t[r], &v, &p->b.cb_raw);
-            if (st == DFM_ECALLBACK) { st = dfm__fail_callback(&p->b, p->b.cb_raw, "scheduler"); break; }
+            if (st == DFM_ECALLBACK) {
+                st = dfm__fail_callback(&p->b, p->b.cb_raw, "scheduler");
+                break;
+            }
             if (st) { st = dfm__fail(&p->b, st, "scheduler failed at t = %g", a->t[r]); break; }
             last_t = a->t[r];
         }

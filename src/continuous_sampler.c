@@ -329,7 +329,8 @@ static int work_alloc(dfm_sampler *s, ode *o, work *wk, int stages, int adaptive
         dfm__mul(nsv, sizeof(float), &parts[3]))
         return dfm__fail(&s->b, DFM_EOVERFLOW, "work size overflows");
     for (int i = 0; i < 4; i++) {
-        if (bytes > SIZE_MAX - parts[i] - 64) return dfm__fail(&s->b, DFM_EOVERFLOW, "work size overflows");
+        if (parts[i] >= SIZE_MAX / 8 || bytes >= SIZE_MAX / 8)
+            return dfm__fail(&s->b, DFM_EOVERFLOW, "work size overflows");
         bytes += parts[i] + 16;
     }
     char *p = (char *)dfm__alloc(&s->b.mem, bytes);
@@ -548,7 +549,8 @@ static int dopri5(ode *o, work *wk, const csamp *cs, double t0, double t1, const
             double fac = err == 0.0 ? 5.0 : fmin(5.0, fmax(0.2, 0.9 * pow(err, -0.2)));
             h = h * fac;
             if (progress && progress(naccept - 1, 0, t, pdata))
-                return dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback at t = %g", t);
+                return dfm__fail(&s->b, DFM_ESTOPPED,
+                                 "stopped by the progress callback at t = %g", t);
             if (s->stop) return dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", t);
         } else {
             s->stats[DFM_STAT_REJECTED]++;
@@ -660,7 +662,8 @@ static int cont_run(dfm_sampler *s, const dfm_run_args *a)
     int st = dfm__check_run_common(s, a, 0, d);
     if (st) return st;
     if (a->rows == 0) return 0;
-    if ((uint64_t)a->rows > ((uint64_t)1 << 56) || a->row_offset > ((uint64_t)1 << 56) - a->rows)
+    if ((uint64_t)a->rows > ((uint64_t)1 << 56) ||
+        a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&s->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
     size_t nsteps = dfm__sampler_nsteps(s);
     double t0 = dfm__sampler_time(s, 0), t1 = dfm__sampler_time(s, nsteps);
@@ -737,7 +740,8 @@ static int cs_set_int(dfm_sampler *s, int opt, int64_t v)
 {
     csamp *c = (csamp *)s->impl;
     if (opt != DFM_OPT_MAX_STEPS || s->method != DFM_METHOD_DOPRI5) return DFM_EUNSUPPORTED;
-    if (v < 1) return dfm__fail(&s->b, DFM_EINVAL, "max_steps must be >= 1, got %lld", (long long)v);
+    if (v < 1)
+        return dfm__fail(&s->b, DFM_EINVAL, "max_steps must be >= 1, got %lld", (long long)v);
     c->max_steps = v;
     return 0;
 }
@@ -754,7 +758,8 @@ static int cs_set_double(dfm_sampler *s, int opt, double v)
     csamp *c = (csamp *)s->impl;
     if (s->method != DFM_METHOD_DOPRI5) return DFM_EUNSUPPORTED;
     const char *name = opt == DFM_OPT_ATOL ? "atol" : opt == DFM_OPT_RTOL ? "rtol" : "h_init";
-    if (opt != DFM_OPT_ATOL && opt != DFM_OPT_RTOL && opt != DFM_OPT_H_INIT) return DFM_EUNSUPPORTED;
+    if (opt != DFM_OPT_ATOL && opt != DFM_OPT_RTOL && opt != DFM_OPT_H_INIT)
+        return DFM_EUNSUPPORTED;
     if (!isfinite(v) || v < 0.0)
         return dfm__fail(&s->b, DFM_EINVAL, "%s must be finite and >= 0, got %g", name, v);
     if (opt == DFM_OPT_ATOL) {
@@ -818,14 +823,16 @@ int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
         return dfm__fail(&s->b, DFM_EINVAL, "args->struct_size is too small");
     if (!a->model) return dfm__fail(&s->b, DFM_EINVAL, "args->model is NULL");
     if (a->rows == 0) return 0;
-    if (!a->x1 || !a->logp) return dfm__fail(&s->b, DFM_EINVAL, "args->x1 and args->logp are required");
+    if (!a->x1 || !a->logp)
+        return dfm__fail(&s->b, DFM_EINVAL, "args->x1 and args->logp are required");
     if (!a->divergence && a->n_probes == 0)
         return dfm__fail(&s->b, DFM_EINVAL, "n_probes must be >= 1 for the Hutchinson estimator");
     if (!a->divergence && a->n_probes > 4096)
         return dfm__fail(&s->b, DFM_ELIMIT, "n_probes must be <= 4096");
     if (!isfinite(a->fd_eps) || a->fd_eps < 0.0)
         return dfm__fail(&s->b, DFM_EINVAL, "fd_eps must be finite and >= 0, got %g", a->fd_eps);
-    if ((uint64_t)a->rows > ((uint64_t)1 << 56) || a->row_offset > ((uint64_t)1 << 56) - a->rows)
+    if ((uint64_t)a->rows > ((uint64_t)1 << 56) ||
+        a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&s->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
     const dfm_generator *g = s->gen;
     const csamp *cs = (const csamp *)s->impl;
