@@ -1006,6 +1006,90 @@ static int blowup(const dfm_model_io *io, void *ud)
     return 0;
 }
 
+static int g_negative(double t, double *g, void *ud)
+{
+    (void)ud;
+    *g = t > 0.5 ? -1.0 : 0.5;
+    return 0;
+}
+
+static int g_fails(double t, double *g, void *ud)
+{
+    (void)ud;
+    *g = 0.5;
+    return t > 0.5 ? 23 : 0;
+}
+
+static int sched_fails(double t, dfm_sched_values *v, void *ud)
+{
+    (void)ud;
+    v->alpha = t; v->sigma = 1 - t; v->d_alpha = 1; v->d_sigma = -1;
+    return t > 0.5 ? 31 : 0;
+}
+
+START_TEST(bad_callbacks)
+{
+    dfm_scheduler *s, *cs;
+    ck_assert_int_eq(dfm_scheduler_create_condot(&s, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_custom(&cs, sched_fails, NULL, NULL, NULL), 0);
+    target tg = {s, DFM_PARAM_VELOCITY, 0, -1, 0, 0};
+    float x[4] = {0.1f, 0.2f, 0.3f, 0.4f}, keep[4];
+    memcpy(keep, x, sizeof x);
+    dfm_run_args a = run_args(&tg, x, 2);
+    /* g(t) negative -> DFM_ENUMERIC; g(t) failing -> DFM_ECALLBACK with its raw value */
+    dfm_path *p = make_path(s);
+    dfm_generator *g;
+    ck_assert_int_eq(dfm_generator_create_diffusion(&g, p, DFM_PARAM_VELOCITY, 0.5, NULL), 0);
+    ck_assert_int_eq(dfm_generator_set_diffusion_fn(g, g_negative, NULL), 0);
+    dfm_sampler *smp;
+    ck_assert_int_eq(dfm_sampler_create(&smp, g, DFM_METHOD_EULER_MARUYAMA, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_run(smp, &a), DFM_ENUMERIC);
+    ck_assert_ptr_nonnull(strstr(dfm_sampler_last_error(smp), "g("));
+    dfm_sampler_free(smp);
+    ck_assert_int_eq(dfm_generator_set_diffusion_fn(g, g_fails, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&smp, g, DFM_METHOD_EULER_MARUYAMA, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_run(smp, &a), DFM_ECALLBACK);
+    ck_assert_int_eq(dfm_sampler_callback_status(smp), 23);
+    ck_assert_int_eq(memcmp(x, keep, sizeof x), 0);
+    dfm_sampler_free(smp);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    /* a failing custom scheduler in the path, the loss and a sampler */
+    p = make_path(cs);
+    ck_assert_int_eq(dfm_generator_create_velocity(&g, p, DFM_PARAM_X1, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&smp, g, DFM_METHOD_RK4, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_run(smp, &a), DFM_ECALLBACK);
+    ck_assert_int_eq(dfm_sampler_callback_status(smp), 31);
+    ck_assert_int_eq(memcmp(x, keep, sizeof x), 0);
+    dfm_loss *l;
+    ck_assert_int_eq(dfm_loss_create_mse(&l, g, NULL), 0);
+    double t[2] = {0.2, 0.7}, loss = 3.0;
+    float out[4] = {0, 0, 0, 0}, gr[4] = {9, 9, 9, 9};
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la; la.rows = 2; la.t = t; la.x0_reals = x; la.x1_reals = x;
+    la.out = out; la.grad = gr; la.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(l, &la), DFM_ECALLBACK);
+    ck_assert_int_eq(dfm_loss_callback_status(l), 31);
+    ck_assert(gr[0] == 9.0f && loss == 3.0);
+    t[1] = -0.1;
+    ck_assert_int_eq(dfm_loss_eval(l, &la), DFM_ERANGE);
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    float xt[4];
+    t[1] = 0.9;
+    pa.struct_size = sizeof pa; pa.rows = 2; pa.t = t; pa.x1_reals = x; pa.xt_reals = xt;
+    ck_assert_int_eq(dfm_path_sample(p, &pa), DFM_ECALLBACK);
+    ck_assert_int_eq(dfm_path_callback_status(p), 31);
+    dfm_loss_free(l);
+    dfm_sampler_free(smp);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    dfm_scheduler_free(cs);
+    dfm_scheduler_free(s);
+}
+END_TEST
+
 START_TEST(bad_input)
 {
     dfm_scheduler *s;
@@ -1179,6 +1263,7 @@ int main(void)
     tcase_add_test(tc, sde_backwards_reaches_the_source);
     tcase_add_test(tc, log_likelihood_gaussian);
     tcase_add_test(tc, bad_input);
+    tcase_add_test(tc, bad_callbacks);
     tcase_add_test(tc, thread_count_independence);
     suite_add_tcase(s, tc);
     return tu_run(s) ? 1 : 0;
