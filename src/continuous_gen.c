@@ -237,10 +237,10 @@ DFM_CLONES_V4
 static double mse_row(size_t d, const float *restrict out, const float *restrict x1,
                       const float *restrict x0, float c1, float c0)
 {
-    float acc[16] = {0};
+    float acc[DFM__VB] = {0};
     size_t j = 0;
-    for (; j + 16 <= d; j += 16)
-        for (int k = 0; k < 16; k++) {
+    for (; j + DFM__VB <= d; j += DFM__VB)
+        for (int k = 0; k < DFM__VB; k++) {
             float e = out[j + k] - (c1 * x1[j + k] + c0 * x0[j + k]);
             acc[k] += e * e;
         }
@@ -249,7 +249,7 @@ static double mse_row(size_t d, const float *restrict out, const float *restrict
         float e = out[j] - (c1 * x1[j] + c0 * x0[j]);
         tot += (double)e * e;
     }
-    for (int k = 0; k < 16; k++) tot += acc[k];
+    for (int k = 0; k < DFM__VB; k++) tot += acc[k];
     return tot;
 }
 
@@ -258,10 +258,15 @@ static void mse_grad_row(size_t d, const float *restrict out, const float *restr
                          const float *restrict x0, float c1, float c0, float gs,
                          float *restrict grad, double *restrict values)
 {
-    if (grad)
-        for (size_t j = 0; j < d; j++) grad[j] = gs * (out[j] - (c1 * x1[j] + c0 * x0[j]));
+    size_t j = 0;
+    if (grad) {
+        for (; j + DFM__VB <= d; j += DFM__VB)
+            for (int k = 0; k < DFM__VB; k++)
+                grad[j + k] = gs * (out[j + k] - (c1 * x1[j + k] + c0 * x0[j + k]));
+        for (; j < d; j++) grad[j] = gs * (out[j] - (c1 * x1[j] + c0 * x0[j]));
+    }
     if (values)
-        for (size_t j = 0; j < d; j++) {
+        for (j = 0; j < d; j++) {
             float e = out[j] - (c1 * x1[j] + c0 * x0[j]);
             values[j] = (double)(e * e);
         }

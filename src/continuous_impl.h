@@ -50,6 +50,10 @@ void dfm__normal_row(uint64_t seed, unsigned stream, uint64_t row, uint32_t step
 /* Sampler initialisation for velocity / diffusion generators (continuous_sampler.c). */
 int dfm__cont_sampler_init(dfm_sampler *s, int method);
 
+/* Row kernels run a loop of constant trip count DFM__VB inside the row loop, then a scalar tail:
+ * at -O2 GCC's cheapest vectoriser cost model only vectorises loops that need no epilogue. */
+#define DFM__VB 16
+
 /* Finite check of n floats on their exponent bits (vectorisable; continuous_path.c). */
 int dfm__all_finite_f(const float *x, size_t n);
 

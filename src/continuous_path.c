@@ -144,7 +144,11 @@ int dfm__all_finite_f(const float *x, size_t n)
 {
     const uint32_t *u = (const uint32_t *)(const void *)x; /* float and uint32_t: same size */
     uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    size_t i = 0;
+    for (; i + DFM__VB <= n; i += DFM__VB)
+        for (int k = 0; k < DFM__VB; k++)
+            bad |= (uint32_t)((u[i + k] & 0x7f800000u) == 0x7f800000u);
+    for (; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
     return !bad;
 }
 
@@ -313,9 +317,14 @@ DFM_CLONES_V4
 static void affine_row(size_t d, const float *restrict x1, const float *restrict x0, float a,
                        float s, float da, float ds, float *restrict xt, float *restrict tg)
 {
-    for (size_t j = 0; j < d; j++) xt[j] = a * x1[j] + s * x0[j];
-    if (tg)
-        for (size_t j = 0; j < d; j++) tg[j] = da * x1[j] + ds * x0[j];
+    size_t j = 0;
+    for (; j + DFM__VB <= d; j += DFM__VB)
+        for (int k = 0; k < DFM__VB; k++) xt[j + k] = a * x1[j + k] + s * x0[j + k];
+    for (; j < d; j++) xt[j] = a * x1[j] + s * x0[j];
+    if (!tg) return;
+    for (j = 0; j + DFM__VB <= d; j += DFM__VB)
+        for (int k = 0; k < DFM__VB; k++) tg[j + k] = da * x1[j + k] + ds * x0[j + k];
+    for (; j < d; j++) tg[j] = da * x1[j] + ds * x0[j];
 }
 
 static int sample_range(void *vctx, size_t begin, size_t end, int tid)

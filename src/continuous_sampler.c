@@ -84,10 +84,17 @@ DFM_CLONES_V4
 static void tofloat_row(size_t d, const double *restrict y, double inv_s,
                         const float *restrict z, double eps, float *restrict x)
 {
-    if (z)
-        for (size_t j = 0; j < d; j++) x[j] = (float)((y[j] + eps * z[j]) * inv_s);
-    else
-        for (size_t j = 0; j < d; j++) x[j] = (float)(y[j] * inv_s);
+    size_t j = 0;
+    if (z) {
+        for (; j + DFM__VB <= d; j += DFM__VB)
+            for (int k = 0; k < DFM__VB; k++)
+                x[j + k] = (float)((y[j + k] + eps * z[j + k]) * inv_s);
+        for (; j < d; j++) x[j] = (float)((y[j] + eps * z[j]) * inv_s);
+    } else {
+        for (; j + DFM__VB <= d; j += DFM__VB)
+            for (int k = 0; k < DFM__VB; k++) x[j + k] = (float)(y[j + k] * inv_s);
+        for (; j < d; j++) x[j] = (float)(y[j] * inv_s);
+    }
 }
 
 DFM_CLONES_V4
@@ -95,36 +102,77 @@ static int vel_row(size_t d, const double *restrict y, const float *restrict m, 
                    double B, double *restrict f)
 {
     if (!dfm__all_finite_f(m, d)) return 1;
-    if (A == 0.0)
-        for (size_t j = 0; j < d; j++) f[j] = B * (double)m[j];
-    else
-        for (size_t j = 0; j < d; j++) f[j] = A * y[j] + B * (double)m[j];
+    size_t j = 0;
+    if (A == 0.0) {
+        for (; j + DFM__VB <= d; j += DFM__VB)
+            for (int k = 0; k < DFM__VB; k++) f[j + k] = B * (double)m[j + k];
+        for (; j < d; j++) f[j] = B * (double)m[j];
+    } else {
+        for (; j + DFM__VB <= d; j += DFM__VB)
+            for (int k = 0; k < DFM__VB; k++) f[j + k] = A * y[j + k] + B * (double)m[j + k];
+        for (; j < d; j++) f[j] = A * y[j] + B * (double)m[j];
+    }
     return 0;
 }
 
-/* dst = src + sum_{s < q} a[s] k[s], q in 1..4, in one pass (dst may be src). */
+/* dst = src + sum_{s < q} a[s] k[s], q in 1..4, in one pass. The k rows never alias dst; an
+ * in-place update (dst == src) has its own copy so that every pointer can be restrict. */
+#define COMB_BODY(DST, SRC)                                                                      \
+    size_t j = 0;                                                                              \
+    switch (q) {                                                                               \
+    case 1:                                                                                    \
+        for (; j + DFM__VB <= w; j += DFM__VB)                                                 \
+            for (int i = 0; i < DFM__VB; i++) DST[j + i] = SRC[j + i] + a0 * k0[j + i];        \
+        for (; j < w; j++) DST[j] = SRC[j] + a0 * k0[j];                                       \
+        break;                                                                                 \
+    case 2:                                                                                    \
+        for (; j + DFM__VB <= w; j += DFM__VB)                                                 \
+            for (int i = 0; i < DFM__VB; i++)                                                  \
+                DST[j + i] = SRC[j + i] + (a0 * k0[j + i] + a1 * k1[j + i]);                   \
+        for (; j < w; j++) DST[j] = SRC[j] + (a0 * k0[j] + a1 * k1[j]);                        \
+        break;                                                                                 \
+    case 3:                                                                                    \
+        for (; j + DFM__VB <= w; j += DFM__VB)                                                 \
+            for (int i = 0; i < DFM__VB; i++)                                                  \
+                DST[j + i] = SRC[j + i] + (a0 * k0[j + i] + a1 * k1[j + i] + a2 * k2[j + i]);  \
+        for (; j < w; j++) DST[j] = SRC[j] + (a0 * k0[j] + a1 * k1[j] + a2 * k2[j]);           \
+        break;                                                                                 \
+    default:                                                                                   \
+        for (; j + DFM__VB <= w; j += DFM__VB)                                                 \
+            for (int i = 0; i < DFM__VB; i++)                                                  \
+                DST[j + i] = SRC[j + i] + (a0 * k0[j + i] + a1 * k1[j + i] + a2 * k2[j + i] +  \
+                                           a3 * k3[j + i]);                                    \
+        for (; j < w; j++)                                                                     \
+            DST[j] = SRC[j] + (a0 * k0[j] + a1 * k1[j] + a2 * k2[j] + a3 * k3[j]);             \
+        break;                                                                                 \
+    }
+
+#define COMB_ARGS                                                                              \
+    const double *restrict k0 = k[0], *restrict k1 = q > 1 ? k[1] : k[0],                      \
+                           *restrict k2 = q > 2 ? k[2] : k[0], *restrict k3 = q > 3 ? k[3] : k[0]; \
+    double a0 = a[0], a1 = q > 1 ? a[1] : 0.0, a2 = q > 2 ? a[2] : 0.0, a3 = q > 3 ? a[3] : 0.0;
+
 DFM_CLONES_V4
+static void comb_row_to(size_t w, double *restrict dst, const double *restrict src, int q,
+                        const double *a, const double *const *k)
+{
+    COMB_ARGS
+    COMB_BODY(dst, src)
+}
+
+DFM_CLONES_V4
+static void comb_row_inplace(size_t w, double *restrict y, int q, const double *a,
+                             const double *const *k)
+{
+    COMB_ARGS
+    COMB_BODY(y, y)
+}
+
 static void comb_row(size_t w, double *dst, const double *src, int q, const double *a,
                      const double *const *k)
 {
-    const double *k0 = k[0], *k1 = q > 1 ? k[1] : k0, *k2 = q > 2 ? k[2] : k0,
-                 *k3 = q > 3 ? k[3] : k0;
-    double a0 = a[0], a1 = q > 1 ? a[1] : 0.0, a2 = q > 2 ? a[2] : 0.0, a3 = q > 3 ? a[3] : 0.0;
-    switch (q) {
-    case 1:
-        for (size_t j = 0; j < w; j++) dst[j] = src[j] + a0 * k0[j];
-        break;
-    case 2:
-        for (size_t j = 0; j < w; j++) dst[j] = src[j] + (a0 * k0[j] + a1 * k1[j]);
-        break;
-    case 3:
-        for (size_t j = 0; j < w; j++) dst[j] = src[j] + (a0 * k0[j] + a1 * k1[j] + a2 * k2[j]);
-        break;
-    default:
-        for (size_t j = 0; j < w; j++)
-            dst[j] = src[j] + (a0 * k0[j] + a1 * k1[j] + a2 * k2[j] + a3 * k3[j]);
-        break;
-    }
+    if (dst == src) comb_row_inplace(w, dst, q, a, k);
+    else comb_row_to(w, dst, src, q, a, k);
 }
 
 static int kernel(void *vc, size_t begin, size_t end, int tid)
@@ -571,16 +619,16 @@ typedef struct em_ctx {
     uint32_t step;
 } em_ctx;
 
-DFM_CLONES
-static int em_row(size_t d, double *y, const float *m, const float *z, double A, double B,
-                  double h, double gsq)
+DFM_CLONES_V4
+static int em_row(size_t d, double *restrict y, const float *restrict m,
+                  const float *restrict z, double A, double B, double h, double gsq)
 {
-    int bad = 0;
-    for (size_t j = 0; j < d; j++) {
-        bad |= !(m[j] - m[j] == 0.0f);
-        y[j] += h * (A * y[j] + B * (double)m[j]) + gsq * (double)z[j];
-    }
-    return bad;
+    size_t j = 0;
+    for (; j + DFM__VB <= d; j += DFM__VB)
+        for (int k = 0; k < DFM__VB; k++)
+            y[j + k] += h * (A * y[j + k] + B * (double)m[j + k]) + gsq * (double)z[j + k];
+    for (; j < d; j++) y[j] += h * (A * y[j] + B * (double)m[j]) + gsq * (double)z[j];
+    return 0;
 }
 
 static int em_range(void *vc, size_t begin, size_t end, int tid)
