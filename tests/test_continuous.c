@@ -728,6 +728,47 @@ static double truth(int param, const dfm_sched_values *v, double x1, double x0)
     }
 }
 
+START_TEST(normal_draws_histogram)
+{
+    /* x0 drawn by the path: chi-square against N(0, 1) on 14 bins, and pairs of coordinates
+     * (r cos, r sin of one Box-Muller pair: coords l and 32 + l) uncorrelated. */
+    dfm_scheduler *sc;
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    dfm_space *sp;
+    ck_assert_int_eq(dfm_space_create_euclidean(&sp, 64, NULL), 0);
+    dfm_path *p;
+    ck_assert_int_eq(dfm_path_create_affine(&p, sp, sc, NULL), 0);
+    const size_t R = 1000, N = R * 64;
+    float *x1 = calloc(N, 4), *xt = malloc(N * 4), *x0 = malloc(N * 4);
+    double *t = calloc(R, 8);
+    dfm_path_sample_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a; a.rows = R; a.t = t; a.x1_reals = x1; a.xt_reals = xt;
+    a.x0_reals_out = x0;
+    ck_assert_int_eq(dfm_path_sample(p, &a), 0);
+    long cnt[14] = {0};
+    double pr[14];
+    for (int b = 0; b < 14; b++) {
+        double lo = b == 0 ? -INFINITY : -3.0 + 0.5 * (b - 1), hi = b == 13 ? INFINITY : -3.0 + 0.5 * b;
+        pr[b] = 0.5 * (erfc(-hi / sqrt(2.0)) - erfc(-lo / sqrt(2.0)));
+    }
+    double cxy = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        int b = x0[i] < -3.0f ? 0 : x0[i] >= 3.0f ? 13 : 1 + (int)((x0[i] + 3.0f) / 0.5f);
+        cnt[b]++;
+        ck_assert(xt[i] == x0[i]); /* t = 0: x_t = x0 */
+        if (i % 64 < 32) cxy += (double)x0[i] * x0[i + 32];
+    }
+    TU_ASSERT_CHI2(cnt, pr, 14, (long)N);
+    cxy /= (double)(N / 2);
+    ck_assert_msg(fabs(cxy) < 4.5 / sqrt((double)(N / 2)), "pair correlation %g", cxy);
+    free(x1); free(xt); free(x0); free(t);
+    dfm_path_free(p);
+    dfm_space_free(sp);
+    dfm_scheduler_free(sc);
+}
+END_TEST
+
 START_TEST(conversions_round_trip)
 {
     dfm_scheduler *sc[3];
@@ -1249,6 +1290,7 @@ int main(void)
     Suite *s = suite_create("continuous");
     TCase *tc = tu_tcase("continuous");
     tcase_add_test(tc, path_sample_affine);
+    tcase_add_test(tc, normal_draws_histogram);
     tcase_add_test(tc, conversions_round_trip);
     tcase_add_test(tc, loss_gradient_matches_finite_differences);
     tcase_add_test(tc, convergence_orders);
