@@ -377,6 +377,28 @@ START_TEST(exact_step_is_exact_d1)
 }
 END_TEST
 
+/* Temperature T: with d = 1 and a mask source the exact step draws x1 from q^(1/T) / Z. */
+START_TEST(temperature_d1)
+{
+    target T;
+    target_init(&T, 1, DFM_SOURCE_MASK, DFM_SCHED_CONDOT);
+    dfm_sampler *s = target_sampler(&T, DFM_PARAM_LOGITS, DFM_METHOD_EXACT);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 5), 0);
+    ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_TEMPERATURE, 0.5), 0);
+    double tv;
+    ck_assert_int_eq(dfm_sampler_get_double(s, DFM_OPT_DS_TEMPERATURE, &tv), 0);
+    ck_assert(tv == 0.5);
+    long hist[MAXS];
+    run_hist(s, &T, 50000, hist, NULL, 0, NULL, NULL);
+    double p[3], z = 0.0;
+    for (int j = 0; j < 3; j++) { p[j] = T.q[j] * T.q[j]; z += p[j]; }
+    for (int j = 0; j < 3; j++) p[j] /= z;
+    TU_ASSERT_CHI2(hist, p, 3, 50000);
+    dfm_sampler_free(s);
+    dfm_scheduler_free(T.sched);
+}
+END_TEST
+
 /* Product target, 4 steps: the exact step has no error, so final and intermediate laws are
  * exact; an off-by-one time in the model or the step fails this at once. */
 START_TEST(exact_step_few_steps_product)
@@ -858,6 +880,7 @@ int main(void)
     TCase *tc = tu_tcase("samplers");
     tcase_add_test(tc, exact_step_is_exact_d1);
     tcase_add_test(tc, exact_step_few_steps_product);
+    tcase_add_test(tc, temperature_d1);
     tcase_add_test(tc, exact_step_mask_condot);
     tcase_add_test(tc, exact_step_mask_cosine);
     tcase_add_test(tc, exact_step_uniform_condot);
