@@ -341,8 +341,9 @@ static int step_rows(void *vctx, size_t begin, size_t end, int tid)
                 dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
                 if (!(u1 < -expm1(-c->h * lam))) continue;
                 memcpy(w, z, V * sizeof(float));
-                int32_t t = draw_except(w, V, lam + (double)w[xi], xi, u2);
-                if (t >= 0) y = t;
+                w[xi] = 0.0f; /* the diagonal entry is ignored, whatever it holds */
+                int32_t t = dfm__draw_weights_f(w, V, lam, u2);
+                if (w[t] > 0.0f) y = t;
             } else {
                 int bad;
                 float mx = dfm__ds_max_check(z, V, &bad);

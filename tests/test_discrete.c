@@ -116,7 +116,7 @@ static int exact_rates_model(const dfm_model_io *io, void *ud)
         for (int i = 0; i < T->d; i++)
             for (int y = 0; y < T->V; y++) {
                 float z = out[i * T->V + y];
-                out[i * T->V + y] = y == io->tokens[r * io->n_tokens + i] ? -7.0f /* ignored */
+                out[i * T->V + y] = y == io->tokens[r * io->n_tokens + i] ? NAN /* ignored */
                                                                           : (float)(c * exp(z));
             }
     }
