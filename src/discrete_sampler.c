@@ -360,20 +360,27 @@ static int step_rows(void *vctx, size_t begin, size_t end, int tid)
                         y = extra_jump(c, w, tot, xi, grow, (uint32_t)i, c->A * (1.0 - px),
                                        c->B * (1.0 - dfm__mix_p0(c->m, xi)), ue1, ue2);
                     }
-                } else { /* Euler on posterior logits */
+                } else if (c->final_draw) { /* Euler, last step: x_t = the x1 sample */
                     double tot = ds_exp_sum(z, V, mx, c->scale, w);
-                    if (c->final_draw) {
-                        y = dfm__draw_weights_f(w, V, tot, u2);
-                    } else {
-                        double px = (double)w[xi] / tot;
-                        double la = c->A * (1.0 - px), lb = c->B * (1.0 - dfm__mix_p0(c->m, xi));
-                        if (lb <= 0.0) { /* no added rates: u2 picks the target directly */
-                            if (la > 0.0 && u1 < -expm1(-c->h * la)) {
-                                int32_t t = draw_except(w, V, tot, xi, u2);
-                                if (t >= 0) y = t;
-                            }
-                        } else {
-                            y = extra_jump(c, w, tot, xi, grow, (uint32_t)i, la, lb, u1, u2);
+                    y = dfm__draw_weights_f(w, V, tot, u2);
+                } else {
+                    /* Euler exactly as flow_matching's MixtureDiscreteEulerSolver: draw x1 ~ p,
+                     * conditional rates u(y) = A delta(y, x1) + B p0(y) for y != x^i, jump with
+                     * probability 1 - exp(-h lambda), lambda = A [x1 != x^i] + B (1 - p0(x^i)),
+                     * target drawn from u. The coin u1 is drawn first: when it cannot fire even
+                     * for the larger lambda, x1 is not needed (same law, no softmax). */
+                    double lb = c->B * (1.0 - dfm__mix_p0(c->m, xi)), l1 = c->A + lb;
+                    if (l1 > 0.0 && u1 < -expm1(-c->h * l1)) {
+                        double tot = ds_exp_sum(z, V, mx, c->scale, w);
+                        int32_t x1 = dfm__draw_weights_f(w, V, tot, u2);
+                        double lam = x1 != xi ? l1 : lb;
+                        if (x1 != xi && lb <= 0.0) {
+                            y = x1;
+                        } else if (lam > 0.0 && u1 < -expm1(-c->h * lam)) {
+                            double uk, ut;
+                            dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &uk, &ut);
+                            if (x1 != xi && uk * lam < c->A) y = x1;
+                            else y = dfm__mix_source_draw_except(c->m, xi, ut);
                         }
                     }
                 }

@@ -332,7 +332,11 @@ START_TEST(exact_corrector_mask) { check_q(DFM_SOURCE_MASK, DFM_SCHED_CONDOT, DF
 END_TEST
 START_TEST(exact_eta_mask) { check_q(DFM_SOURCE_MASK, DFM_SCHED_CONDOT, DFM_METHOD_EXACT, 400, 0, 2.0, 0, 0); }
 END_TEST
-START_TEST(euler_eta_custom_cosine) { check_q(DFM_SOURCE_CUSTOM, DFM_SCHED_COSINE, DFM_METHOD_EULER, 400, 0, 2.0, 0, 0); }
+START_TEST(euler_eta_custom_condot) { check_q(DFM_SOURCE_CUSTOM, DFM_SCHED_CONDOT, DFM_METHOD_EULER, 400, 0, 2.0, 0, 0); }
+END_TEST
+START_TEST(exact_eta_uniform_cosine) { check_q(DFM_SOURCE_UNIFORM, DFM_SCHED_COSINE, DFM_METHOD_EXACT, 400, 0, 2.0, 0, 0); }
+END_TEST
+START_TEST(exact_corrector_eta_custom) { check_q(DFM_SOURCE_CUSTOM, DFM_SCHED_CONDOT, DFM_METHOD_EXACT, 400, 0.5, 1.0, 0, 0); }
 END_TEST
 START_TEST(purity_mask) { check_q(DFM_SOURCE_MASK, DFM_SCHED_CONDOT, DFM_METHOD_EXACT, 200, 0, 0, 1, 0); }
 END_TEST
@@ -892,7 +896,9 @@ int main(void)
     tcase_add_test(tc, exact_corrector_mask);
     tcase_add_test(tc, corrector_callback);
     tcase_add_test(tc, exact_eta_mask);
-    tcase_add_test(tc, euler_eta_custom_cosine);
+    tcase_add_test(tc, euler_eta_custom_condot);
+    tcase_add_test(tc, exact_eta_uniform_cosine);
+    tcase_add_test(tc, exact_corrector_eta_custom);
     tcase_add_test(tc, purity_mask);
     tcase_add_test(tc, intermediate_marginals);
     tcase_add_test(tc, direct_rates_euler);
