@@ -878,6 +878,66 @@ START_TEST(bad_rates)
 }
 END_TEST
 
+/* Every allocation goes through the handle's allocator and is released, also when an
+ * allocation fails midway (DFM_ENOMEM, never a crash). */
+typedef struct counting { long allocs, frees, fail_at; } counting;
+static void *c_alloc(size_t n, void *op)
+{
+    counting *c = (counting *)op;
+    if (c->fail_at && c->allocs + 1 == c->fail_at) return NULL;
+    c->allocs++;
+    return malloc(n);
+}
+static void c_free(void *p, void *op) { if (p) ((counting *)op)->frees++; free(p); }
+
+START_TEST(allocator_balanced)
+{
+    target T;
+    target_init(&T, 3, DFM_SOURCE_CUSTOM, DFM_SCHED_CONDOT);
+    int done = 0;
+    for (long fail = 1; !done && fail < 200; fail++) {
+        counting c = {0, 0, fail};
+        dfm_allocator al = {c_alloc, c_free, &c};
+        dfm_space *sp = NULL;
+        dfm_path *p = NULL;
+        dfm_generator *g = NULL;
+        dfm_sampler *s = NULL;
+        int st = dfm_space_create_discrete(&sp, 3, 3, &al);
+        if (!st) st = dfm_path_create_mixture(&p, sp, T.sched, DFM_SOURCE_CUSTOM, 0, T.p0, &al);
+        if (!st) st = dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, &al);
+        if (!st) st = dfm_sampler_create(&s, g, DFM_METHOD_EULER, &al);
+        if (!st) {
+            int32_t tok[12];
+            double stt[1] = {0.5};
+            int32_t sv[12];
+            dfm_run_args a;
+            memset(&a, 0, sizeof a);
+            a.struct_size = sizeof a;
+            a.model = exact_model;
+            a.model_data = &T;
+            a.rows = 4;
+            a.tokens = tok;
+            a.draw_source = 1;
+            a.save_times = stt;
+            a.n_save = 1;
+            a.saved_tokens = sv;
+            dfm_sampler_set_steps(s, 4);
+            dfm_sampler_set_int(s, DFM_OPT_THREADS, 2);
+            st = dfm_sampler_run(s, &a);
+            if (!st) done = 1;
+        }
+        ck_assert_msg(st == 0 || st == DFM_ENOMEM, "fail_at %ld: status %d", fail, st);
+        dfm_sampler_free(s);
+        dfm_generator_free(g);
+        dfm_path_free(p);
+        dfm_space_free(sp);
+        ck_assert_int_eq(c.allocs, c.frees);
+    }
+    ck_assert(done);
+    dfm_scheduler_free(T.sched);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("discrete");
@@ -911,6 +971,7 @@ int main(void)
     tcase_add_test(tp, bad_path_creation);
     tcase_add_test(tp, bad_run_inputs);
     tcase_add_test(tp, bad_rates);
+    tcase_add_test(tp, allocator_balanced);
     suite_add_tcase(su, tp);
     return tu_run(su) ? 1 : 0;
 }
