@@ -277,8 +277,8 @@ static int purity_row(step_ctx *c, size_t r, int tid)
         w[mask] = 0.0f;
         float best = 0.0f;
         for (size_t y = 0; y < c->V; y++) best = w[y] > best ? w[y] : best;
-        if (!(ex > 0.0)) return fail_at(c, tid, DFM_ENUMERIC, r, i, mask);
-        cf[nm].conf = (float)((double)best / ex);
+        /* no mass off the mask: least confident; an error only if it must be unmasked */
+        cf[nm].conf = ex > 0.0 ? (float)((double)best / ex) : -1.0f;
         cf[nm].idx = (int32_t)i;
         nm++;
     }
