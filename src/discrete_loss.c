@@ -482,6 +482,12 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
         return dfm__fail(&l->b, DFM_EUNSUPPORTED,
                          "kappa_0 = %g > 0 with the mask source: the bound is infinite", k0);
 
+    /* Sample in kappa when the scheduler has an inverse (finite variance), else in t. */
+    double tprobe;
+    raw = 0;
+    const int use_kappa = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw)
+                          != DFM_EUNSUPPORTED;
+
     const dfm_allocator *m = &l->b.mem;
     size_t chunk = a->chunk_rows && a->chunk_rows < rows ? a->chunk_rows : rows;
     size_t cn, cout;
@@ -531,24 +537,48 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
         const int32_t *x1 = a->x1_tokens + r0 * d;
         const uint8_t *fx = a->fixed ? a->fixed + r0 * d : NULL;
         for (size_t k = 0; k < a->n_t; k++) {
-            /* Stratified times and x_t ~ p_t(. | x1). */
+            /* Stratified draws of kappa (or of t without kappa^{-1}) and x_t ~ p_t(. | x1). */
             for (size_t r = 0; r < nr && !st; r++) {
                 uint64_t g = (uint64_t)(a->row_offset + r0 + r);
                 double u = dfm__uniform(l->b.seed, STREAM_ELBO_T, g, (uint32_t)k, a->draw);
-                double t = ((double)k + u) / (double)a->n_t;
-                if (t >= 1.0) t = 1.0 - DBL_EPSILON / 2.0;
-                tt[r] = t;
-                st = dl_coef(l, p, t, r0 + r, &c[r]);
-                if (st) break;
-                dfm_sched_values v;
-                dfm__sched_eval(&p->sched, t, &v, &raw); /* succeeded in dl_coef */
+                double vv = ((double)k + u) / (double)a->n_t;
+                double om; /* 1 - kappa, computed without cancellation */
+                if (use_kappa) {
+                    /* kappa = 1 - (1 - kappa_0) s^2, s = 1 - v: density 1/(2 sqrt((1-k0)(1-kappa)))
+                     * on [kappa_0, 1); the integrand kappa'/(1-kappa) E[h] dt becomes E[h] dkappa /
+                     * (1 - kappa), so each draw contributes (2 / s) sum_i h_i. */
+                    double sv = 1.0 - vv;
+                    if (sv < DBL_EPSILON) sv = DBL_EPSILON;
+                    om = (1.0 - k0) * sv * sv;
+                    double t;
+                    raw = 0;
+                    st = dfm__sched_kappa_inverse(&p->sched, 1.0 - om, &t, &raw);
+                    if (st == DFM_ECALLBACK) {
+                        st = dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
+                        break;
+                    }
+                    if (st || !(t >= 0.0 && t <= 1.0)) {
+                        st = dfm__fail(&l->b, DFM_ENUMERIC, "kappa^{-1}(%g) failed", 1.0 - om);
+                        break;
+                    }
+                    tt[r] = t;
+                    c[r] = 2.0 / sv;
+                } else {
+                    double t = vv < 1.0 ? vv : 1.0 - DBL_EPSILON / 2.0;
+                    tt[r] = t;
+                    st = dl_coef(l, p, t, r0 + r, &c[r]);
+                    if (st) break;
+                    dfm_sched_values v;
+                    dfm__sched_eval(&p->sched, t, &v, &raw); /* succeeded in dl_coef */
+                    om = 1.0 - v.alpha;
+                }
                 for (size_t i = 0; i < d; i++) {
                     size_t q = r * d + i;
                     if (fx && fx[q]) { xt[q] = x1[q]; continue; }
                     uint32_t w[4];
                     dfm__rng_block(l->b.seed, STREAM_ELBO_X, g, (uint32_t)(k * d + i), a->draw, w);
                     double u1 = dfm__u53(w[0], w[1]), u2 = dfm__u53(w[2], w[3]);
-                    if (u1 < v.alpha) { xt[q] = x1[q]; continue; }
+                    if (u1 >= om) { xt[q] = x1[q]; continue; }
                     if (mx->source == DFM_SOURCE_MASK) {
                         xt[q] = mx->mask;
                     } else if (mx->source == DFM_SOURCE_UNIFORM) {
