@@ -9,6 +9,7 @@ typedef struct dfm__mixture {
     int32_t vocab;     /* V */
     int32_t mask;      /* mask token (DFM_SOURCE_MASK) */
     double *p0;        /* V source probabilities (uniform / custom), NULL for the mask source */
+    double *cdf;       /* V cumulative source probabilities (custom source only), else NULL */
 } dfm__mixture;
 
 /* The mixture data of a DFM_PATH_MIXTURE path (p->impl). */

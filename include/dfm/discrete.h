@@ -29,6 +29,52 @@ DFM_API int dfm_path_create_mixture(dfm_path **out, const dfm_space *space,
                                     const dfm_scheduler *sched, int source, int32_t mask_token,
                                     const double *p0, const dfm_allocator *mem);
 
+
+/* ---- factorized generators (see docs/discrete.md) ---- */
+
+/** Factorized generator on the mixture path's space [V]^d (Gat et al. 2024; Campbell et al. 2024).
+ * param DFM_PARAM_LOGITS: the model writes posterior logits of p_{1|t}(. | x) for every coordinate,
+ * out_stride = d * V (row-major [d][V]); the marginal rate is
+ * u^i(y, x) = kappa'/(1 - kappa) p_{1|t}^i(y | x) for y != x^i.
+ * param DFM_PARAM_RATES: the model writes the rates u^i(y, x) directly, out_stride = d * V;
+ * entries y != x^i must be finite and >= 0 (DFM_ENUMERIC otherwise), the diagonal is ignored.
+ * path must be a DFM_PATH_MIXTURE path (copied). DFM_EINVAL for NULL or a bad param,
+ * DFM_EUNSUPPORTED for another path kind, DFM_EOVERFLOW when d * V overflows. */
+DFM_API int dfm_generator_create_factorized(dfm_generator **out, const dfm_path *path, int param,
+                                            const dfm_allocator *mem);
+
+/** Marginal rates from posterior logits, the analogue of flow_matching's posterior_to_velocity:
+ * rates[r][i][y] = kappa'_t/(1 - kappa_t) (softmax(logits[r][i])(y) - delta(y, tokens[r][i])),
+ * so each [r][i] row sums to 0 (the diagonal is minus the total jump rate).
+ * g: a DFM_GEN_FACTORIZED generator with DFM_PARAM_LOGITS. t: rows times in [0, 1) with
+ * kappa_t < 1. tokens: rows x d, logits and rates: rows x d x V (rates may not alias logits).
+ * Errors (message on g): DFM_EINVAL (NULL, wrong generator), DFM_ERANGE (t outside [0, 1],
+ * kappa_t = 1, token outside [0, V)), DFM_ENUMERIC (NaN/+Inf or all -Inf logits, named by row
+ * and coordinate), DFM_ECALLBACK (custom scheduler). rates is written only on success.
+ * Thread safety: g is used for its error buffer, so one call per generator at a time. */
+DFM_API int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t,
+                              const int32_t *tokens, const float *logits, float *rates);
+
+/* ---- samplers of factorized generators ----
+ * dfm_sampler_create(&s, g, method, mem) with g factorized:
+ *   DFM_PARAM_LOGITS: DFM_METHOD_EXACT (exact mixture step, the default choice) or
+ *                     DFM_METHOD_EULER (flow_matching's MixtureDiscreteEulerSolver step);
+ *   DFM_PARAM_RATES:  DFM_METHOD_EULER (jump with probability 1 - exp(-h lambda)).
+ * Sampler options (module range 100-199; discrete samplers use 150-159): */
+#define DFM_OPT_DS_TEMPERATURE 150 /* double > 0 (default 1): p_{1|t} = softmax(logits / T) */
+#define DFM_OPT_DS_CORRECTOR   151 /* double c >= 0 (default 0): divergence-free corrector weight */
+#define DFM_OPT_DS_ETA         152 /* double eta >= 0 (default 0): detailed-balance stochasticity */
+#define DFM_OPT_DS_PURITY      153 /* int 0/1 (default 0): purity unmasking (mask source, EXACT) */
+
+/** Time-dependent corrector weight c(t) >= 0 (finite); return 0, or nonzero to fail the run
+ * with DFM_ECALLBACK. */
+typedef int (*dfm_corrector_fn)(double t, double *c, void *user_data);
+
+/** Use fn(t) as the corrector weight instead of the DFM_OPT_DS_CORRECTOR constant (fn NULL: back
+ * to the constant). user_data is stored, not owned. DFM_EUNSUPPORTED when s is not a sampler of a
+ * factorized generator with posterior logits. */
+DFM_API int dfm_sampler_set_corrector(dfm_sampler *s, dfm_corrector_fn fn, void *user_data);
+
 #ifdef __cplusplus
 }
 #endif
