@@ -523,10 +523,12 @@ END_TEST
 static const double Q[9] = {0.30, 0.02, 0.08, 0.05, 0.20, 0.05, 0.03, 0.07, 0.20};
 
 typedef struct post_ctx {
-    int mask;         /* 1: mask source (V = 4, mask 3); 0: uniform source (V = 3) */
+    int mask;         /* 1: mask source (V = 4, mask 3); 0: p0 source (V = 3) */
     int product;      /* 1: use the product of q's marginals instead of q */
     int fail_at;      /* call index that fails (0: never) */
     int calls;
+    const dfm_scheduler *sched; /* kappa = alpha of this scheduler (NULL: kappa = t) */
+    const double *p0; /* source probabilities when !mask (NULL: uniform) */
 } post_ctx;
 
 static int posterior_model(const dfm_model_io *io, void *ud)
@@ -543,7 +545,12 @@ static int posterior_model(const dfm_model_io *io, void *ud)
         for (int k = 0; k < 9; k++) qq[k] = m0[k / 3] * m1[k % 3];
     }
     for (size_t r = 0; r < io->rows; r++) {
-        double kap = io->t[r]; /* CondOT */
+        double kap = io->t[r];
+        if (pc->sched) {
+            dfm_sched_values sv;
+            if (dfm_scheduler_eval(pc->sched, io->t[r], &sv, NULL)) return 99;
+            kap = sv.alpha;
+        }
         const int32_t *x = io->tokens + r * 2;
         double w[9], s = 0.0;
         for (int k = 0; k < 9; k++) {
@@ -552,7 +559,7 @@ static int posterior_model(const dfm_model_io *io, void *ud)
             for (int i = 0; i < 2; i++) {
                 double pt;
                 if (pc->mask) pt = (x[i] == 3 ? 1.0 - kap : 0.0) + (x[i] == y[i] ? kap : 0.0);
-                else pt = (1.0 - kap) / 3.0 + (x[i] == y[i] ? kap : 0.0);
+                else pt = (1.0 - kap) * (pc->p0 ? pc->p0[x[i]] : 1.0 / 3.0) + (x[i] == y[i] ? kap : 0.0);
                 pr *= pt;
             }
             w[k] = pr;
@@ -603,11 +610,11 @@ START_TEST(elbo_tight_for_exact_masked_posterior)
     dfm_loss *l = NULL;
     ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
     ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_SEED, 11), 0);
-    post_ctx pc = {1, 0, 0, 0};
+    post_ctx pc = {1, 0, 0, 0, NULL, NULL};
     double mean[9], se[9], mp[9], sp[9];
     run_elbo(l, &pc, 1500, 8, mean, se);
     /* The product-of-marginals model is the exact posterior of the product distribution. */
-    post_ctx pp = {1, 1, 0, 0};
+    post_ctx pp = {1, 1, 0, 0, NULL, NULL};
     run_elbo(l, &pp, 1500, 8, mp, sp);
     double m0[3] = {0}, m1[3] = {0};
     for (int k = 0; k < 9; k++) { m0[k / 3] += Q[k]; m1[k % 3] += Q[k]; }
@@ -632,7 +639,7 @@ START_TEST(elbo_bound_uniform_source)
     dfm_path *p = make_path(3, 2, DFM_SOURCE_UNIFORM, 0, DFM_SCHED_CONDOT);
     dfm_loss *l = NULL;
     ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
-    post_ctx pc = {0, 0, 0, 0};
+    post_ctx pc = {0, 0, 0, 0, NULL, NULL};
     double mean[9], se[9];
     run_elbo(l, &pc, 800, 8, mean, se);
     for (int k = 0; k < 9; k++)
@@ -640,6 +647,152 @@ START_TEST(elbo_bound_uniform_source)
                       k, mean[k], se[k], -log(Q[k]));
     dfm_loss_free(l);
     dfm_path_free(p);
+}
+END_TEST
+
+START_TEST(elbo_other_schedulers_and_sources)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *cs = NULL, *vp = NULL;
+    ck_assert_int_eq(dfm_scheduler_create_cosine(&cs, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_vp(&vp, 0.1, 20.0, NULL), 0);
+    double mean[9], se[9];
+    /* Cosine kappa, mask source: still tight (the model sees t = kappa^{-1}(kappa)). */
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 4, 2, NULL), 0);
+    dfm_path *p = NULL;
+    dfm_loss *l = NULL;
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, cs, DFM_SOURCE_MASK, 3, NULL, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+    post_ctx pc = {1, 0, 0, 0, cs, NULL};
+    run_elbo(l, &pc, 1200, 8, mean, se);
+    for (int k = 0; k < 9; k++)
+        ck_assert_msg(fabs(mean[k] + log(Q[k])) < 4.0 * se[k], "x1 %d: nelbo %g +- %g, -log q %g",
+                      k, mean[k], se[k], -log(Q[k]));
+    dfm_loss_free(l);
+    dfm_path_free(p);
+    /* VP has kappa_0 > 0: with the mask source the bound is infinite. */
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, vp, DFM_SOURCE_MASK, 3, NULL, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+    int32_t x1[2] = {0, 1};
+    double ne = 5.0;
+    dfm_elbo_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = 1;
+    a.x1_tokens = x1;
+    a.n_t = 4;
+    a.model = posterior_model;
+    a.user_data = &pc;
+    a.nelbo = &ne;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(l, &a), DFM_EUNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(dfm_loss_last_error(l), "kappa_0"));
+    ck_assert(ne == 5.0);
+    dfm_loss_free(l);
+    dfm_path_free(p);
+    dfm_space_free(sp);
+    /* Custom p0 with CondOT, and uniform with VP (source term added): valid upper bounds. */
+    static const double p0[3] = {0.5, 0.3, 0.2};
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 3, 2, NULL), 0);
+    for (int v = 0; v < 2; v++) {
+        dfm_scheduler *s = NULL;
+        if (v) s = vp; else ck_assert_int_eq(dfm_scheduler_create_condot(&s, NULL), 0);
+        ck_assert_int_eq(dfm_path_create_mixture(&p, sp, s, v ? DFM_SOURCE_UNIFORM : DFM_SOURCE_CUSTOM,
+                                                 0, v ? NULL : p0, NULL), 0);
+        ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+        post_ctx pu = {0, 0, 0, 0, s, v ? NULL : p0};
+        run_elbo(l, &pu, 600, 8, mean, se);
+        for (int k = 0; k < 9; k++)
+            ck_assert_msg(mean[k] + 4.0 * se[k] >= -log(Q[k]), "x1 %d: nelbo %g +- %g < %g", k,
+                          mean[k], se[k], -log(Q[k]));
+        if (!v) dfm_scheduler_free(s);
+        dfm_loss_free(l);
+        dfm_path_free(p);
+    }
+    dfm_space_free(sp);
+    dfm_scheduler_free(cs);
+    dfm_scheduler_free(vp);
+}
+END_TEST
+
+/* A model that checks x_t against p_t(. | x1) at the t it is given (cosine kappa, mask source). */
+typedef struct draw_ctx {
+    const dfm_scheduler *sched;
+    const int32_t *x1;
+    size_t d;
+    int bad_rows, rows_seen;
+    double tsum;
+} draw_ctx;
+
+static int draw_model(const dfm_model_io *io, void *ud)
+{
+    draw_ctx *c = (draw_ctx *)ud;
+    for (size_t r = 0; r < io->rows; r++) {
+        dfm_sched_values v;
+        if (dfm_scheduler_eval(c->sched, io->t[r], &v, NULL)) return 5;
+        const int32_t *x = io->tokens + r * c->d, *x1 = c->x1 + (io->row_offset + r) * c->d;
+        double masked = 0;
+        for (size_t i = 0; i < c->d; i++) {
+            if (x[i] == 3) masked += 1;
+            else if (x[i] != x1[i]) return 6;
+        }
+        double sd = sqrt(v.alpha * (1 - v.alpha) / (double)c->d);
+        if (fabs(masked / (double)c->d - (1 - v.alpha)) > 5 * sd + 1e-9) c->bad_rows++;
+        c->rows_seen++;
+        c->tsum += io->t[r];
+        /* Uniform over the 3 data tokens where masked, certain where not: the exact posterior
+         * of the uniform distribution on [3]^d, whose -log q is d log 3. */
+        for (size_t k = 0; k < c->d * 4; k++) {
+            int32_t tok = x[k / 4], j = (int32_t)(k % 4);
+            int ok = tok == 3 ? j != 3 : j == tok;
+            io->out[r * io->out_stride + k] = ok ? 0.0f : -INFINITY;
+        }
+    }
+    return 0;
+}
+
+START_TEST(elbo_draws_follow_the_path)
+{
+    const size_t R = 300, D = 64;
+    dfm_space *sp = NULL;
+    dfm_scheduler *cs = NULL;
+    dfm_path *p = NULL;
+    dfm_loss *l = NULL;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 4, D, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_cosine(&cs, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, cs, DFM_SOURCE_MASK, 3, NULL, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+    int32_t *x1 = malloc(R * D * sizeof(int32_t));
+    double *ne = malloc(R * sizeof(double));
+    for (size_t k = 0; k < R * D; k++) x1[k] = (int32_t)(k % 3);
+    draw_ctx c = {cs, x1, D, 0, 0, 0.0};
+    dfm_elbo_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = R;
+    a.x1_tokens = x1;
+    a.n_t = 4;
+    a.chunk_rows = 100;
+    a.model = draw_model;
+    a.user_data = &c;
+    a.nelbo = ne;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(l, &a), 0);
+    ck_assert_int_eq(c.rows_seen, (int)(R * 4));
+    ck_assert_int_le(c.bad_rows, 2);
+    /* The bound is tight: the mean over rows is d log 3 within a few standard errors. */
+    double m = 0;
+    for (size_t r = 0; r < R; r++) m += ne[r];
+    m /= R;
+    double s2 = 0;
+    for (size_t r = 0; r < R; r++) s2 += (ne[r] - m) * (ne[r] - m);
+    double se = sqrt(s2 / (R - 1) / R);
+    ck_assert_msg(fabs(m - D * log(3.0)) < 4 * se, "mean nelbo %g +- %g vs %g", m, se,
+                  D * log(3.0));
+    free(x1);
+    free(ne);
+    dfm_loss_free(l);
+    dfm_path_free(p);
+    dfm_scheduler_free(cs);
+    dfm_space_free(sp);
 }
 END_TEST
 
@@ -653,7 +806,7 @@ START_TEST(elbo_reproducible_and_errors)
     uint8_t fixed[14] = {0};
     fixed[3] = 1;
     double n1[7], n2[7], s1[7], keep[7];
-    post_ctx pc = {1, 0, 0, 0};
+    post_ctx pc = {1, 0, 0, 0, NULL, NULL};
     dfm_elbo_args a;
     memset(&a, 0, sizeof a);
     a.struct_size = sizeof a;
@@ -726,6 +879,8 @@ int main(void)
     TCase *te = tu_tcase("elbo");
     tcase_add_test(te, elbo_tight_for_exact_masked_posterior);
     tcase_add_test(te, elbo_bound_uniform_source);
+    tcase_add_test(te, elbo_other_schedulers_and_sources);
+    tcase_add_test(te, elbo_draws_follow_the_path);
     tcase_add_test(te, elbo_reproducible_and_errors);
     suite_add_tcase(s, te);
     return tu_run(s) ? 1 : 0;
