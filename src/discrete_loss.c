@@ -60,7 +60,7 @@ static float dl_max_check(const float *z, size_t n, int *bad)
 }
 
 /* dst[j] = exp(src[j] - shift) for src[j] <= shift, returned sum in double. Computed as
- * 2^y, y = (src - shift) log2(e): y = n + f with n an integer and |f| <= 1/2, 2^f by a degree-5
+ * 2^y, y = (src - shift) log2(e) (the difference first, so huge logits keep their precision): y = n + f with n an integer and |f| <= 1/2, 2^f by a degree-5
  * polynomial (Chebyshev fit, relative error < 2e-7), 2^n through the exponent bits; y <= -126
  * (and -Inf) gives 0. Written with vector extensions where the compiler has them, so that the
  * loop is vectorised at -O2 (the scalar loop is not if-converted there). */
@@ -97,16 +97,15 @@ DFM_CLONES
 static double dl_exp_sum(const float *src, size_t n, float shift, float *dst)
 {
     size_t i = 0;
-    const float mL = shift * DL_LOG2E;
     double total = 0.0;
 #ifdef DL_VEC
     const dl_v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
-    const dl_v8f L = zero + DL_LOG2E, ML = zero + mL, lo = zero - 126.0f, mg = zero + DL_MAGIC;
+    const dl_v8f L = zero + DL_LOG2E, sh = zero + shift, lo = zero - 126.0f, mg = zero + DL_MAGIC;
     dl_v4d acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
     for (; i + 8 <= n; i += 8) {
         dl_v8f x;
         memcpy(&x, src + i, sizeof x);
-        dl_v8f y = x * L - ML;
+        dl_v8f y = (x - sh) * L;
         dl_v8i keep = y > lo;
         y = (dl_v8f)((dl_v8i)y & keep);
         dl_v8f nn = (y + mg) - mg;
@@ -125,7 +124,7 @@ static double dl_exp_sum(const float *src, size_t n, float shift, float *dst)
     for (int k = 0; k < 4; k++) total += acc0[k] + acc1[k];
 #endif
     for (; i < n; i++) {
-        float v = dl_exp2_nonpos(src[i] * DL_LOG2E - mL);
+        float v = dl_exp2_nonpos((src[i] - shift) * DL_LOG2E);
         dst[i] = v;
         total += (double)v;
     }
