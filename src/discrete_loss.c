@@ -102,22 +102,29 @@ static double dl_exp_sum(const float *src, size_t n, float shift, float *dst)
     const dl_v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
     const dl_v8f L = zero + DL_LOG2E, sh = zero + shift, lo = zero - 126.0f, mg = zero + DL_MAGIC;
     dl_v4d acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
-    for (; i + 8 <= n; i += 8) {
-        dl_v8f x;
-        memcpy(&x, src + i, sizeof x);
-        dl_v8f y = (x - sh) * L;
-        dl_v8i keep = y > lo;
-        y = (dl_v8f)((dl_v8i)y & keep);
-        dl_v8f nn = (y + mg) - mg;
-        dl_v8f f = y - nn;
-        dl_v8f q = ((((DL_C5 * f + DL_C4) * f + DL_C3) * f + DL_C2) * f + DL_C1) * f + DL_C0;
-        dl_v8i e = (__builtin_convertvector(nn, dl_v8i) + 127) << 23;
-        dl_v8f v = q * (dl_v8f)e;
-        v = (dl_v8f)((dl_v8i)v & keep);
-        memcpy(dst + i, &v, sizeof v);
+    /* Blocks of 128: float lanes inside a block (16 terms each), double across blocks; a
+     * double accumulator per vector would cost more than the exp itself. */
+    while (i + 8 <= n) {
+        size_t end = n - i >= 128 ? i + 128 : n;
+        dl_v8f af = zero;
+        for (; i + 8 <= end; i += 8) {
+            dl_v8f x;
+            memcpy(&x, src + i, sizeof x);
+            dl_v8f y = (x - sh) * L;
+            dl_v8i keep = y > lo;
+            y = (dl_v8f)((dl_v8i)y & keep);
+            dl_v8f nn = (y + mg) - mg;
+            dl_v8f f = y - nn;
+            dl_v8f q = ((((DL_C5 * f + DL_C4) * f + DL_C3) * f + DL_C2) * f + DL_C1) * f + DL_C0;
+            dl_v8i e = (__builtin_convertvector(nn, dl_v8i) + 127) << 23;
+            dl_v8f v = q * (dl_v8f)e;
+            v = (dl_v8f)((dl_v8i)v & keep);
+            memcpy(dst + i, &v, sizeof v);
+            af += v;
+        }
         dl_v4f h0, h1;
-        memcpy(&h0, &v, sizeof h0);
-        memcpy(&h1, (const char *)&v + sizeof h0, sizeof h1);
+        memcpy(&h0, &af, sizeof h0);
+        memcpy(&h1, (const char *)&af + sizeof h0, sizeof h1);
         acc0 += __builtin_convertvector(h0, dl_v4d);
         acc1 += __builtin_convertvector(h1, dl_v4d);
     }
