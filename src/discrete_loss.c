@@ -255,14 +255,15 @@ static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
                 int w = dl_check_coord(e, z, k, &m);
                 if (w) { e->bad[r] = i; e->bad_what[r] = w; return DFM_ENUMERIC; }
             }
+            /* The two logits the value needs are read first: grad may alias out (in place). */
+            int32_t b = e->x1[k], a = e->gkl ? e->xt[k] : b;
+            double za = (double)z[a] - (double)m, zb = (double)z[b] - (double)m;
             double S = dl_exp_sum(z, V, m, g);
             double logS = log(S);
-            int32_t b = e->x1[k];
-            double lpb = ((double)z[b] - (double)m) - logS;
+            double lpb = zb - logS;
             double v;
             if (e->gkl) {
-                int32_t a = e->xt[k];
-                double pa = exp(((double)z[a] - (double)m) - logS);
+                double pa = exp(za - logS);
                 if (a == b) {
                     v = c * (1.0 - pa);
                     if (e->grad) {

@@ -338,6 +338,16 @@ START_TEST(thread_independence)
             ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
             ck_assert(memcmp(&l1, &l2, sizeof l1) == 0);
         }
+        /* In place: grad may be the logits buffer itself. */
+        float *zz = malloc(nz * 4);
+        memcpy(zz, q.z, nz * 4);
+        a.out = zz; a.grad = zz; a.loss = &l2;
+        ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, 1), 0);
+        ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
+        ck_assert(memcmp(&l1, &l2, sizeof l1) == 0);
+        ck_assert(memcmp(g1, zz, nz * 4) == 0);
+        free(zz);
+        a.out = q.z;
         /* A clone evaluates identically. */
         dfm_loss *c = NULL;
         ck_assert_int_eq(dfm_loss_clone(&c, l, NULL), 0);
