@@ -1,0 +1,770 @@
+/* Discrete losses on mixture paths (generalized KL, cross-entropy), the training-time sampler for
+ * t and the discrete ELBO estimator. See docs/discrete_loss.md for the math and references.
+ *
+ * Evaluation runs in two phases over rows (dfm__parallel_for): phase A reads every counted
+ * coordinate's logits once to find its max and to reject NaN/+Inf (so nothing is written when
+ * the input is bad); phase B computes exp(z - max) straight into the host's gradient buffer,
+ * the loss value in double and then rescales that buffer in place into the gradient (the row of
+ * V floats is still in L1). Per-coordinate values are summed per row, then rows in order, so the
+ * loss is bit-identical for any thread count. */
+#include "discrete_impl.h"
+#include "rng_impl.h"
+
+#include <float.h>
+#include <math.h>
+
+/* Random streams used here (documented in docs/discrete_loss.md). */
+#define STREAM_ELBO_T 41 /* ELBO stratified times: (seed, 41, row, k, draw) */
+#define STREAM_ELBO_X 42 /* ELBO x_t draws: (seed, 42, row, k * d + i, draw) */
+
+typedef struct dl_impl {
+    dfm_path *path;   /* owned copy of the mixture path */
+    int only_changed; /* cross-entropy: count only x_t != x1 */
+} dl_impl;
+
+static const dfm__loss_ops gkl_ops;
+static const dfm__loss_ops ce_ops;
+
+/* ---- kernels ---- */
+
+#define LANES 8
+
+/* Max of z and a NaN/+Inf flag in one vectorisable pass. */
+DFM_CLONES
+static float dl_max_check(const float *z, size_t n, int *bad)
+{
+    float m[LANES];
+    int b[LANES];
+    for (int k = 0; k < LANES; k++) { m[k] = -INFINITY; b[k] = 0; }
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int k = 0; k < LANES; k++) {
+            float v = z[i + k];
+            b[k] |= (v != v) | (v == INFINITY);
+            m[k] = v > m[k] ? v : m[k];
+        }
+    }
+    float mm = -INFINITY;
+    int bb = 0;
+    for (; i < n; i++) {
+        float v = z[i];
+        bb |= (v != v) | (v == INFINITY);
+        mm = v > mm ? v : mm;
+    }
+    for (int k = 0; k < LANES; k++) {
+        bb |= b[k];
+        mm = m[k] > mm ? m[k] : mm;
+    }
+    *bad = bb;
+    return mm;
+}
+
+/* dst[j] = exp(src[j] - shift) for src[j] <= shift, returned sum in double. Computed as
+ * 2^y, y = (src - shift) log2(e) (the difference first, so huge logits keep their precision): y = n + f with n an integer and |f| <= 1/2, 2^f by a degree-5
+ * polynomial (Chebyshev fit, relative error < 2e-7), 2^n through the exponent bits; y <= -126
+ * (and -Inf) gives 0. Written with vector extensions where the compiler has them, so that the
+ * loop is vectorised at -O2 (the scalar loop is not if-converted there). */
+#define DL_C0 1.0000001192092896f
+#define DL_C1 0.6931471824645996f
+#define DL_C2 0.2402210682630539f
+#define DL_C3 0.055503569543361664f
+#define DL_C4 0.009676031768321991f
+#define DL_C5 0.0013390863314270973f
+#define DL_LOG2E 1.44269504088896341f
+#define DL_MAGIC 12582912.0f /* 1.5 * 2^23: x + magic - magic rounds to an integer */
+
+static inline float dl_exp2_nonpos(float y)
+{
+    if (!(y > -126.0f)) return 0.0f;
+    float n = (y + DL_MAGIC) - DL_MAGIC;
+    float f = y - n;
+    float q = ((((DL_C5 * f + DL_C4) * f + DL_C3) * f + DL_C2) * f + DL_C1) * f + DL_C0;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
+    float sc;
+    memcpy(&sc, &bits, sizeof sc);
+    return q * sc;
+}
+
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
+#define DL_VEC 1
+typedef float dl_v8f __attribute__((vector_size(32)));
+typedef int32_t dl_v8i __attribute__((vector_size(32)));
+typedef float dl_v4f __attribute__((vector_size(16)));
+typedef double dl_v4d __attribute__((vector_size(32)));
+#endif
+
+DFM_CLONES
+static double dl_exp_sum(const float *src, size_t n, float shift, float *dst)
+{
+    size_t i = 0;
+    double total = 0.0;
+#ifdef DL_VEC
+    const dl_v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    const dl_v8f L = zero + DL_LOG2E, sh = zero + shift, lo = zero - 126.0f, mg = zero + DL_MAGIC;
+    dl_v4d acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
+    /* Blocks of 128: float lanes inside a block (16 terms each), double across blocks; a
+     * double accumulator per vector would cost more than the exp itself. */
+    while (i + 8 <= n) {
+        size_t end = n - i >= 128 ? i + 128 : n;
+        dl_v8f af = zero;
+        for (; i + 8 <= end; i += 8) {
+            dl_v8f x;
+            memcpy(&x, src + i, sizeof x);
+            dl_v8f y = (x - sh) * L;
+            dl_v8i keep = y > lo;
+            y = (dl_v8f)((dl_v8i)y & keep);
+            dl_v8f nn = (y + mg) - mg;
+            dl_v8f f = y - nn;
+            dl_v8f q = ((((DL_C5 * f + DL_C4) * f + DL_C3) * f + DL_C2) * f + DL_C1) * f + DL_C0;
+            dl_v8i e = (__builtin_convertvector(nn, dl_v8i) + 127) << 23;
+            dl_v8f v = q * (dl_v8f)e;
+            v = (dl_v8f)((dl_v8i)v & keep);
+            memcpy(dst + i, &v, sizeof v);
+            af += v;
+        }
+        dl_v4f h0, h1;
+        memcpy(&h0, &af, sizeof h0);
+        memcpy(&h1, (const char *)&af + sizeof h0, sizeof h1);
+        acc0 += __builtin_convertvector(h0, dl_v4d);
+        acc1 += __builtin_convertvector(h1, dl_v4d);
+    }
+    for (int k = 0; k < 4; k++) total += acc0[k] + acc1[k];
+#endif
+    for (; i < n; i++) {
+        float v = dl_exp2_nonpos((src[i] - shift) * DL_LOG2E);
+        dst[i] = v;
+        total += (double)v;
+    }
+    return total;
+}
+
+DFM_CLONES
+static void dl_scale(float *g, size_t n, float s)
+{
+    size_t j = 0;
+#ifdef DL_VEC
+    const dl_v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    const dl_v8f sv = zero + s;
+    for (; j + 8 <= n; j += 8) {
+        dl_v8f v;
+        memcpy(&v, g + j, sizeof v);
+        v *= sv;
+        memcpy(g + j, &v, sizeof v);
+    }
+#endif
+    for (; j < n; j++) g[j] *= s;
+}
+
+/* Everything one evaluation needs (shared by dfm_loss_eval and the ELBO). */
+typedef struct dl_eval {
+    const float *out;
+    float *grad;            /* NULL: value only */
+    const int32_t *x1, *xt; /* xt NULL for cross-entropy without only_changed */
+    const uint8_t *fixed;
+    size_t d, stride;
+    int32_t V;
+    int gkl, only_changed;
+    const double *c;        /* per-row kappa'/(1-kappa) (generalized KL) */
+    double w;               /* gradient weight (1/count for the mean) */
+    float *mx;              /* rows x d maxima from phase A, or NULL */
+    double *vals;           /* rows x d per-coordinate values */
+    double *rowsum;         /* rows */
+    size_t *bad;            /* rows: first bad coordinate, or SIZE_MAX */
+    int *bad_what;          /* rows: 1 NaN/+Inf, 2 every logit -Inf, 3 p(x1) = 0 */
+    float *scratch;         /* nthreads x V */
+} dl_eval;
+
+/* Asks for the next coordinate's logits ahead of time: each coordinate is a separate 4 KB
+ * stream for V = 1024, and hardware prefetchers stop at page boundaries. */
+static inline void dl_prefetch(const float *z, size_t V)
+{
+#if defined(__GNUC__)
+    for (size_t j = 0; j < V; j += 16) __builtin_prefetch(z + j, 0, 3);
+#else
+    (void)z; (void)V;
+#endif
+}
+
+static inline int dl_counted(const dl_eval *e, size_t k)
+{
+    if (e->fixed && e->fixed[k]) return 0;
+    if (e->only_changed && e->xt[k] == e->x1[k]) return 0;
+    return 1;
+}
+
+/* Checks one coordinate's logits; returns 0 or a dl_eval.bad_what code, and the max in *m. */
+static inline int dl_check_coord(const dl_eval *e, const float *z, size_t k, float *m)
+{
+    int bad;
+    *m = dl_max_check(z, (size_t)e->V, &bad);
+    if (bad) return 1;
+    if (*m == -INFINITY) return 2;
+    int need_b = !e->gkl || e->xt[k] != e->x1[k];
+    if (need_b && z[e->x1[k]] == -INFINITY) return 3;
+    return 0;
+}
+
+/* Phase A: validate and record maxima. */
+static int dl_phase_a(void *ctx, size_t r0, size_t r1, int tid)
+{
+    (void)tid;
+    dl_eval *e = (dl_eval *)ctx;
+    int st = 0;
+    /* Backwards, so that the rows phase B reads first are the ones still in cache. */
+    for (size_t r = r1; r-- > r0;) {
+        for (size_t i = e->d; i-- > 0;) {
+            size_t k = r * e->d + i;
+            if (!dl_counted(e, k)) continue;
+            if (i > 0) dl_prefetch(e->out + r * e->stride + (i - 1) * (size_t)e->V, (size_t)e->V);
+            else if (r > r0) dl_prefetch(e->out + (r - 1) * e->stride + (e->d - 1) * (size_t)e->V,
+                                         (size_t)e->V);
+            float m;
+            int w = dl_check_coord(e, e->out + r * e->stride + i * (size_t)e->V, k, &m);
+            if (w) { e->bad[r] = i; e->bad_what[r] = w; st = DFM_ENUMERIC; } /* lowest i wins */
+            e->mx[k] = m;
+        }
+    }
+    return st;
+}
+
+/* Phase B: values (and gradient). Validates inline when there is no phase A (e->mx NULL). */
+static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
+{
+    dl_eval *e = (dl_eval *)ctx;
+    const size_t V = (size_t)e->V;
+    float *scr = e->scratch + (size_t)tid * V;
+    for (size_t r = r0; r < r1; r++) {
+        double rs = 0.0;
+        double c = e->gkl ? e->c[r] : 1.0;
+        double wc = e->w * c;
+        for (size_t i = 0; i < e->d; i++) {
+            size_t k = r * e->d + i;
+            const float *z = e->out + r * e->stride + i * V;
+            float *g = e->grad ? e->grad + r * e->stride + i * V : scr;
+            if (i + 1 < e->d) dl_prefetch(z + V, V);
+            else if (r + 1 < r1) dl_prefetch(e->out + (r + 1) * e->stride, V);
+            if (!dl_counted(e, k)) {
+                e->vals[k] = 0.0;
+                if (e->grad) memset(g, 0, V * sizeof(float));
+                continue;
+            }
+            float m;
+            if (e->mx) {
+                m = e->mx[k];
+            } else {
+                int w = dl_check_coord(e, z, k, &m);
+                if (w) { e->bad[r] = i; e->bad_what[r] = w; return DFM_ENUMERIC; }
+            }
+            /* The two logits the value needs are read first: grad may alias out (in place). */
+            int32_t b = e->x1[k], a = e->gkl ? e->xt[k] : b;
+            double za = (double)z[a] - (double)m, zb = (double)z[b] - (double)m;
+            double S = dl_exp_sum(z, V, m, g);
+            double logS = log(S);
+            double lpb = zb - logS;
+            double v;
+            if (e->gkl) {
+                double pa = exp(za - logS);
+                if (a == b) {
+                    v = c * (1.0 - pa);
+                    if (e->grad) {
+                        double K = wc * pa;
+                        dl_scale(g, V, (float)(K / S));
+                        g[a] = (float)(K * pa - wc * pa);
+                    }
+                } else {
+                    v = -c * (pa + lpb);
+                    if (e->grad) {
+                        double K = wc * (pa + 1.0);
+                        dl_scale(g, V, (float)(K / S));
+                        g[a] = (float)(K * pa - wc * pa);
+                        g[b] = (float)(K * exp(lpb) - wc);
+                    }
+                }
+            } else {
+                v = -lpb;
+                if (e->grad) {
+                    dl_scale(g, V, (float)(e->w / S));
+                    g[b] = (float)(e->w * (exp(lpb) - 1.0));
+                }
+            }
+            e->vals[k] = v;
+            rs += v;
+        }
+        e->rowsum[r] = rs;
+    }
+    return 0;
+}
+
+static const char *bad_text(int what)
+{
+    switch (what) {
+    case 1: return "contain NaN or +Inf";
+    case 2: return "are all -Inf";
+    default: return "give p(x1) = 0 (a -Inf logit at the data token): the loss is infinite";
+    }
+}
+
+/* Runs the phases; on DFM_ENUMERIC reports the lowest bad row (global index row_base + r). */
+static int dl_run(dfm_loss *l, dl_eval *e, size_t rows, size_t row_base, int two_phase)
+{
+    for (size_t r = 0; r < rows; r++) e->bad[r] = SIZE_MAX;
+    int nt = l->b.nthreads;
+    int st = 0;
+    if (two_phase) st = dfm__parallel_for(nt, rows, dl_phase_a, e);
+    if (!st) st = dfm__parallel_for(nt, rows, dl_phase_b, e);
+    if (st == DFM_ENUMERIC) {
+        for (size_t r = 0; r < rows; r++)
+            if (e->bad[r] != SIZE_MAX)
+                return dfm__fail(&l->b, DFM_ENUMERIC, "logits of row %zu coordinate %zu %s",
+                                 row_base + r, e->bad[r], bad_text(e->bad_what[r]));
+    }
+    if (st) return dfm__fail(&l->b, st, "loss evaluation failed");
+    return 0;
+}
+
+/* c = kappa'/(1 - kappa) at t (< 1). */
+static int dl_coef(dfm_loss *l, const dfm_path *p, double t, size_t r, double *c)
+{
+    if (!(t < 1.0))
+        return dfm__fail(&l->b, DFM_ERANGE,
+                         "t[%zu] = %g: the generalized KL weight kappa'/(1-kappa) is infinite at "
+                         "t = 1 (draw t on [0, 1-eps])", r, t);
+    dfm_sched_values v;
+    int raw = 0;
+    int st = dfm__sched_eval(&p->sched, t, &v, &raw);
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler callback");
+    if (st) return dfm__fail(&l->b, st, "scheduler evaluation failed at t = %g", t);
+    if (!isfinite(v.alpha) || !isfinite(v.d_alpha))
+        return dfm__fail(&l->b, DFM_ENUMERIC, "scheduler gives non-finite kappa at t = %g", t);
+    if (!(v.alpha < 1.0))
+        return dfm__fail(&l->b, DFM_ERANGE,
+                         "kappa(t[%zu] = %g) = %g: the weight kappa'/(1-kappa) is infinite", r, t,
+                         v.alpha);
+    if (v.d_alpha < 0.0)
+        return dfm__fail(&l->b, DFM_ENUMERIC, "kappa' = %g < 0 at t = %g", v.d_alpha, t);
+    *c = v.d_alpha / (1.0 - v.alpha);
+    if (!isfinite(*c))
+        return dfm__fail(&l->b, DFM_ENUMERIC, "kappa'/(1-kappa) is not finite at t = %g", t);
+    return 0;
+}
+
+static int dl_check_tokens(dfm_loss *l, const int32_t *x, size_t n, size_t d, int32_t V,
+                           const char *what)
+{
+    for (size_t k = 0; k < n; k++)
+        if (x[k] < 0 || x[k] >= V)
+            return dfm__fail(&l->b, DFM_ERANGE, "%s[%zu][%zu] = %d is outside [0, %d)", what,
+                             k / d, k % d, (int)x[k], (int)V);
+    return 0;
+}
+
+/* ---- eval ---- */
+
+static int dl_eval_op(dfm_loss *l, const dfm_loss_args *a)
+{
+    dl_impl *im = (dl_impl *)l->impl;
+    const dfm_path *p = im->path;
+    const dfm__mixture *mx = dfm__mixture_of(p);
+    const int gkl = l->kind == DFM_LOSS_GENERALIZED_KL;
+    const int only = !gkl && im->only_changed;
+    const size_t d = p->space.n_tokens, rows = a->rows;
+    const int32_t V = mx->vocab;
+    size_t n;
+    if (dfm__mul(rows, d, &n)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x d overflows");
+    if (rows && !a->x1_tokens) return dfm__fail(&l->b, DFM_EINVAL, "args->x1_tokens is NULL");
+    if (rows && (gkl || only) && !a->xt_tokens)
+        return dfm__fail(&l->b, DFM_EINVAL, "args->xt_tokens is NULL");
+    int st = dl_check_tokens(l, a->x1_tokens, n, d, V, "x1_tokens");
+    if (!st && (gkl || only)) st = dl_check_tokens(l, a->xt_tokens, n, d, V, "xt_tokens");
+    if (st) return st;
+
+    dl_eval e;
+    memset(&e, 0, sizeof e);
+    e.out = a->out;
+    e.grad = a->grad;
+    e.x1 = a->x1_tokens;
+    e.xt = (gkl || only) ? a->xt_tokens : NULL;
+    e.fixed = a->fixed;
+    e.d = d;
+    e.stride = l->out_stride;
+    e.V = V;
+    e.gkl = gkl;
+    e.only_changed = only;
+
+    size_t count = 0;
+    for (size_t k = 0; k < n; k++) count += (size_t)dl_counted(&e, k);
+
+    const dfm_allocator *m = &l->b.mem;
+    int nt = dfm__parallel_width(l->b.nthreads, rows);
+    double *c = (double *)dfm__calloc(m, rows ? rows : 1, sizeof(double));
+    double *rowsum = (double *)dfm__calloc(m, rows ? rows : 1, sizeof(double));
+    size_t *bad = (size_t *)dfm__calloc(m, rows ? rows : 1, sizeof(size_t));
+    int *bad_what = (int *)dfm__calloc(m, rows ? rows : 1, sizeof(int));
+    double *vals = (double *)dfm__calloc(m, n ? n : 1, sizeof(double));
+    float *mxs = a->grad ? (float *)dfm__calloc(m, n ? n : 1, sizeof(float)) : NULL;
+    float *scr = (float *)dfm__calloc(m, (size_t)nt, (size_t)V * sizeof(float));
+    if (!c || !rowsum || !bad || !bad_what || !vals || (a->grad && !mxs) || !scr) {
+        st = dfm__fail(&l->b, DFM_ENOMEM, "out of memory for loss scratch");
+        goto done;
+    }
+    if (gkl)
+        for (size_t r = 0; r < rows && !st; r++) st = dl_coef(l, p, a->t[r], r, &c[r]);
+    if (st) goto done;
+    e.c = c;
+    e.w = (l->reduction == DFM_REDUCE_MEAN && count) ? 1.0 / (double)count : 1.0;
+    e.mx = mxs;
+    e.vals = vals;
+    e.rowsum = rowsum;
+    e.bad = bad;
+    e.bad_what = bad_what;
+    e.scratch = scr;
+    st = dl_run(l, &e, rows, 0, a->grad != NULL);
+    if (st) goto done;
+    double total = 0.0;
+    for (size_t r = 0; r < rows; r++) total += rowsum[r];
+    if (l->reduction == DFM_REDUCE_MEAN) total = count ? total / (double)count : 0.0;
+    if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vals, n * sizeof(double));
+    *a->loss = total;
+done:
+    dfm__free(m, c);
+    dfm__free(m, rowsum);
+    dfm__free(m, bad);
+    dfm__free(m, bad_what);
+    dfm__free(m, vals);
+    dfm__free(m, mxs);
+    dfm__free(m, scr);
+    return st;
+}
+
+/* ---- lifetime ---- */
+
+static void dl_destroy(dfm_loss *l)
+{
+    dl_impl *im = (dl_impl *)l->impl;
+    if (!im) return;
+    dfm_path_free(im->path);
+    dfm__free(&l->b.mem, im);
+    l->impl = NULL;
+}
+
+static int dl_clone(dfm_loss *dst, const dfm_loss *src)
+{
+    const dl_impl *s = (const dl_impl *)src->impl;
+    dl_impl *im = (dl_impl *)dfm__calloc(&dst->b.mem, 1, sizeof(dl_impl));
+    if (!im) return DFM_ENOMEM;
+    im->only_changed = s->only_changed;
+    int st = dfm_path_clone(&im->path, s->path, &dst->b.mem);
+    if (st) { dfm__free(&dst->b.mem, im); return st; }
+    dst->impl = im;
+    return 0;
+}
+
+static const dfm__loss_ops gkl_ops = {dl_destroy, dl_clone, dl_eval_op, NULL, NULL, NULL, NULL};
+static const dfm__loss_ops ce_ops = {dl_destroy, dl_clone, dl_eval_op, NULL, NULL, NULL, NULL};
+
+static int dl_create(dfm_loss **out, int kind, const dfm__loss_ops *ops, const dfm_path *path,
+                     int only_changed, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!path || path->kind != DFM_PATH_MIXTURE || !path->impl || !path->has_sched)
+        return DFM_EINVAL;
+    const dfm__mixture *mx = dfm__mixture_of(path);
+    size_t stride;
+    if (mx->vocab <= 0 || path->space.n_tokens == 0) return DFM_EINVAL;
+    if (dfm__mul(path->space.n_tokens, (size_t)mx->vocab, &stride)) return DFM_EOVERFLOW;
+    dfm_loss *l;
+    int st = dfm__loss_new(&l, kind, ops, NULL, mem);
+    if (st) return st;
+    l->out_stride = stride;
+    l->b.nthreads = path->b.nthreads;
+    l->b.seed = path->b.seed;
+    dl_impl *im = (dl_impl *)dfm__calloc(&l->b.mem, 1, sizeof(dl_impl));
+    if (!im) { dfm_loss_free(l); return DFM_ENOMEM; }
+    im->only_changed = only_changed != 0;
+    l->impl = im;
+    st = dfm_path_clone(&im->path, path, &l->b.mem);
+    if (st) { dfm_loss_free(l); return st; }
+    *out = l;
+    return 0;
+}
+
+int dfm_loss_create_generalized_kl(dfm_loss **out, const dfm_path *mixture_path,
+                                   const dfm_allocator *mem)
+{
+    return dl_create(out, DFM_LOSS_GENERALIZED_KL, &gkl_ops, mixture_path, 0, mem);
+}
+
+int dfm_loss_create_cross_entropy(dfm_loss **out, const dfm_path *mixture_path, int only_changed,
+                                  const dfm_allocator *mem)
+{
+    return dl_create(out, DFM_LOSS_CROSS_ENTROPY, &ce_ops, mixture_path, only_changed, mem);
+}
+
+/* ---- training-time sampler ---- */
+
+int dfm_time_sample(uint64_t seed, uint32_t draw, int kind, double p1, double p2, double eps,
+                    uint64_t row_offset, size_t rows, double *t)
+{
+    if (rows && !t) return DFM_EINVAL;
+    if (!(eps >= 0.0 && eps < 1.0)) return DFM_EINVAL;
+    double hi = 1.0 - eps;
+    if (kind == DFM_TIME_LOGIT_NORMAL) {
+        if (!isfinite(p1) || !isfinite(p2) || p2 < 0.0) return DFM_EINVAL;
+        for (size_t r = 0; r < rows; r++) {
+            double zz = p1 + p2 * dfm__normal(seed, DFM_STREAM_TIME, row_offset + r, 0, draw);
+            double v = 1.0 / (1.0 + exp(-zz));
+            t[r] = v > hi ? hi : v;
+        }
+        return 0;
+    }
+    if (kind == DFM_TIME_UNIFORM) {
+        for (size_t r = 0; r < rows; r++)
+            t[r] = hi * dfm__uniform(seed, DFM_STREAM_TIME, row_offset + r, 0, draw);
+        return 0;
+    }
+    if (kind == DFM_TIME_STRATIFIED) {
+        if (!(p1 >= 0.0) || p1 != floor(p1) || p1 > 9007199254740992.0) return DFM_EINVAL;
+        uint64_t ns = p1 == 0.0 ? (uint64_t)rows : (uint64_t)p1;
+        if (ns == 0) return 0;
+        for (size_t r = 0; r < rows; r++) {
+            uint64_t g = row_offset + r;
+            double u = dfm__uniform(seed, DFM_STREAM_TIME, g, 0, draw);
+            double v = ((double)(p1 == 0.0 ? r : g % ns) + u) / (double)ns;
+            v *= hi;
+            t[r] = v > hi ? hi : v;
+        }
+        return 0;
+    }
+    return DFM_EINVAL;
+}
+
+/* ---- discrete ELBO ---- */
+
+/* Source term KL(p_0(.|x1^i) || p0) of one coordinate with kappa_0 = k0 > 0 (uniform/custom). */
+static double elbo_source_term(double k0, double p0b)
+{
+    double a = (1.0 - k0) * p0b + k0;
+    double rest = (1.0 - k0) * (1.0 - p0b);
+    double v = a * log(a / p0b);
+    if (rest > 0.0) v += rest * log1p(-k0);
+    return v;
+}
+
+int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
+{
+    if (!l) return DFM_EINVAL;
+    dfm__clear(&l->b);
+    if (l->ops != &gkl_ops)
+        return dfm__fail(&l->b, DFM_EUNSUPPORTED, "the ELBO needs a generalized-KL loss handle");
+    if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(dfm_elbo_args))
+        return dfm__fail(&l->b, DFM_EINVAL, "args->struct_size is too small");
+    if (!a->model) return dfm__fail(&l->b, DFM_EINVAL, "args->model is NULL");
+    if (a->n_t == 0) return dfm__fail(&l->b, DFM_EINVAL, "args->n_t must be >= 1");
+    const size_t rows = a->rows;
+    if (rows == 0) return 0;
+    if (!a->x1_tokens) return dfm__fail(&l->b, DFM_EINVAL, "args->x1_tokens is NULL");
+    if (!a->nelbo) return dfm__fail(&l->b, DFM_EINVAL, "args->nelbo is NULL");
+
+    dl_impl *im = (dl_impl *)l->impl;
+    const dfm_path *p = im->path;
+    const dfm__mixture *mx = dfm__mixture_of(p);
+    const size_t d = p->space.n_tokens, V = (size_t)mx->vocab;
+    size_t n, kd;
+    if (dfm__mul(rows, d, &n)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x d overflows");
+    if (dfm__mul(a->n_t, d, &kd) || kd > UINT32_MAX)
+        return dfm__fail(&l->b, DFM_ELIMIT, "n_t x d must stay below 2^32");
+    int st = dl_check_tokens(l, a->x1_tokens, n, d, mx->vocab, "x1_tokens");
+    if (st) return st;
+
+    /* Source term (0 when kappa_0 = 0). */
+    dfm_sched_values v0;
+    int raw = 0;
+    st = dfm__sched_eval(&p->sched, 0.0, &v0, &raw);
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler callback");
+    if (st) return dfm__fail(&l->b, st, "scheduler evaluation failed at t = 0");
+    const double k0 = v0.alpha;
+    if (!(k0 >= 0.0 && k0 < 1.0))
+        return dfm__fail(&l->b, DFM_ENUMERIC, "kappa_0 = %g is outside [0, 1)", k0);
+    if (k0 > 0.0 && mx->source == DFM_SOURCE_MASK)
+        return dfm__fail(&l->b, DFM_EUNSUPPORTED,
+                         "kappa_0 = %g > 0 with the mask source: the bound is infinite", k0);
+
+    /* Sample in kappa when the scheduler has an inverse (finite variance), else in t. */
+    double tprobe;
+    raw = 0;
+    const int use_kappa = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw)
+                          != DFM_EUNSUPPORTED;
+
+    const dfm_allocator *m = &l->b.mem;
+    size_t chunk = a->chunk_rows && a->chunk_rows < rows ? a->chunk_rows : rows;
+    size_t cn, cout;
+    if (dfm__mul(chunk, d, &cn) || dfm__mul(cn, V, &cout))
+        return dfm__fail(&l->b, DFM_EOVERFLOW, "chunk_rows x d x V overflows");
+    int nt = dfm__parallel_width(l->b.nthreads, chunk);
+    double *mean = (double *)dfm__calloc(m, rows, sizeof(double));
+    double *m2 = (double *)dfm__calloc(m, rows, sizeof(double));
+    double *src = (double *)dfm__calloc(m, rows, sizeof(double));
+    double *tt = (double *)dfm__calloc(m, chunk, sizeof(double));
+    double *c = (double *)dfm__calloc(m, chunk, sizeof(double));
+    double *rowsum = (double *)dfm__calloc(m, chunk, sizeof(double));
+    size_t *bad = (size_t *)dfm__calloc(m, chunk, sizeof(size_t));
+    int *bad_what = (int *)dfm__calloc(m, chunk, sizeof(int));
+    double *vals = (double *)dfm__calloc(m, cn, sizeof(double));
+    int32_t *xt = (int32_t *)dfm__calloc(m, cn, sizeof(int32_t));
+    float *outb = (float *)dfm__calloc(m, cout, sizeof(float));
+    float *scr = (float *)dfm__calloc(m, (size_t)nt, V * sizeof(float));
+    double *cdf = mx->source == DFM_SOURCE_CUSTOM ? (double *)dfm__calloc(m, V, sizeof(double))
+                                                   : NULL;
+    if (!mean || !m2 || !src || !tt || !c || !rowsum || !bad || !bad_what || !vals || !xt ||
+        !outb || !scr || (mx->source == DFM_SOURCE_CUSTOM && !cdf)) {
+        st = dfm__fail(&l->b, DFM_ENOMEM, "out of memory for ELBO scratch");
+        goto done;
+    }
+    if (cdf) {
+        double acc = 0.0;
+        for (size_t j = 0; j < V; j++) { acc += mx->p0[j]; cdf[j] = acc; }
+    }
+    if (k0 > 0.0) {
+        for (size_t k = 0; k < n && !st; k++) {
+            if (a->fixed && a->fixed[k]) continue;
+            int32_t b = a->x1_tokens[k];
+            double pb = mx->source == DFM_SOURCE_UNIFORM ? 1.0 / (double)V : mx->p0[b];
+            if (!(pb > 0.0))
+                st = dfm__fail(&l->b, DFM_EUNSUPPORTED,
+                               "x1[%zu][%zu] = %d has p0 = 0 and kappa_0 > 0: the bound is "
+                               "infinite", k / d, k % d, (int)b);
+            else
+                src[k / d] += elbo_source_term(k0, pb);
+        }
+        if (st) goto done;
+    }
+
+    for (size_t r0 = 0; r0 < rows; r0 += chunk) {
+        size_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+        const int32_t *x1 = a->x1_tokens + r0 * d;
+        const uint8_t *fx = a->fixed ? a->fixed + r0 * d : NULL;
+        for (size_t k = 0; k < a->n_t; k++) {
+            /* Stratified draws of kappa (or of t without kappa^{-1}) and x_t ~ p_t(. | x1). */
+            for (size_t r = 0; r < nr && !st; r++) {
+                uint64_t g = (uint64_t)(a->row_offset + r0 + r);
+                double u = dfm__uniform(l->b.seed, STREAM_ELBO_T, g, (uint32_t)k, a->draw);
+                double vv = ((double)k + u) / (double)a->n_t;
+                double om; /* 1 - kappa, computed without cancellation */
+                if (use_kappa) {
+                    /* kappa = 1 - (1 - kappa_0) s^2, s = 1 - v: density 1/(2 sqrt((1-k0)(1-kappa)))
+                     * on [kappa_0, 1); the integrand kappa'/(1-kappa) E[h] dt becomes E[h] dkappa /
+                     * (1 - kappa), so each draw contributes (2 / s) sum_i h_i. */
+                    double sv = 1.0 - vv;
+                    if (sv < DBL_EPSILON) sv = DBL_EPSILON;
+                    om = (1.0 - k0) * sv * sv;
+                    double t;
+                    raw = 0;
+                    st = dfm__sched_kappa_inverse(&p->sched, 1.0 - om, &t, &raw);
+                    if (st == DFM_ECALLBACK) {
+                        st = dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
+                        break;
+                    }
+                    if (st || !(t >= 0.0 && t <= 1.0)) {
+                        st = dfm__fail(&l->b, DFM_ENUMERIC, "kappa^{-1}(%g) failed", 1.0 - om);
+                        break;
+                    }
+                    tt[r] = t;
+                    c[r] = 2.0 / sv;
+                } else {
+                    double t = vv < 1.0 ? vv : 1.0 - DBL_EPSILON / 2.0;
+                    tt[r] = t;
+                    st = dl_coef(l, p, t, r0 + r, &c[r]);
+                    if (st) break;
+                    dfm_sched_values v;
+                    dfm__sched_eval(&p->sched, t, &v, &raw); /* succeeded in dl_coef */
+                    om = 1.0 - v.alpha;
+                }
+                for (size_t i = 0; i < d; i++) {
+                    size_t q = r * d + i;
+                    if (fx && fx[q]) { xt[q] = x1[q]; continue; }
+                    uint32_t w[4];
+                    dfm__rng_block(l->b.seed, STREAM_ELBO_X, g, (uint32_t)(k * d + i), a->draw, w);
+                    double u1 = dfm__u53(w[0], w[1]), u2 = dfm__u53(w[2], w[3]);
+                    if (u1 >= om) { xt[q] = x1[q]; continue; }
+                    if (mx->source == DFM_SOURCE_MASK) {
+                        xt[q] = mx->mask;
+                    } else if (mx->source == DFM_SOURCE_UNIFORM) {
+                        size_t j = (size_t)(u2 * (double)V);
+                        xt[q] = (int32_t)(j < V ? j : V - 1);
+                    } else {
+                        double target = u2 * cdf[V - 1];
+                        size_t lo = 0, hi = V - 1;
+                        while (lo < hi) {
+                            size_t mid = lo + (hi - lo) / 2;
+                            if (cdf[mid] > target) hi = mid; else lo = mid + 1;
+                        }
+                        while (lo > 0 && mx->p0[lo] <= 0.0) lo--; /* rounding at the top */
+                        xt[q] = (int32_t)lo;
+                    }
+                }
+            }
+            if (st) goto done;
+            dfm_model_io io;
+            memset(&io, 0, sizeof io);
+            io.struct_size = sizeof io;
+            io.rows = nr;
+            io.row_offset = a->row_offset + r0;
+            io.t = tt;
+            io.tokens = xt;
+            io.n_tokens = d;
+            io.out = outb;
+            io.out_stride = l->out_stride;
+            io.branch = DFM_BRANCH_MAIN;
+            io.step = -1;
+            int rc = a->model(&io, a->user_data);
+            if (rc) { st = dfm__fail_callback(&l->b, rc, "model callback"); goto done; }
+
+            dl_eval e;
+            memset(&e, 0, sizeof e);
+            e.out = outb;
+            e.x1 = x1;
+            e.xt = xt;
+            e.fixed = fx;
+            e.d = d;
+            e.stride = l->out_stride;
+            e.V = (int32_t)V;
+            e.gkl = 1;
+            e.c = c;
+            e.w = 1.0;
+            e.vals = vals;
+            e.rowsum = rowsum;
+            e.bad = bad;
+            e.bad_what = bad_what;
+            e.scratch = scr;
+            st = dl_run(l, &e, nr, a->row_offset + r0, 0);
+            if (st) goto done;
+            for (size_t r = 0; r < nr; r++) { /* Welford over the n_t terms */
+                double x = rowsum[r], delta = x - mean[r0 + r];
+                mean[r0 + r] += delta / (double)(k + 1);
+                m2[r0 + r] += delta * (x - mean[r0 + r]);
+            }
+        }
+    }
+    for (size_t r = 0; r < rows; r++) a->nelbo[r] = mean[r] + src[r];
+    if (a->std_error)
+        for (size_t r = 0; r < rows; r++)
+            a->std_error[r] = a->n_t > 1
+                ? sqrt(m2[r] / ((double)(a->n_t - 1) * (double)a->n_t)) : NAN;
+done:
+    dfm__free(m, mean);
+    dfm__free(m, m2);
+    dfm__free(m, src);
+    dfm__free(m, tt);
+    dfm__free(m, c);
+    dfm__free(m, rowsum);
+    dfm__free(m, bad);
+    dfm__free(m, bad_what);
+    dfm__free(m, vals);
+    dfm__free(m, xt);
+    dfm__free(m, outb);
+    dfm__free(m, scr);
+    dfm__free(m, cdf);
+    return st;
+}
