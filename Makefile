@@ -12,7 +12,8 @@ DESTDIR    ?=
 
 CC      ?= cc
 CXX     ?= c++
-PYTHON  ?= python3
+# Debian's interpreter carries python3-numpy/scipy; a python3 earlier on PATH may not.
+PYTHON  ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
 PKG_CONFIG ?= pkg-config
 
 # Debian packages for the build, tests, examples and benchmarks (installed by `make deps`).
