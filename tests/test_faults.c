@@ -343,7 +343,8 @@ static int sc_selftest_leak(fx *f)
     FX_DECL;
     dfm_space *s = NULL;
     int st = FX_CALL(f, dfm_space_create_discrete(&s, 3, 2, &f->mem));
-    return st; /* s is leaked on success */
+    f->user = s; /* not freed: the fixture must see it live */
+    return st;
 }
 
 START_TEST(fixture_detects_leaks)
@@ -354,6 +355,8 @@ START_TEST(fixture_detects_leaks)
     ck_assert_int_eq(sc_selftest_leak(&f), 0);
     ck_assert_int_eq(f.alloc_injected, 0);
     ck_assert_int_eq(f.live, 1);
+    dfm_space_free((dfm_space *)f.user);
+    ck_assert_int_eq(f.live, 0);
     fx_reset(&f, "selftest");
     f.fail_at = 1;
     ck_assert_int_eq(sc_selftest_leak(&f), DFM_ENOMEM);
