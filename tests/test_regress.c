@@ -23,11 +23,45 @@ START_TEST(check_tokens_reports_first_bad_in_flat_order)
 }
 END_TEST
 
+/* fuzz_scheduler: the VP kappa inverse computed 2 (B - b) T as (2 (B - b)) T, which is Inf x 0
+ * = NaN at kappa = 1 when beta_max is near DBL_MAX, and returned t = NaN (the final clamp let
+ * NaN through). It now uses u = 2T / (b + hypot(b, sqrt(2T (B - b)))). */
+START_TEST(vp_kappa_inverse_extreme_betas)
+{
+    dfm_scheduler *s = NULL;
+    double t = -1.0;
+    ck_assert_int_eq(dfm_scheduler_create_vp(&s, 0.0, 1.7976931348623157e308, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_kappa_inverse(s, 1.0, &t, NULL), 0);
+    ck_assert(t == 1.0);
+    dfm_scheduler_free(s);
+    ck_assert_int_eq(dfm_scheduler_create_vp(&s, 1e300, 1e300, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_kappa_inverse(s, 1.0, &t, NULL), 0);
+    ck_assert(t == 1.0);
+    dfm_scheduler_free(s);
+    /* The usual betas still round-trip to 1e-12, also near kappa = 1 (no cancellation). */
+    const double betas[3][2] = {{0.1, 20.0}, {0.0, 5.0}, {2.0, 2.0}};
+    for (int b = 0; b < 3; b++) {
+        ck_assert_int_eq(dfm_scheduler_create_vp(&s, betas[b][0], betas[b][1], NULL), 0);
+        for (int i = 0; i <= 100; i++) {
+            double t0 = i == 100 ? 1.0 - 1e-9 : i / 100.0;
+            dfm_sched_values v;
+            ck_assert_int_eq(dfm_scheduler_eval(s, t0, &v, NULL), 0);
+            if (v.alpha <= 0.0) continue;
+            ck_assert_int_eq(dfm_scheduler_kappa_inverse(s, v.alpha, &t, NULL), 0);
+            ck_assert_msg(fabs(t - t0) < 1e-9 * (1.0 + 1.0 / (v.d_alpha > 1e-3 ? 1.0 : 1e-3)),
+                          "betas %g %g: t %g -> %g", betas[b][0], betas[b][1], t0, t);
+        }
+        dfm_scheduler_free(s);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
     TCase *tc = tu_tcase("regress");
     tcase_add_test(tc, check_tokens_reports_first_bad_in_flat_order);
+    tcase_add_test(tc, vp_kappa_inverse_extreme_betas);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
