@@ -81,19 +81,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 2: {
             const dfm_space *parts[POOL];
-            size_t n = fz_below(&in, POOL + 1), expect_parts = 0;
+            size_t n = fz_below(&in, POOL + 1), expect_parts = 0, sum_t = 0, sum_r = 0;
             int has_null = 0;
             for (size_t i = 0; i < n; i++) {
                 parts[i] = pool[fz_below(&in, POOL)];
                 if (!parts[i]) has_null = 1;
-                else expect_parts += dfm_space_n_parts(parts[i]);
+                else {
+                    expect_parts += dfm_space_n_parts(parts[i]);
+                    sum_t += dfm_space_n_tokens(parts[i]);
+                    sum_r += dfm_space_n_reals(parts[i]);
+                }
             }
             st = dfm_space_create_product(&s, n ? parts : NULL, n, m);
             if (n == 0) FZ_ASSERT(st == DFM_EINVAL);
             else if (has_null) /* a limit met before the NULL part may be reported first */
                 FZ_ASSERT(st == DFM_EINVAL || st == DFM_ELIMIT || st == DFM_EOVERFLOW);
-            else if (expect_parts > DFM_MAX_PARTS) FZ_ASSERT(st == DFM_ELIMIT);
-            if (st == 0) FZ_ASSERT(dfm_space_n_parts(s) == expect_parts);
+            else if (st == DFM_ELIMIT) FZ_ASSERT(expect_parts > DFM_MAX_PARTS);
+            else if (st == DFM_EOVERFLOW) FZ_ASSERT(sum_t > INT32_MAX || sum_r > INT32_MAX);
+            else if (st) FZ_ASSERT(st == DFM_ENOMEM);
+            if (st == 0) {
+                FZ_ASSERT(expect_parts <= DFM_MAX_PARTS && sum_t <= INT32_MAX && sum_r <= INT32_MAX);
+                FZ_ASSERT(dfm_space_n_parts(s) == expect_parts);
+                FZ_ASSERT(dfm_space_n_tokens(s) == sum_t && dfm_space_n_reals(s) == sum_r);
+            }
             break;
         }
         case 3: {
