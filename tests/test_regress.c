@@ -56,12 +56,27 @@ START_TEST(vp_kappa_inverse_extreme_betas)
 }
 END_TEST
 
+/* fuzz_rng: dfm_rng_fill with cols == 0 and a huge row count looped over every row (a hang of
+ * 2^64 empty iterations); an empty fill now returns at once. An optimising build may delete the
+ * empty loop, so the instrumented builds (check-asan, and fuzz-regress with the committed input
+ * tests/fuzz/corpus/rng/regress-fill-empty-hang) are where this test bites. */
+START_TEST(rng_fill_empty_with_huge_rows)
+{
+    float sentinel = 3.0f;
+    ck_assert_int_eq(dfm_rng_fill(1, 0, DFM_DRAW_UNIFORM, 0, SIZE_MAX, 0, 0, 2, &sentinel), 0);
+    ck_assert_int_eq(dfm_rng_fill(1, 0, DFM_DRAW_NORMAL, 0, (size_t)1 << 60, 0, 0, 1, NULL), 0);
+    ck_assert(sentinel == 3.0f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
     TCase *tc = tu_tcase("regress");
+    tcase_set_timeout(tc, 30); /* a regression of a hang fails instead of waiting */
     tcase_add_test(tc, check_tokens_reports_first_bad_in_flat_order);
     tcase_add_test(tc, vp_kappa_inverse_extreme_betas);
+    tcase_add_test(tc, rng_fill_empty_with_huge_rows);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
