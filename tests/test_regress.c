@@ -69,6 +69,27 @@ START_TEST(rng_fill_empty_with_huge_rows)
 }
 END_TEST
 
+/* fuzz_rng (UBSan): a -Inf logit at a huge temperature made (z - max) * scale = -Inf x 0 = NaN
+ * in the float exp kernel, which then converted NaN to int (undefined; in practice a garbage
+ * weight, so an index of probability 0 could be drawn). -Inf logits have weight 0 at every
+ * temperature. */
+START_TEST(categorical_neg_inf_logit_huge_temperature)
+{
+    float z[2000];
+    for (int i = 0; i < 2000; i++) z[i] = i % 3 == 0 ? -INFINITY : (float)(i % 5);
+    const double temps[3] = {1e300, 1e40, 1e38};
+    for (int k = 0; k < 3; k++) {
+        for (uint64_t r = 0; r < 300; r++) {
+            int32_t out = -1;
+            ck_assert_int_eq(dfm_rng_categorical(1, 0, r, 0, 0, z, 3, temps[k], &out), 0);
+            ck_assert_msg(out == 1 || out == 2, "temperature %g drew index %d", temps[k], out);
+            ck_assert_int_eq(dfm_rng_categorical(1, 0, r, 0, 0, z, 2000, temps[k], &out), 0);
+            ck_assert_msg(out % 3 != 0, "temperature %g drew index %d of a -Inf logit", temps[k], out);
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -77,6 +98,7 @@ int main(void)
     tcase_add_test(tc, check_tokens_reports_first_bad_in_flat_order);
     tcase_add_test(tc, vp_kappa_inverse_extreme_betas);
     tcase_add_test(tc, rng_fill_empty_with_huge_rows);
+    tcase_add_test(tc, categorical_neg_inf_logit_huge_temperature);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
