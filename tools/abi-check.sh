@@ -12,12 +12,12 @@ mkdir -p "$out"
 [ -f "$base" ] || { echo "abi-check: no baseline $base (make abi-dump)"; exit 1; }
 command -v abidw >/dev/null || { echo "abi-check: abidw missing (Debian abigail-tools)"; exit 1; }
 abidw $flags --out-file "$out/current.abi" "$lib" || { echo "abi-check: abidw failed"; exit 1; }
-abidiff --no-added-syms --harmless "$base" "$out/current.abi" > "$out/abidiff.txt" 2>&1
+abidiff --no-added-syms "$base" "$out/current.abi" > "$out/abidiff.txt" 2>&1
 rc=$?
 # abidiff status bits: 1 error, 2 usage error, 4 ABI change, 8 incompatible change.
 if [ $rc -ne 0 ]; then
     cat "$out/abidiff.txt"
-    echo "abi-check: FAILED (abidiff status $rc: $( [ $((rc & 8)) -ne 0 ] && echo incompatible change || echo ABI change or tool error))"
+    echo "abi-check: FAILED (abidiff status $rc: $( [ $((rc & 8)) -ne 0 ] && echo incompatible change || echo changed function, variable or public type))"
     exit 1
 fi
 added=$(abidiff "$base" "$out/current.abi" 2>/dev/null | sed -n 's/.*Functions changes summary: [0-9]* Removed, [0-9]* Changed[^,]*, \([0-9]*\) Added.*/\1/p')
