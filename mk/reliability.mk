@@ -12,10 +12,11 @@
 #   make fuzz-corpus-update   merge new interesting inputs found by `make fuzz` into the seeds
 #   make abi-dump         write the baseline lib/dfm.abi (abidw) from lib/libdfm.so.0
 #   make abi-check        abidiff against lib/dfm.abi + exported symbols vs lib/dfm.map
+#   make check-hygiene    the sources never abort/print/exit nor allocate outside dfm_allocator
 #   make reliability      all of the above checks (what CI runs), deps-reliability installs tools
 
 .PHONY: check-asan check-valgrind check-tsan fuzz fuzz-smoke fuzz-regress fuzz-corpus-update \
-        fuzz-build abi-dump abi-check reliability deps-reliability
+        fuzz-build abi-dump abi-check check-hygiene reliability deps-reliability
 
 # Debian packages these targets need on top of DEB_PKGS (the lead adds them to the deps list).
 REL_DEB_PKGS := clang libclang-rt-14-dev llvm valgrind abigail-tools
@@ -135,8 +136,13 @@ abi-check: all
 	@mkdir -p _build/abi
 	@sh tools/abi-check.sh lib/dfm.abi lib/$(SONAME) "$(ABIDW_FLAGS)"
 
+# ---- source hygiene ----
+check-hygiene:
+	@sh tools/src-hygiene.sh src
+
 # ---- everything CI runs ----
 reliability:
+	$(MAKE) check-hygiene
 	$(MAKE) check-asan
 	$(MAKE) check-valgrind
 	$(MAKE) check-tsan
