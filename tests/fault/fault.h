@@ -56,25 +56,31 @@ typedef struct fx_scenario {
     int check_raw;
 } fx_scenario;
 
+/* The counters are updated atomically: run paths may allocate and call back from worker
+ * threads (DFM_OPT_THREADS > 1). Which allocation is "the n-th" then depends on scheduling, but
+ * every n still injects exactly one failure. */
+#define FX_INC(x) __atomic_add_fetch(&(x), 1, __ATOMIC_SEQ_CST)
+#define FX_DEC(x) __atomic_sub_fetch(&(x), 1, __ATOMIC_SEQ_CST)
+
 static void *fx_alloc(size_t n, void *opaque)
 {
     fx *f = (fx *)opaque;
-    if (f->armed) {
-        f->armed_allocs++;
-        if (f->fail_at && f->armed_allocs == f->fail_at) {
-            f->alloc_injected = 1;
+    if (__atomic_load_n(&f->armed, __ATOMIC_SEQ_CST)) {
+        long k = FX_INC(f->armed_allocs);
+        if (f->fail_at && k == f->fail_at) {
+            __atomic_store_n(&f->alloc_injected, 1, __ATOMIC_SEQ_CST);
             return NULL;
         }
     }
     void *p = malloc(n);
-    if (p) { f->live++; f->total_allocs++; }
+    if (p) { FX_INC(f->live); FX_INC(f->total_allocs); }
     return p;
 }
 
 static void fx_free(void *p, void *opaque)
 {
     fx *f = (fx *)opaque;
-    if (p) { f->live--; free(p); }
+    if (p) { FX_DEC(f->live); free(p); }
 }
 
 static inline void fx_reset(fx *f, const char *name)
@@ -86,8 +92,8 @@ static inline void fx_reset(fx *f, const char *name)
     f->mem.opaque = f;
 }
 
-static inline void fx_arm(fx *f) { f->armed = 1; }
-static inline void fx_disarm(fx *f) { f->armed = 0; }
+static inline void fx_arm(fx *f) { __atomic_store_n(&f->armed, 1, __ATOMIC_SEQ_CST); }
+static inline void fx_disarm(fx *f) { __atomic_store_n(&f->armed, 0, __ATOMIC_SEQ_CST); }
 
 /* Runs one call with the injection armed; evaluates to its status. */
 #define FX_CALL(f, call) (fx_arm(f), fx__st = (call), fx_disarm(f), fx__st)
@@ -102,12 +108,15 @@ static inline int fx_raw_for(long k) { return (int)(k % 2 ? 7000 + k : -(7000 + 
  * counted (an operation must stop at the first failing callback). */
 static inline int fx_tick(fx *f)
 {
-    if (!f->armed) return 0;
-    if (f->cb_injected) { f->ticks_after_failure++; return 0; }
-    f->ticks++;
-    if (f->cb_fail_at && f->ticks == f->cb_fail_at) {
-        f->cb_injected = 1;
-        f->cb_raw = fx_raw_for(f->ticks);
+    if (!__atomic_load_n(&f->armed, __ATOMIC_SEQ_CST)) return 0;
+    if (__atomic_load_n(&f->cb_injected, __ATOMIC_SEQ_CST)) {
+        FX_INC(f->ticks_after_failure);
+        return 0;
+    }
+    long k = FX_INC(f->ticks);
+    if (f->cb_fail_at && k == f->cb_fail_at) {
+        f->cb_raw = fx_raw_for(k);
+        __atomic_store_n(&f->cb_injected, 1, __ATOMIC_SEQ_CST);
         return f->cb_raw;
     }
     return 0;
