@@ -53,6 +53,13 @@ static uint64_t job_schedulers(const shared *sh, int thread)
     (void)thread;
     uint64_t h = 1;
     for (int k = 0; k < sh->n_sched; k++) {
+        dfm_scheduler *c = NULL; /* concurrent copies of a shared scheduler */
+        ck_assert_int_eq(dfm_scheduler_clone(&c, sh->sched[k], NULL), 0);
+        ck_assert_int_eq(dfm_scheduler_kind(c), dfm_scheduler_kind(sh->sched[k]));
+        dfm_sched_values vc;
+        ck_assert_int_eq(dfm_scheduler_eval(c, 0.25, &vc, NULL), 0);
+        h = mix_double(h, vc.alpha);
+        dfm_scheduler_free(c);
         for (int i = 0; i <= 64; i++) {
             dfm_sched_values v;
             int raw = 0;
