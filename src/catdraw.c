@@ -8,12 +8,15 @@
 #include <math.h>
 
 /* exp(x) for x <= 0 in float: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, degree-6 Taylor
- * polynomial (relative error < 2e-7), scale by 2^n through the exponent bits. x < -87 gives 0. */
+ * polynomial (relative error < 2e-7), scale by 2^n through the exponent bits. x < -87 and NaN
+ * give 0. */
 static inline float expf_nonpos(float x)
 {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     const float magic = 12582912.0f; /* 1.5 * 2^23: rounds to nearest integer */
-    float xc = x < -87.0f ? -87.0f : x;
+    /* Written so that NaN (from -Inf x 0 when a -Inf logit meets scale 0 at a huge
+     * temperature) takes the x < -87 branch: weight 0, and no NaN-to-int conversion. */
+    float xc = x >= -87.0f ? x : -87.0f;
     float n = (xc * log2e + magic) - magic;
     float r = xc - n * ln2_hi - n * ln2_lo;
     float p = 1.0f / 720.0f;
@@ -27,7 +30,7 @@ static inline float expf_nonpos(float x)
     union { uint32_t u; float f; } s;
     s.u = (uint32_t)e << 23;
     float v = p * s.f;
-    return x < -87.0f ? 0.0f : v;
+    return x >= -87.0f ? v : 0.0f;
 }
 
 /* Vector kernels with GCC/Clang vector extensions: the auto-vectoriser does not turn the

@@ -163,10 +163,14 @@ int dfm__sched_kappa_inverse(const dfm_scheduler *s, double k, double *t, int *c
         r = two_over_pi * asin(k);
         break;
     case DFM_SCHED_VP: {
-        /* alpha = exp(-T/2): T = -2 log k, then solve 0.5 (B-b) u^2 + b u - T = 0 for u = 1-t. */
+        /* alpha = exp(-T/2): T = -2 log k, then solve 0.5 (B-b) u^2 + b u - T = 0 for u = 1-t,
+         * in the form u = 2T / (b + sqrt(b^2 + 2 (B-b) T)): no cancellation, no overflow of b^2
+         * or (B-b) T (hypot), D = 0 included (u = T / b). T = 0 is kappa = 1 (u = 0), T = +Inf
+         * is kappa = 0 = alpha(0) after underflow (u = 1). */
         double b = s->p1, D = s->p2 - s->p1, T = -2.0 * log(k), u;
-        if (D > 0.0) u = (-b + sqrt(b * b + 2.0 * D * T)) / D;
-        else u = T / b;
+        if (!(T > 0.0)) u = 0.0;
+        else if (T == INFINITY) u = 1.0;
+        else u = 2.0 * T / (b + hypot(b, sqrt(2.0 * T) * sqrt(D)));
         r = 1.0 - u;
         break;
     }
@@ -180,7 +184,7 @@ int dfm__sched_kappa_inverse(const dfm_scheduler *s, double k, double *t, int *c
     default:
         return DFM_EINVAL;
     }
-    if (r < 0.0) r = 0.0;
+    if (!(r >= 0.0)) r = 0.0; /* also a NaN from a degenerate parameter */
     if (r > 1.0) r = 1.0;
     *t = r;
     return 0;

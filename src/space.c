@@ -121,10 +121,11 @@ int32_t dfm_space_token_vocab(const dfm_space *s, size_t j)
 int dfm_space_check_tokens(const dfm_space *s, const int32_t *tokens, size_t rows, size_t *bad)
 {
     if (!s || (!tokens && rows && s->n_tokens)) return DFM_EINVAL;
-    for (size_t p = 0; p < s->n_parts; p++) {
-        const dfm_space_part *q = &s->parts[p];
-        if (q->kind != DFM_SPACE_DISCRETE) continue;
-        for (size_t r = 0; r < rows; r++) {
+    /* Rows outer, parts in token order inner: the first bad token in flat order is reported. */
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t p = 0; p < s->n_parts; p++) {
+            const dfm_space_part *q = &s->parts[p];
+            if (q->kind != DFM_SPACE_DISCRETE) continue;
             const int32_t *row = tokens + r * s->n_tokens + q->offset;
             for (size_t j = 0; j < q->dim; j++) {
                 if (row[j] < 0 || row[j] >= q->vocab) {

@@ -1,0 +1,104 @@
+/* Regressions: one test per bug found by the sanitizers, fault injection or fuzzing
+ * (docs/reliability.md). Each names the harness or target that found it. */
+#include "testutil.h"
+
+/* fuzz_space: dfm_space_check_tokens reported the first bad token of the first discrete part
+ * over all rows instead of the first bad token in flat order, when a product space has two
+ * discrete parts and an earlier row is bad in the later part. */
+START_TEST(check_tokens_reports_first_bad_in_flat_order)
+{
+    dfm_space *a = NULL, *b = NULL, *p = NULL;
+    ck_assert_int_eq(dfm_space_create_discrete(&a, 3, 2, NULL), 0);
+    ck_assert_int_eq(dfm_space_create_discrete(&b, 5, 1, NULL), 0);
+    const dfm_space *parts[2] = {a, b};
+    ck_assert_int_eq(dfm_space_create_product(&p, parts, 2, NULL), 0);
+    /* row 0: part a ok, part b bad (flat 2); row 1: part a bad (flat 3). */
+    const int32_t tok[6] = {0, 2, 7, 3, 0, 1};
+    size_t bad = 99;
+    ck_assert_int_eq(dfm_space_check_tokens(p, tok, 2, &bad), DFM_ERANGE);
+    ck_assert_uint_eq(bad, 2);
+    dfm_space_free(p);
+    dfm_space_free(b);
+    dfm_space_free(a);
+}
+END_TEST
+
+/* fuzz_scheduler: the VP kappa inverse computed 2 (B - b) T as (2 (B - b)) T, which is Inf x 0
+ * = NaN at kappa = 1 when beta_max is near DBL_MAX, and returned t = NaN (the final clamp let
+ * NaN through). It now uses u = 2T / (b + hypot(b, sqrt(2T (B - b)))). */
+START_TEST(vp_kappa_inverse_extreme_betas)
+{
+    dfm_scheduler *s = NULL;
+    double t = -1.0;
+    ck_assert_int_eq(dfm_scheduler_create_vp(&s, 0.0, 1.7976931348623157e308, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_kappa_inverse(s, 1.0, &t, NULL), 0);
+    ck_assert(t == 1.0);
+    dfm_scheduler_free(s);
+    ck_assert_int_eq(dfm_scheduler_create_vp(&s, 1e300, 1e300, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_kappa_inverse(s, 1.0, &t, NULL), 0);
+    ck_assert(t == 1.0);
+    dfm_scheduler_free(s);
+    /* The usual betas still round-trip to 1e-12, also near kappa = 1 (no cancellation). */
+    const double betas[3][2] = {{0.1, 20.0}, {0.0, 5.0}, {2.0, 2.0}};
+    for (int b = 0; b < 3; b++) {
+        ck_assert_int_eq(dfm_scheduler_create_vp(&s, betas[b][0], betas[b][1], NULL), 0);
+        for (int i = 0; i <= 100; i++) {
+            double t0 = i == 100 ? 1.0 - 1e-9 : i / 100.0;
+            dfm_sched_values v;
+            ck_assert_int_eq(dfm_scheduler_eval(s, t0, &v, NULL), 0);
+            if (v.alpha <= 0.0) continue;
+            ck_assert_int_eq(dfm_scheduler_kappa_inverse(s, v.alpha, &t, NULL), 0);
+            ck_assert_msg(fabs(t - t0) < 1e-9 * (1.0 + 1.0 / (v.d_alpha > 1e-3 ? 1.0 : 1e-3)),
+                          "betas %g %g: t %g -> %g", betas[b][0], betas[b][1], t0, t);
+        }
+        dfm_scheduler_free(s);
+    }
+}
+END_TEST
+
+/* fuzz_rng: dfm_rng_fill with cols == 0 and a huge row count looped over every row (a hang of
+ * 2^64 empty iterations); an empty fill now returns at once. An optimising build may delete the
+ * empty loop, so the instrumented builds (check-asan, and fuzz-regress with the committed input
+ * tests/fuzz/corpus/rng/regress-fill-empty-hang) are where this test bites. */
+START_TEST(rng_fill_empty_with_huge_rows)
+{
+    float sentinel = 3.0f;
+    ck_assert_int_eq(dfm_rng_fill(1, 0, DFM_DRAW_UNIFORM, 0, SIZE_MAX, 0, 0, 2, &sentinel), 0);
+    ck_assert_int_eq(dfm_rng_fill(1, 0, DFM_DRAW_NORMAL, 0, (size_t)1 << 60, 0, 0, 1, NULL), 0);
+    ck_assert(sentinel == 3.0f);
+}
+END_TEST
+
+/* fuzz_rng (UBSan): a -Inf logit at a huge temperature made (z - max) * scale = -Inf x 0 = NaN
+ * in the float exp kernel, which then converted NaN to int (undefined; in practice a garbage
+ * weight, so an index of probability 0 could be drawn). -Inf logits have weight 0 at every
+ * temperature. */
+START_TEST(categorical_neg_inf_logit_huge_temperature)
+{
+    float z[2000];
+    for (int i = 0; i < 2000; i++) z[i] = i % 3 == 0 ? -INFINITY : (float)(i % 5);
+    const double temps[3] = {1e300, 1e40, 1e38};
+    for (int k = 0; k < 3; k++) {
+        for (uint64_t r = 0; r < 300; r++) {
+            int32_t out = -1;
+            ck_assert_int_eq(dfm_rng_categorical(1, 0, r, 0, 0, z, 3, temps[k], &out), 0);
+            ck_assert_msg(out == 1 || out == 2, "temperature %g drew index %d", temps[k], out);
+            ck_assert_int_eq(dfm_rng_categorical(1, 0, r, 0, 0, z, 2000, temps[k], &out), 0);
+            ck_assert_msg(out % 3 != 0, "temperature %g drew index %d of a -Inf logit", temps[k], out);
+        }
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("regress");
+    TCase *tc = tu_tcase("regress");
+    tcase_set_timeout(tc, 30); /* a regression of a hang fails instead of waiting */
+    tcase_add_test(tc, check_tokens_reports_first_bad_in_flat_order);
+    tcase_add_test(tc, vp_kappa_inverse_extreme_betas);
+    tcase_add_test(tc, rng_fill_empty_with_huge_rows);
+    tcase_add_test(tc, categorical_neg_inf_logit_huge_temperature);
+    suite_add_tcase(s, tc);
+    return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
+}

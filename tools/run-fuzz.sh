@@ -1,0 +1,42 @@
+#!/bin/sh
+# Runs libFuzzer harnesses built by mk/reliability.mk.
+# usage: run-fuzz.sh SECONDS "LIBFUZZER FLAGS" HARNESS...
+# SECONDS > 0: fuzz each harness that long, starting from tests/fuzz/corpus/<h>/ (read only) and
+# _build/fuzz/corpus/<h>/ (where new inputs go). SECONDS = 0: run each committed seed once.
+# Prints executions per harness and the total; fails when a harness finds a crash, leak, UB
+# report or timeout (the reproducer is kept under _build/fuzz/artifacts/).
+secs=$1; flags=$2; shift 2
+fail=0; total=0
+mkdir -p _build/fuzz/logs _build/fuzz/artifacts
+for h in "$@"; do
+    bin=_build/fuzz/bin/fuzz_$h
+    seeds=tests/fuzz/corpus/$h
+    work=_build/fuzz/corpus/$h
+    mkdir -p "$work" "$seeds"
+    log=_build/fuzz/logs/$h.log
+    start=$(date +%s)
+    if [ "$secs" -gt 0 ]; then
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+        "$bin" $flags -max_total_time="$secs" -artifact_prefix=_build/fuzz/artifacts/$h- \
+            "$work" "$seeds" > "$log" 2>&1
+    else
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+        "$bin" $flags -runs=0 -artifact_prefix=_build/fuzz/artifacts/$h- "$seeds" > "$log" 2>&1
+    fi
+    rc=$?
+    el=$(( $(date +%s) - start ))
+    execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+    cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
+    seedn=$(ls "$seeds" | wc -l)
+    execs=${execs:-0}
+    total=$((total + execs))
+    if [ $rc -ne 0 ] || grep -qE 'ERROR: |runtime error:|SUMMARY: ' "$log"; then
+        echo "fuzz: $h FAILED (exit $rc, ${el}s, $execs execs); log: $log"
+        grep -E 'ERROR|runtime error|SUMMARY|Test unit written|#[0-9]+ 0x' "$log" | head -30
+        fail=$((fail + 1))
+    else
+        echo "fuzz: $h ok: $execs execs in ${el}s, $cov, $seedn seeds"
+    fi
+done
+echo "fuzz: $# harnesses, $total executions, $fail failed"
+[ $fail -eq 0 ]
