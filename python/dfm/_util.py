@@ -2,6 +2,7 @@
 import collections
 import ctypes
 import inspect
+import threading
 import weakref
 
 import numpy as np
@@ -203,6 +204,10 @@ class Handle:
     def __init__(self, ptr_value, callbacks=()):
         self._h = ptr_value
         self._cbs = list(callbacks)   # Callback objects the C handle may call
+        # libdfm allows one call per handle at a time: calls from several Python threads are
+        # serialized here (re-entrant, so a callback may use its own handle's getters).
+        self._lock = threading.RLock()
+        self._depth = 0               # calls in progress (on the thread holding the lock)
 
     @property
     def _ptr(self):
@@ -215,9 +220,29 @@ class Handle:
         return not self._h
 
     def close(self):
-        h, self._h = getattr(self, "_h", None), None
-        if h:
-            getattr(_lib.lib, self._free_name)(h)
+        """Frees the libdfm handle (idempotent)."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            if self._depth:
+                raise RuntimeError("a %s cannot be closed from inside its own callbacks"
+                                   % type(self).__name__)
+            h, self._h = self._h, None
+            if h:
+                getattr(_lib.lib, self._free_name)(h)
+
+    def __copy__(self):
+        clone = getattr(self, "clone", None)
+        if clone is None:
+            raise TypeError("%s cannot be copied" % type(self).__name__)
+        return clone()
+
+    def __deepcopy__(self, memo):
+        return self.__copy__()
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("%s wraps a libdfm handle and cannot be pickled" % type(self).__name__)
 
     def __del__(self):
         try:
@@ -252,9 +277,15 @@ class Handle:
 
     def _call(self, function, *args, extra_cbs=()):
         cbs = list(extra_cbs) + self._cbs
-        clear(cbs)
-        st = getattr(_lib.lib, function)(self._ptr, *args)
-        self._check(st, function, extra_cbs)
+        with self._lock:
+            clear(cbs)
+            h = self._ptr
+            self._depth += 1
+            try:
+                st = getattr(_lib.lib, function)(h, *args)
+            finally:
+                self._depth -= 1
+            self._check(st, function, extra_cbs)
         return st
 
 

@@ -512,7 +512,6 @@ class Generator(_Options, Handle):
             raise TypeError("give path or space")
         if path is not None:
             _isa(path, Path, "path")
-            sp = L.dfm_path_space(path._ptr)
         if space is not None:
             _isa(space, Space, "space")
         sp = L.dfm_path_space(path._ptr) if path is not None else space._ptr

@@ -287,3 +287,49 @@ class TestLifetimes(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPythonSide(unittest.TestCase):
+    def test_copy_and_pickle(self):
+        import copy
+        import pickle
+        s = discrete_sampler()
+        with self.assertRaises(TypeError):
+            copy.copy(s)                              # samplers have no clone
+        with self.assertRaises(TypeError):
+            pickle.dumps(s)
+        sp = dfm.Space.discrete(V, D)
+        c = copy.deepcopy(sp)
+        sp.close()
+        self.assertEqual(c.n_tokens, D)
+
+    def test_closing_from_a_callback_is_refused(self):
+        s = discrete_sampler()
+
+        def model(t, tokens, reals, out):
+            s.close()
+        with self.assertRaises(RuntimeError):
+            s.run(model, rows=2)
+        self.assertFalse(s.closed)
+        s.run(zero_model, rows=2)
+
+    def test_threads_share_a_sampler(self):
+        import threading
+        s = discrete_sampler(steps=50)
+        want = s.run(zero_model, rows=300).tokens
+        got, errors = [], []
+
+        def work():
+            try:
+                for _ in range(3):
+                    got.append(s.run(zero_model, rows=300).tokens)
+            except BaseException as e:
+                errors.append(e)
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(got), 9)
+        self.assertTrue(all(np.array_equal(g, want) for g in got))
