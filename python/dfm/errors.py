@@ -27,3 +27,6 @@ class DfmError(Exception):
         self.callback_status = callback_status
         where = "%s: " % function if function else ""
         super().__init__("%s%s (%s)" % (where, self.message, self.name))
+
+    def __reduce__(self):
+        return (type(self), (self.status, self.message, self.function, self.callback_status))

@@ -88,6 +88,15 @@ class TestGaussian(unittest.TestCase):
         r = s.run(model, rows=self.N // 2)
         self.check_moments(r.reals.astype(np.float64), k=6.0)
 
+    def test_sampling_scheduler_transform(self):
+        # a model of the CondOT path sampled through the cosine scheduler has the same marginals
+        _, gen = make()
+        gen.set_sampling_scheduler(dfm.Scheduler.cosine())
+        s = dfm.Sampler(gen, "rk4", steps=60, seed=8)
+        r = s.run(model, rows=self.N)
+        self.check_moments(r.reals.astype(np.float64))
+        gen.set_sampling_scheduler(None)
+
     def test_path_sample_and_mse(self):
         path, gen = make()
         rows = 7

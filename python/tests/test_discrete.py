@@ -145,6 +145,41 @@ class TestExactTarget(unittest.TestCase):
         self.assertEqual(s.stats()["steps"], 3)
 
 
+class TestOptions(unittest.TestCase):
+    def test_custom_source(self):
+        p0 = np.array([0.5, 0.2, 0.3])
+        path = dfm.Path.mixture(dfm.Space.discrete(V, D), dfm.Scheduler.condot(), p0)
+        path.seed = 3
+        x1 = np.zeros((20000, D), np.int32)
+        xt = path.sample(0.0, x1).xt_tokens
+        st, k = chi2(np.bincount(xt.reshape(-1), minlength=V), p0)
+        self.assertLess(st, chi2_bound(k))
+        with self.assertRaises(TypeError):
+            dfm.Path.mixture(dfm.Space.discrete(V, D), dfm.Scheduler.condot(), p0.tolist())
+
+    def test_sampler_options_and_corrector(self):
+        _, _, s = make(steps=200)
+        s.configure(temperature=1.0, eta=0.0)
+        self.assertEqual(s.get_option("temperature"), 1.0)
+        self.assertEqual(s.method, dfm.METHOD_EXACT)
+        s.set_corrector(lambda t: 0.5 * t * (1 - t))
+        r = s.run(exact_model(Q), rows=10000)
+        st, k = chi2(hist(r.tokens), Q.reshape(-1))
+        self.assertLess(st, chi2_bound(k), "corrector chi2 %g" % st)
+
+        def bad(t):
+            raise LookupError("corrector")
+        s.set_corrector(bad)
+        with self.assertRaises(LookupError) as cm:
+            s.run(exact_model(Q), rows=10)
+        self.assertEqual(cm.exception.__cause__.status, dfm.ECALLBACK)
+        s.set_corrector(None)
+        s.run(exact_model(Q), rows=10)
+        s.set_grid(np.linspace(0.0, 1.0, 11) ** 2)
+        s.run(exact_model(Q), rows=10)
+        self.assertEqual(s.stats()["steps"], 10)
+
+
 class TestGeneralizedKL(unittest.TestCase):
     def setUp(self):
         self.path, self.gen, _ = make()

@@ -298,6 +298,9 @@ class TestPythonSide(unittest.TestCase):
             copy.copy(s)                              # samplers have no clone
         with self.assertRaises(TypeError):
             pickle.dumps(s)
+        e = pickle.loads(pickle.dumps(dfm.DfmError(dfm.ERANGE, "t = 2", "dfm_x", 3)))
+        self.assertEqual((e.status, e.message, e.function, e.callback_status),
+                         (dfm.ERANGE, "t = 2", "dfm_x", 3))
         sp = dfm.Space.discrete(V, D)
         c = copy.deepcopy(sp)
         sp.close()
