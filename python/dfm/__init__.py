@@ -1,0 +1,38 @@
+"""libdfm for Python: generator matching / discrete flow matching over libdfm's C ABI.
+
+ctypes bindings with numpy buffers. Every libdfm failure raises DfmError (.status, .message);
+an exception raised by a Python callback (model, progress, scheduler ...) never crosses into C:
+it is caught, libdfm fails the call with ECALLBACK (or ESTOPPED for progress), and the original
+exception is re-raised from that DfmError. See docs/python.md."""
+from . import _lib
+from .constants import *  # noqa: F401,F403 -- OK, EINVAL, ..., METHOD_EXACT, PARAM_LOGITS ...
+from .errors import DfmError, strerror
+from .handles import (Generator, Loss, LossResult, Path, PathSample, RunResult, Sampler,
+                      SchedValues, Scheduler, Space, SpacePart)
+from ._util import ModelInfo
+from . import rng, ctmc
+from .rng import time_sample
+from .ctmc import Ctmc
+
+library_path = _lib.path
+
+
+def version():
+    """Version string of the libdfm actually loaded, e.g. "0.1.0"."""
+    return _lib.lib.dfm_version_string().decode()
+
+
+def version_number():
+    """major * 10000 + minor * 100 + patch of the loaded libdfm."""
+    return _lib.lib.dfm_version_number()
+
+
+def status_count():
+    return _lib.lib.dfm_status_count()
+
+
+def max_threads():
+    return _lib.lib.dfm_max_threads()
+
+
+__version__ = version()

@@ -1,0 +1,339 @@
+"""Loading of libdfm and the ctypes mirror of its C ABI (structures, callbacks, prototypes).
+
+The library is found, in order, at:
+  1. $DFM_LIBRARY (a path to the shared object),
+  2. $DFM_LIBDIR/libdfm.so.0,
+  3. the source tree layout: <repo>/lib/libdfm.so.0 next to <repo>/python/dfm,
+  4. the system loader's libdfm.so.0 (an installed libdfm).
+"""
+import ctypes
+import os
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int32,
+                    c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p)
+
+SONAME = "libdfm.so.0"
+
+
+def _candidates():
+    env = os.environ.get("DFM_LIBRARY")
+    if env:
+        return [env]
+    out = []
+    libdir = os.environ.get("DFM_LIBDIR")
+    if libdir:
+        out.append(os.path.join(libdir, SONAME))
+    here = os.path.dirname(os.path.abspath(__file__))
+    out.append(os.path.normpath(os.path.join(here, "..", "..", "lib", SONAME)))
+    out.append(SONAME)
+    return out
+
+
+def _load():
+    errors = []
+    cands = _candidates()
+    for i, path in enumerate(cands):
+        if os.sep in path and not os.path.exists(path) and i + 1 < len(cands):
+            errors.append("%s: not found" % path)
+            continue
+        try:
+            return ctypes.CDLL(path), path
+        except OSError as e:
+            errors.append("%s: %s" % (path, e))
+    raise OSError("libdfm shared library not found (set DFM_LIBRARY to its path): "
+                  + "; ".join(errors))
+
+
+lib, path = _load()
+
+# ---- structures (mirrors of the public headers, every field in order) ----
+
+
+class dfm_allocator(Structure):
+    _fields_ = [("alloc", c_void_p), ("free", c_void_p), ("opaque", c_void_p)]
+
+
+class dfm_model_io(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("t", POINTER(c_double)),
+        ("tokens", POINTER(c_int32)),
+        ("n_tokens", c_size_t),
+        ("reals", POINTER(c_float)),
+        ("n_reals", c_size_t),
+        ("out", POINTER(c_float)),
+        ("out_stride", c_size_t),
+        ("branch", c_int),
+        ("step", c_int),
+    ]
+
+
+class dfm_space_part(Structure):
+    _fields_ = [("kind", c_int), ("vocab", c_int32), ("dim", c_size_t), ("offset", c_size_t)]
+
+
+class dfm_sched_values(Structure):
+    _fields_ = [("alpha", c_double), ("sigma", c_double), ("d_alpha", c_double),
+                ("d_sigma", c_double)]
+
+
+class dfm_path_sample_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("draw", c_uint32),
+        ("t", POINTER(c_double)),
+        ("x1_tokens", POINTER(c_int32)),
+        ("x0_tokens", POINTER(c_int32)),
+        ("xt_tokens", POINTER(c_int32)),
+        ("x1_reals", POINTER(c_float)),
+        ("x0_reals", POINTER(c_float)),
+        ("xt_reals", POINTER(c_float)),
+        ("target_reals", POINTER(c_float)),
+        ("x0_reals_out", POINTER(c_float)),
+    ]
+
+
+class dfm_loss_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("t", POINTER(c_double)),
+        ("x1_tokens", POINTER(c_int32)),
+        ("xt_tokens", POINTER(c_int32)),
+        ("fixed", POINTER(c_uint8)),
+        ("x0_reals", POINTER(c_float)),
+        ("x1_reals", POINTER(c_float)),
+        ("xt_reals", POINTER(c_float)),
+        ("out", POINTER(c_float)),
+        ("grad", POINTER(c_float)),
+        ("values", POINTER(c_double)),
+        ("loss", POINTER(c_double)),
+    ]
+
+
+model_fn = CFUNCTYPE(c_int, POINTER(dfm_model_io), c_void_p)
+progress_fn = CFUNCTYPE(c_int, c_int, c_int, c_double, c_void_p)
+schedule_fn = CFUNCTYPE(c_int, c_double, POINTER(dfm_sched_values), c_void_p)
+schedule_inverse_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_void_p)
+corrector_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_void_p)
+diffusion_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_void_p)
+divergence_fn = CFUNCTYPE(c_int, POINTER(dfm_model_io), POINTER(c_double), c_void_p)
+log_p0_fn = CFUNCTYPE(c_int, POINTER(c_float), c_size_t, c_size_t, POINTER(c_double), c_void_p)
+cond_path_fn = CFUNCTYPE(c_int, c_double, c_int32, POINTER(c_double), POINTER(c_double), c_size_t,
+                         c_void_p)
+distance_fn = CFUNCTYPE(c_int, c_int32, POINTER(c_double), c_int32, c_void_p)
+rate_matrix_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_size_t, c_void_p)
+
+
+class dfm_run_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("model", model_fn),
+        ("model_data", c_void_p),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("tokens", POINTER(c_int32)),
+        ("reals", POINTER(c_float)),
+        ("draw_source", c_int),
+        ("fixed", POINTER(c_uint8)),
+        ("save_times", POINTER(c_double)),
+        ("n_save", c_size_t),
+        ("saved_tokens", POINTER(c_int32)),
+        ("saved_reals", POINTER(c_float)),
+        ("progress", progress_fn),
+        ("progress_data", c_void_p),
+    ]
+
+
+class dfm_elbo_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("draw", c_uint32),
+        ("x1_tokens", POINTER(c_int32)),
+        ("fixed", POINTER(c_uint8)),
+        ("n_t", c_size_t),
+        ("chunk_rows", c_size_t),
+        ("model", model_fn),
+        ("user_data", c_void_p),
+        ("nelbo", POINTER(c_double)),
+        ("std_error", POINTER(c_double)),
+    ]
+
+
+class dfm_loglik_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("model", model_fn),
+        ("model_data", c_void_p),
+        ("divergence", divergence_fn),
+        ("divergence_data", c_void_p),
+        ("log_p0", log_p0_fn),
+        ("log_p0_data", c_void_p),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("x1", POINTER(c_float)),
+        ("n_probes", c_size_t),
+        ("fd_eps", c_double),
+        ("logp", POINTER(c_double)),
+        ("logp_var", POINTER(c_double)),
+        ("x0_out", POINTER(c_float)),
+        ("progress", progress_fn),
+        ("progress_data", c_void_p),
+    ]
+
+
+# ---- prototypes ----
+H = c_void_p            # any opaque handle
+HP = POINTER(c_void_p)  # handle out-parameter
+A = c_void_p            # const dfm_allocator * (always NULL from Python)
+PD = POINTER(c_double)
+PF = POINTER(c_float)
+PI32 = POINTER(c_int32)
+PI64 = POINTER(c_int64)
+PU8 = POINTER(c_uint8)
+S = c_size_t
+
+_PROTOS = {
+    # common
+    "dfm_version_number": (c_uint, []),
+    "dfm_version_string": (c_char_p, []),
+    "dfm_strerror": (c_char_p, [c_int]),
+    "dfm_status_count": (c_int, []),
+    "dfm_max_threads": (c_int, []),
+    # rng
+    "dfm_rng_block": (None, [c_uint64, c_uint, c_uint64, c_uint32, c_uint32, POINTER(c_uint32)]),
+    "dfm_rng_uniform": (c_double, [c_uint64, c_uint, c_uint64, c_uint32, c_uint32]),
+    "dfm_rng_normal": (c_double, [c_uint64, c_uint, c_uint64, c_uint32, c_uint32]),
+    "dfm_rng_categorical": (c_int, [c_uint64, c_uint, c_uint64, c_uint32, c_uint32, PF, S,
+                                    c_double, PI32]),
+    "dfm_rng_categorical_weights": (c_int, [c_uint64, c_uint, c_uint64, c_uint32, c_uint32, PD,
+                                            S, PI32]),
+    "dfm_rng_fill": (c_int, [c_uint64, c_uint, c_int, c_uint64, S, S, c_uint32, c_int, PF]),
+    # space
+    "dfm_space_create_discrete": (c_int, [HP, c_int32, S, A]),
+    "dfm_space_create_euclidean": (c_int, [HP, S, A]),
+    "dfm_space_create_product": (c_int, [HP, POINTER(c_void_p), S, A]),
+    "dfm_space_clone": (c_int, [HP, H, A]),
+    "dfm_space_free": (None, [H]),
+    "dfm_space_kind": (c_int, [H]),
+    "dfm_space_n_tokens": (S, [H]),
+    "dfm_space_n_reals": (S, [H]),
+    "dfm_space_n_parts": (S, [H]),
+    "dfm_space_part_info": (c_int, [H, S, POINTER(dfm_space_part)]),
+    "dfm_space_token_vocab": (c_int32, [H, S]),
+    "dfm_space_check_tokens": (c_int, [H, PI32, S, POINTER(c_size_t)]),
+    "dfm_max_vocab": (c_int32, []),
+    "dfm_max_parts": (c_int, []),
+    # scheduler
+    "dfm_scheduler_create_condot": (c_int, [HP, A]),
+    "dfm_scheduler_create_polynomial": (c_int, [HP, c_double, A]),
+    "dfm_scheduler_create_cosine": (c_int, [HP, A]),
+    "dfm_scheduler_create_linear_vp": (c_int, [HP, A]),
+    "dfm_scheduler_create_vp": (c_int, [HP, c_double, c_double, A]),
+    "dfm_scheduler_create_custom": (c_int, [HP, schedule_fn, schedule_inverse_fn, c_void_p, A]),
+    "dfm_scheduler_clone": (c_int, [HP, H, A]),
+    "dfm_scheduler_free": (None, [H]),
+    "dfm_scheduler_kind": (c_int, [H]),
+    "dfm_scheduler_eval": (c_int, [H, c_double, POINTER(dfm_sched_values), POINTER(c_int)]),
+    "dfm_scheduler_kappa_inverse": (c_int, [H, c_double, PD, POINTER(c_int)]),
+    # path
+    "dfm_path_free": (None, [H]),
+    "dfm_path_clone": (c_int, [HP, H, A]),
+    "dfm_path_kind": (c_int, [H]),
+    "dfm_path_space": (c_void_p, [H]),
+    "dfm_path_scheduler": (c_void_p, [H]),
+    "dfm_path_last_error": (c_char_p, [H]),
+    "dfm_path_callback_status": (c_int, [H]),
+    "dfm_path_set_int": (c_int, [H, c_int, c_int64]),
+    "dfm_path_get_int": (c_int, [H, c_int, PI64]),
+    "dfm_path_sample": (c_int, [H, POINTER(dfm_path_sample_args)]),
+    "dfm_path_create_mixture": (c_int, [HP, H, H, c_int, c_int32, PD, A]),
+    "dfm_path_create_affine": (c_int, [HP, H, H, A]),
+    "dfm_path_create_finite": (c_int, [HP, H, cond_path_fn, c_void_p, A]),
+    "dfm_path_create_metric": (c_int, [HP, H, H, c_double, PD, distance_fn, c_void_p, A]),
+    "dfm_path_cond_probs": (c_int, [H, c_double, c_int32, PD]),
+    "dfm_path_cond_rates": (c_int, [H, c_double, c_int32, PD]),
+    "dfm_affine_convert": (c_int, [H, c_int, c_int, S, PD, PF, PF, PF]),
+    # generator
+    "dfm_generator_free": (None, [H]),
+    "dfm_generator_clone": (c_int, [HP, H, A]),
+    "dfm_generator_kind": (c_int, [H]),
+    "dfm_generator_parameterization": (c_int, [H]),
+    "dfm_generator_out_stride": (S, [H]),
+    "dfm_generator_path": (c_void_p, [H]),
+    "dfm_generator_last_error": (c_char_p, [H]),
+    "dfm_generator_callback_status": (c_int, [H]),
+    "dfm_generator_set_int": (c_int, [H, c_int, c_int64]),
+    "dfm_generator_get_int": (c_int, [H, c_int, PI64]),
+    "dfm_generator_set_double": (c_int, [H, c_int, c_double]),
+    "dfm_generator_get_double": (c_int, [H, c_int, PD]),
+    "dfm_generator_create_factorized": (c_int, [HP, H, c_int, A]),
+    "dfm_mixture_rates": (c_int, [H, S, PD, PI32, PF, PF]),
+    "dfm_generator_create_velocity": (c_int, [HP, H, c_int, A]),
+    "dfm_generator_create_diffusion": (c_int, [HP, H, c_int, c_double, A]),
+    "dfm_generator_set_diffusion_fn": (c_int, [H, diffusion_fn, c_void_p]),
+    "dfm_generator_set_sampling_scheduler": (c_int, [H, H]),
+    "dfm_generator_create_rate_matrix": (c_int, [HP, H, H, c_int, A]),
+    "dfm_generator_create_metric": (c_int, [HP, H, A]),
+    # loss
+    "dfm_loss_free": (None, [H]),
+    "dfm_loss_clone": (c_int, [HP, H, A]),
+    "dfm_loss_kind": (c_int, [H]),
+    "dfm_loss_last_error": (c_char_p, [H]),
+    "dfm_loss_callback_status": (c_int, [H]),
+    "dfm_loss_set_int": (c_int, [H, c_int, c_int64]),
+    "dfm_loss_get_int": (c_int, [H, c_int, PI64]),
+    "dfm_loss_set_double": (c_int, [H, c_int, c_double]),
+    "dfm_loss_get_double": (c_int, [H, c_int, PD]),
+    "dfm_loss_eval": (c_int, [H, POINTER(dfm_loss_args)]),
+    "dfm_loss_create_generalized_kl": (c_int, [HP, H, A]),
+    "dfm_loss_create_cross_entropy": (c_int, [HP, H, c_int, A]),
+    "dfm_loss_create_mse": (c_int, [HP, H, A]),
+    "dfm_loss_create_bregman_rates": (c_int, [HP, H, A]),
+    "dfm_loss_discrete_elbo": (c_int, [H, POINTER(dfm_elbo_args)]),
+    "dfm_time_sample": (c_int, [c_uint64, c_uint32, c_int, c_double, c_double, c_double,
+                                c_uint64, S, PD]),
+    # sampler
+    "dfm_sampler_create": (c_int, [HP, H, c_int, A]),
+    "dfm_sampler_free": (None, [H]),
+    "dfm_sampler_method": (c_int, [H]),
+    "dfm_sampler_last_error": (c_char_p, [H]),
+    "dfm_sampler_callback_status": (c_int, [H]),
+    "dfm_sampler_set_steps": (c_int, [H, S]),
+    "dfm_sampler_set_grid": (c_int, [H, PD, S]),
+    "dfm_sampler_set_int": (c_int, [H, c_int, c_int64]),
+    "dfm_sampler_get_int": (c_int, [H, c_int, PI64]),
+    "dfm_sampler_set_double": (c_int, [H, c_int, c_double]),
+    "dfm_sampler_get_double": (c_int, [H, c_int, PD]),
+    "dfm_sampler_run": (c_int, [H, POINTER(dfm_run_args)]),
+    "dfm_sampler_get_stat": (c_int, [H, c_int, PI64]),
+    "dfm_sampler_request_stop": (None, [H]),
+    "dfm_sampler_set_corrector": (c_int, [H, corrector_fn, c_void_p]),
+    "dfm_sampler_log_likelihood": (c_int, [H, POINTER(dfm_loglik_args)]),
+    # ctmc
+    "dfm_ctmc_max_states": (S, []),
+    "dfm_ctmc_n_states": (c_int, [H, POINTER(c_size_t)]),
+    "dfm_ctmc_flatten": (c_int, [H, PI32, S, PI32]),
+    "dfm_ctmc_unflatten": (c_int, [H, PI32, S, PI32]),
+    "dfm_ctmc_create": (c_int, [HP, S, A]),
+    "dfm_ctmc_free": (None, [H]),
+    "dfm_ctmc_last_error": (c_char_p, [H]),
+    "dfm_ctmc_callback_status": (c_int, [H]),
+    "dfm_ctmc_expm": (c_int, [H, PD, c_double, PD]),
+    "dfm_ctmc_kernel": (c_int, [H, PD, c_double, PD]),
+    "dfm_ctmc_propagate": (c_int, [H, PD, S, PD, c_double, PD]),
+    "dfm_ctmc_propagate_ode": (c_int, [H, PD, S, rate_matrix_fn, c_void_p, c_double, c_double,
+                                       S, PD]),
+    "dfm_ctmc_kinetic_rates": (c_int, [PD, PD, S, PD]),
+    "dfm_bregman_rates": (c_int, [PD, PD, S, PD, PD]),
+}
+
+for _name, (_res, _args) in _PROTOS.items():
+    _f = getattr(lib, _name)
+    _f.restype = _res
+    _f.argtypes = _args
