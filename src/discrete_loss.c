@@ -332,7 +332,7 @@ static int dl_coef(dfm_loss *l, const dfm_path *p, double t, size_t r, double *c
     dfm_sched_values v;
     int raw = 0;
     int st = dfm__sched_eval(&p->sched, t, &v, &raw);
-    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler callback");
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler");
     if (st) return dfm__fail(&l->b, st, "scheduler evaluation failed at t = %g", t);
     if (!isfinite(v.alpha) || !isfinite(v.d_alpha))
         return dfm__fail(&l->b, DFM_ENUMERIC, "scheduler gives non-finite kappa at t = %g", t);
@@ -582,7 +582,7 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
     dfm_sched_values v0;
     int raw = 0;
     st = dfm__sched_eval(&p->sched, 0.0, &v0, &raw);
-    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler callback");
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler");
     if (st) return dfm__fail(&l->b, st, "scheduler evaluation failed at t = 0");
     const double k0 = v0.alpha;
     if (!(k0 >= 0.0 && k0 < 1.0))
