@@ -161,7 +161,7 @@ static int sample_progress(int step, int n_steps, double t, void *user)
 
 int main(int argc, char **argv)
 {
-    opts o = {.iters = 2000, .batch = 2048, .threads = 1, .samples = 10000, .steps = 0, .hidden = 128, .layers = 3,
+    opts o = {.iters = 5000, .batch = 2048, .threads = 1, .samples = 10000, .steps = 0, .hidden = 128, .layers = 3,
               .g = 0.5, .lr = 2e-3, .seed = 1, .ode_method = DFM_METHOD_MIDPOINT, .ode_name = "midpoint",
               .out = "checkerboard_continuous"};
     if (parse_args(argc, argv, &o)) return 2;
@@ -301,13 +301,13 @@ int main(int argc, char **argv)
     }
     double f_ode = (double)on_ode / (double)N, f_sde = (double)on_sde / (double)N;
     char title[96];
-    snprintf(title, sizeof title, "ODE %s %lld steps: on support %.3f", o.ode_name,
+    snprintf(title, sizeof title, "ODE (%s, %lld steps) on support %.3f", o.ode_name,
              (long long)ode_acc, f_ode);
     if (write_samples_png(path_ode, xs_ode, N, title)) {
         fprintf(stderr, "checkerboard_continuous: cannot write %s: %s\n", path_ode, strerror(errno));
         goto done;
     }
-    snprintf(title, sizeof title, "SDE euler-maruyama g=%.2f %ld steps: on support %.3f", o.g,
+    snprintf(title, sizeof title, "SDE (EM, g=%.2f, %ld steps) on support %.3f", o.g,
              sde_steps, f_sde);
     if (write_samples_png(path_sde, xs_sde, N, title)) {
         fprintf(stderr, "checkerboard_continuous: cannot write %s: %s\n", path_sde, strerror(errno));
