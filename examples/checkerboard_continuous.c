@@ -161,8 +161,8 @@ static int sample_progress(int step, int n_steps, double t, void *user)
 
 int main(int argc, char **argv)
 {
-    opts o = {.iters = 5000, .batch = 2048, .threads = 1, .samples = 10000, .steps = 0, .hidden = 128, .layers = 3,
-              .g = 0.5, .lr = 2e-3, .seed = 1, .ode_method = DFM_METHOD_MIDPOINT, .ode_name = "midpoint",
+    opts o = {.iters = 10000, .batch = 1024, .threads = 1, .samples = 10000, .steps = 0, .hidden = 128, .layers = 3,
+              .g = 1.0, .lr = 3e-3, .seed = 1, .ode_method = DFM_METHOD_MIDPOINT, .ode_name = "midpoint",
               .out = "checkerboard_continuous"};
     if (parse_args(argc, argv, &o)) return 2;
     long ode_steps = o.steps ? o.steps : 64, sde_steps = o.steps ? o.steps : 256;
@@ -246,12 +246,18 @@ int main(int argc, char **argv)
         st = dfm_loss_eval(loss, &la);
         if (st) { where = dfm_loss_last_error(loss); goto lib_fail; }
         mlp_zero_grad(net);
-        mlp_backward(net, grad, 2, NULL);
+        if ((ms = mlp_backward(net, grad, 2, NULL)) != 0) {
+            fprintf(stderr, "checkerboard_continuous: backward: %s\n", mlp_strerror(ms));
+            goto done;
+        }
         /* Adam, learning rate o.lr, cosine decay to 5% over the last half */
         double frac = (double)it / (double)o.iters, lr = o.lr;
         if (frac > 0.5) lr *= 0.05 + 0.95 * 0.5 * (1.0 + cos(3.141592653589793 * (frac - 0.5) * 2.0));
         mlp_adam opt = mlp_adam_default((float)lr);
-        mlp_adam_step(net, &opt);
+        if ((ms = mlp_adam_step(net, &opt)) != 0) {
+            fprintf(stderr, "checkerboard_continuous: adam: %s\n", mlp_strerror(ms));
+            goto done;
+        }
         ema = it ? 0.98 * ema + 0.02 * lv : lv;
         if ((it + 1) % 250 == 0 || it + 1 == o.iters) {
             printf("  iter %5ld  loss %.4f  (%.1f s)\n", it + 1, ema, ex2_now() - t_train0);
