@@ -59,6 +59,8 @@ static inline uint64_t dfm__gm_part_seed(uint64_t seed, size_t k)
 /* 1 if loss q fits a part with space sp (else a reason in why); parts of a product loss. */
 int dfm__gm_loss_fits(const dfm_loss *q, const dfm_space *sp, char *why, size_t nwhy);
 size_t dfm__gm_loss_n_parts(const dfm_loss *l);
+/* 1 if product loss l has the part layout of path p. */
+int dfm__gm_loss_matches(const dfm_loss *l, const dfm_path *p);
 
 /* Generators (gm_super.c). */
 int dfm__gm_is_sup(const dfm_generator *g);

@@ -552,6 +552,18 @@ size_t dfm__gm_loss_n_parts(const dfm_loss *l)
     return l->ops == &pl_ops ? ((const dfm__gm_ploss *)l->impl)->n : 1;
 }
 
+int dfm__gm_loss_matches(const dfm_loss *l, const dfm_path *p)
+{
+    if (l->ops != &pl_ops) return 0;
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    if (pl->n != dfm_path_n_parts(p)) return 0;
+    for (size_t k = 0; k < pl->n; k++) {
+        const dfm_space *sp = &dfm_path_part(p, k)->space;
+        if (sp->n_tokens != pl->slot[k].n_tok || sp->n_reals != pl->slot[k].n_real) return 0;
+    }
+    return 1;
+}
+
 int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
 {
     if (!l) return DFM_EINVAL;

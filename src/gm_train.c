@@ -23,7 +23,7 @@ int dfm_trainer_create(dfm_trainer **out, const dfm_path *path, const dfm_loss *
     if (!path || !loss) return DFM_EINVAL;
     char why[160];
     if (loss->kind == DFM_LOSS_PRODUCT) {
-        if (dfm__gm_loss_n_parts(loss) != dfm_path_n_parts(path)) return DFM_EINVAL;
+        if (!dfm__gm_loss_matches(loss, path)) return DFM_EINVAL;
     } else if (!dfm__gm_loss_fits(loss, &path->space, why, sizeof why)) {
         return DFM_EINVAL;
     }
@@ -272,6 +272,9 @@ int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
     if (st) return st;
     st = draw(tr, rows, a->row_offset, a->x1_tokens, a->x1_reals, a->x0_tokens, a->x0_reals, b.t,
               b.pt, b.values, b.xtt, b.xtr, b.x0o);
+    if (!st && a->fixed) /* fixed positions are given: never noised */
+        for (size_t j = 0; j < rows * nt; j++)
+            if (a->fixed[j]) b.xtt[j] = a->x1_tokens[j];
     dfm_model_io io;
     memset(&io, 0, sizeof io);
     io.struct_size = sizeof io;

@@ -207,6 +207,47 @@ START_TEST(multimodal_wrong_model_fails)
 }
 END_TEST
 
+START_TEST(joint_reproducible_any_split)
+{
+    /* bit-identical for 1 or 2 threads and for a batch split into two calls */
+    const size_t R = 600;
+    int32_t *tok[3];
+    float *re[3];
+    for (int v = 0; v < 3; v++) {
+        dfm_generator *g = joint_generator(1);
+        dfm_sampler *s;
+        ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EXACT, NULL), DFM_OK);
+        ck_assert_int_eq(dfm_sampler_set_steps(s, 20), DFM_OK);
+        dfm_sampler_set_int(s, DFM_OPT_SEED, 5);
+        dfm_sampler_set_int(s, DFM_OPT_THREADS, v == 1 ? 2 : 1);
+        tok[v] = calloc(R, sizeof(int32_t));
+        re[v] = calloc(R, sizeof(float));
+        joint_model m = {0, 0};
+        for (int half = 0; half < (v == 2 ? 2 : 1); half++) {
+            size_t r0 = v == 2 ? half * R / 2 : 0, n = v == 2 ? R / 2 : R;
+            dfm_run_args a;
+            memset(&a, 0, sizeof a);
+            a.struct_size = sizeof a;
+            a.model = joint_fn;
+            a.model_data = &m;
+            a.rows = n;
+            a.row_offset = r0;
+            a.tokens = tok[v] + r0;
+            a.reals = re[v] + r0;
+            a.draw_source = 1;
+            ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_OK);
+        }
+        dfm_sampler_free(s);
+        dfm_generator_free(g);
+    }
+    for (int v = 1; v < 3; v++) {
+        ck_assert(memcmp(tok[0], tok[v], R * sizeof(int32_t)) == 0);
+        ck_assert(memcmp(re[0], re[v], R * sizeof(float)) == 0);
+    }
+    for (int v = 0; v < 3; v++) { free(tok[v]); free(re[v]); }
+}
+END_TEST
+
 /* ---------------- continuous: flow + diffusion superposition ---------------- */
 
 static const double CW[2] = {0.35, 0.65}, CM[2] = {-1.5, 1.0}, CS[2] = {0.4, 0.6};
@@ -869,6 +910,7 @@ static const double E2E_Q[3][4] = {{0.1, 0.2, 0.3, 0.4}, {0.5, 0.25, 0.15, 0.1},
 typedef struct table_model {
     float logit[3][4];
     float g[3][4];
+    float lr;
 } table_model;
 
 /* Masked positions get the table, unmasked ones a point mass on their token. */
@@ -896,7 +938,7 @@ static int table_bwd(const dfm_model_io *io, const float *grad, void *ud)
             if (io->tokens[r * 3 + i] == MASK)
                 for (int y = 0; y < 4; y++) m->g[i][y] += grad[r * io->out_stride + 5 * i + y];
     for (int i = 0; i < 3; i++)
-        for (int y = 0; y < 4; y++) m->logit[i][y] -= 2.0f * m->g[i][y];
+        for (int y = 0; y < 4; y++) m->logit[i][y] -= m->lr * m->g[i][y];
     return 0;
 }
 
@@ -914,6 +956,7 @@ START_TEST(train_end_to_end)
     enum { B = 256 };
     int32_t x1[B * 3];
     for (int step = 0; step < 400; step++) {
+        m.lr = (float)(3.0 / (1.0 + step / 40.0)); /* decaying step size */
         for (int r = 0; r < B; r++) /* data drawn by the host from the factorized target */
             for (int i = 0; i < 3; i++) {
                 double u = dfm_rng_uniform(77, 1, (uint64_t)(step * B + r), (uint32_t)i, 0), c = 0;
@@ -953,12 +996,13 @@ START_TEST(train_end_to_end)
     a.tokens = tok;
     a.draw_source = 1;
     ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_OK);
-    /* stated bound: each position's law within TV 0.03 of the target */
+    /* stated bound: each position's law within TV 0.025 of the target */
     for (int i = 0; i < 3; i++) {
         long cnt[4] = {0};
         for (size_t r = 0; r < R; r++) cnt[tok[r * 3 + i]]++;
         double tv = tu_tv(cnt, E2E_Q[i], 4, (long)R);
-        ck_assert_msg(tv < 0.03, "position %d: TV %g", i, tv);
+        if (getenv("GM_DEBUG")) fprintf(stderr, "e2e position %d TV %g\n", i, tv);
+        ck_assert_msg(tv < 0.025, "position %d: TV %g", i, tv);
     }
     free(tok);
     dfm_sampler_free(s);
@@ -1199,6 +1243,7 @@ int main(void)
     tcase_add_test(tc, multimodal_joint_exact);
     tcase_add_test(tc, multimodal_joint_euler);
     tcase_add_test(tc, multimodal_wrong_model_fails);
+    tcase_add_test(tc, joint_reproducible_any_split);
     tcase_add_test(tc, superposition_flow_diffusion);
     tcase_add_test(tc, superposition_forward_corrector);
     tcase_add_test(tc, superposition_two_rate_generators);
