@@ -83,12 +83,12 @@ static int pp_sample_impl(dfm_path *p, const dfm_path_sample_args *a, const doub
     size_t bytes = rows * (nt * 4 * sizeof(int32_t) + nr * 7 * sizeof(float) + sizeof(double));
     char *blk = (char *)dfm__alloc(&p->b.mem, bytes ? bytes : 1);
     if (!blk) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
-    int32_t *xt_t = (int32_t *)blk, *x1_t = xt_t + rows * nt, *x0_t = x1_t + rows * nt,
+    double *tk = (double *)blk; /* doubles first: every block below stays aligned */
+    int32_t *xt_t = (int32_t *)(tk + rows), *x1_t = xt_t + rows * nt, *x0_t = x1_t + rows * nt,
             *pxt = x0_t + rows * nt;
     float *xt_r = (float *)(pxt + rows * nt), *tg_r = xt_r + rows * nr, *x0o_r = tg_r + rows * nr,
           *x1_r = x0o_r + rows * nr, *x0_r = x1_r + rows * nr, *pxr = x0_r + rows * nr,
           *ptg = pxr + rows * nr;
-    double *tk = (double *)(ptg + rows * nr);
     float *px0o = (float *)dfm__alloc(&p->b.mem, rows * (nr ? nr : 1) * sizeof(float));
     if (!px0o) {
         dfm__free(&p->b.mem, blk);

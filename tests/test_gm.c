@@ -1044,8 +1044,8 @@ START_TEST(gm_loss_velocity_and_rates)
     ck_assert_int_eq(dfm_space_create_discrete(&sd, 5, 2, NULL), DFM_OK);
     dfm_loss *lv, *lr;
     ck_assert_int_eq(dfm_loss_create_gm(&lv, se, DFM_GM_VELOCITY, vel_target, NULL, NULL), DFM_OK);
-    ck_assert_int_eq(dfm_loss_create_gm(&lr, sd, DFM_GM_RATES, rate_target, NULL, NULL), DFM_OK);
     ck_assert_int_eq(dfm_loss_create_gm(&lr, se, DFM_GM_RATES, rate_target, NULL, NULL), DFM_EINVAL);
+    ck_assert_int_eq(dfm_loss_create_gm(&lr, sd, 9, rate_target, NULL, NULL), DFM_EINVAL);
     ck_assert_int_eq(dfm_loss_create_gm(&lr, sd, DFM_GM_RATES, NULL, NULL, NULL), DFM_EINVAL);
     ck_assert_int_eq(dfm_loss_create_gm(&lr, sd, DFM_GM_RATES, rate_target, NULL, NULL), DFM_OK);
     /* velocity: value and gradient against the formula */
