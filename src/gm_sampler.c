@@ -40,6 +40,7 @@ typedef struct gm_samp {
     size_t bstride[2];
     size_t nt, nr, nparts;
     int product;
+    int stages;              /* 1, or 2 (midpoint) / 4 (RK4) for drift-only continuous runs */
     int64_t last_clamped;
 } gm_samp;
 
@@ -115,6 +116,7 @@ typedef struct step_ctx {
     /* continuous */
     double A[DFM__GM_MAXP], B[DFM__GM_MAXP];
     double G2;               /* superposed g^2 (clamped at 0) */
+    double *kout;            /* Runge-Kutta stage: write the drift here instead of stepping */
     double *scratch;         /* per thread: 3 V doubles (discrete) or nr floats (continuous) */
     size_t scr_per;
     int64_t *jumps, *clamped;
@@ -262,7 +264,7 @@ static int cont_rows(void *vctx, size_t begin, size_t end, int tid)
                 return rec_err(c, tid, DFM_ENUMERIC, r, j);
             }
         }
-        if (sq > 0.0)
+        if (sq > 0.0 && !c->kout)
             dfm__normal_row(bk->seed, DFM_STREAM_SDE_NOISE, a->row_offset + r, c->step, D, z);
         for (size_t j = 0; j < D; j++) {
             double xj = x[j], dr = 0.0;
@@ -271,7 +273,8 @@ static int cont_rows(void *vctx, size_t begin, size_t end, int tid)
                 const float *y = c->out[cp->branch] + r * c->gs->bstride[cp->branch] + cp->off;
                 dr += c->w[cp->wi] * (c->A[k] * xj + c->B[k] * (double)y[j]);
             }
-            x[j] = xj + c->h * dr + (sq > 0.0 ? sq * (double)z[j] : 0.0);
+            if (c->kout) c->kout[r * nr + bk->sl.real_off + j] = dr;
+            else x[j] = xj + c->h * dr + (sq > 0.0 ? sq * (double)z[j] : 0.0);
         }
     }
     (void)tid;
@@ -374,6 +377,45 @@ static int call_model(dfm_sampler *s, const dfm_run_args *a, int branch, double 
     if (raw) return dfm__fail_callback(&s->b, raw, "model");
     (void)t;
     return 0;
+}
+
+/* Drift of every (continuous) block at time tt for states y (rows x nr) into k. */
+static int rk_drift(dfm_sampler *s, const dfm_run_args *a, double tt, int step, const double *y,
+                    double *k, float *ref, double *tv, double *pt, float *out0, float *out1,
+                    double *scr, size_t scr_per, int64_t *jumps, err_rec *errs, int nth,
+                    int64_t *clamped)
+{
+    gm_samp *gs = (gm_samp *)s->impl;
+    size_t rows = a->rows, nr = gs->nr;
+    int st = 0;
+    for (size_t r = 0; r < rows; r++) tv[r] = tt;
+    for (size_t r = 0; r < rows * gs->nparts; r++) pt[r] = tt;
+    for (size_t j = 0; j < rows * nr; j++) ref[j] = (float)y[j];
+    if (gs->bstride[0] || gs->bstride[1] == 0)
+        st = call_model(s, a, DFM_BRANCH_MAIN, tt, step, tv, pt, NULL, ref, out0, gs->bstride[0]);
+    if (!st && gs->bstride[1])
+        st = call_model(s, a, DFM_BRANCH_UNCOND, tt, step, tv, pt, NULL, ref, out1, gs->bstride[1]);
+    for (size_t b = 0; b < gs->nb && !st; b++) {
+        const block *bk = &gs->b[b];
+        double w[DFM__GM_MAXP];
+        if ((st = block_weights(s, bk, tt, w))) break;
+        step_ctx c;
+        memset(&c, 0, sizeof c);
+        c.s = s; c.gs = gs; c.a = a; c.bk = bk; c.re = (double *)y;
+        c.out[0] = out0; c.out[1] = out1; c.w = w; c.step = (uint32_t)step;
+        c.scratch = scr; c.scr_per = scr_per; c.jumps = jumps; c.clamped = jumps + nth;
+        c.err = errs;
+        c.kout = k;
+        memset(errs, 0, (size_t)nth * sizeof(err_rec));
+        if ((st = cont_coefs(s, &c, tt, clamped))) break;
+        dfm__parallel_for(s->b.nthreads, rows, cont_rows, &c);
+        for (int q = 0; q < nth && !st; q++)
+            if (errs[q].code)
+                st = dfm__fail(&s->b, errs[q].code,
+                               "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
+                               "NaN/Inf", b, tt, errs[q].row, errs[q].coord);
+    }
+    return st;
 }
 
 static int gs_run(dfm_sampler *s, const dfm_run_args *a)
@@ -483,8 +525,48 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
         if (nt) memcpy(saved_t + k * sz_tok, tok, sz_tok * sizeof(int32_t));
         for (size_t i = 0; i < sz_re; i++) saved_r[k * sz_re + i] = (float)re[i];
     }
+    double *rk = NULL; /* stages > 1: ytmp + 4 stage buffers, rows x nr each */
+    if (gs->stages > 1) {
+        rk = (double *)dfm__calloc(&s->b.mem, 5 * sz_re + 1, sizeof(double));
+        if (!rk) st = dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the Runge-Kutta stages");
+    }
     for (size_t i = 0; i + 1 < npts && !st; i++) {
         double t = pts[i], h = pts[i + 1] - t;
+        if (gs->stages > 1) {
+            /* midpoint: k1 at t, k2 at t + h/2 on x + h/2 k1; RK4: the classical tableau */
+            static const double C4[4] = {0.0, 0.5, 0.5, 1.0}, B4[4] = {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6};
+            static const double C2[2] = {0.0, 0.5}, B2[2] = {0.0, 1.0};
+            const double *cc = gs->stages == 4 ? C4 : C2, *bb = gs->stages == 4 ? B4 : B2;
+            double *yt = rk, *kk = rk + sz_re;
+            int64_t step_clamped = 0;
+            for (int q = 0; q < gs->stages && !st; q++) {
+                const double *src = q == 0 ? re : yt;
+                if (q > 0) /* RK4 and midpoint: stage q reads x + c_q h k_{q-1} */
+                    for (size_t j = 0; j < sz_re; j++)
+                        yt[j] = re[j] + cc[q] * h * kk[(size_t)(q - 1) * sz_re + j];
+                double tq = cc[q] == 1.0 ? pts[i + 1] : t + cc[q] * h;
+                st = rk_drift(s, a, tq, (int)i, src, kk + (size_t)q * sz_re, ref, tv, pt, out0,
+                              out1, scr, scr_per, jumps, errs, nth, &step_clamped);
+            }
+            if (st) break;
+            for (size_t j = 0; j < sz_re; j++) {
+                double inc = 0.0;
+                for (int q = 0; q < gs->stages; q++) inc += bb[q] * kk[(size_t)q * sz_re + j];
+                re[j] += h * inc;
+            }
+            gs->last_clamped = step_clamped;
+            s->stats[DFM_STAT_STEPS]++;
+            if (save_at[i + 1]) {
+                size_t k = save_at[i + 1] - 1;
+                for (size_t j = 0; j < sz_re; j++) saved_r[k * sz_re + j] = (float)re[j];
+            }
+            if (a->progress && a->progress((int)i, (int)(npts - 1), pts[i + 1], a->progress_data))
+                st = dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback at t = %g",
+                               pts[i + 1]);
+            else if (s->stop)
+                st = dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", pts[i + 1]);
+            continue;
+        }
         for (size_t r = 0; r < rows; r++) tv[r] = t;
         for (size_t r = 0; r < rows * gs->nparts; r++) pt[r] = t;
         for (size_t j = 0; j < sz_re; j++) ref[j] = (float)re[j];
@@ -547,6 +629,7 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
         if (a->n_save && nt) memcpy(a->saved_tokens, saved_t, a->n_save * sz_tok * sizeof(int32_t));
         if (a->n_save && nr) memcpy(a->saved_reals, saved_r, a->n_save * sz_re * sizeof(float));
     }
+    dfm__free(&s->b.mem, rk);
     dfm__free(&s->b.mem, saved_t);
     dfm__free(&s->b.mem, saved_r);
     dfm__free(&s->b.mem, blk);
@@ -594,6 +677,17 @@ int dfm__gm_sampler_init(dfm_sampler *s, int method)
             any_exact |= bk->exact;
             if (bk->path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
         }
+    }
+    gs->stages = 1;
+    if (method == DFM_METHOD_MIDPOINT || method == DFM_METHOD_RK4) {
+        /* drift-only continuous runs: every part continuous, no diffusion component */
+        for (size_t k = 0; k < gs->nb; k++) {
+            if (!gs->b[k].cont) return DFM_EUNSUPPORTED;
+            for (size_t q = 0; q < gs->b[k].nc; q++)
+                if (gs->b[k].c[q].g->kind == DFM_GEN_DIFFUSION) return DFM_EUNSUPPORTED;
+        }
+        gs->stages = method == DFM_METHOD_RK4 ? 4 : 2;
+        return 0;
     }
     if (method != DFM_METHOD_EULER && method != DFM_METHOD_EULER_MARUYAMA &&
         method != DFM_METHOD_EXACT)

@@ -630,6 +630,14 @@ static int const_vel(const dfm_model_io *io, void *ud)
     return 0;
 }
 
+static int linear_vel(const dfm_model_io *io, void *ud)
+{
+    (void)ud;
+    for (size_t r = 0; r < io->rows; r++) /* cond: -x, uncond: +x */
+        io->out[r] = io->branch == DFM_BRANCH_MAIN ? -io->reals[r] : io->reals[r];
+    return 0;
+}
+
 START_TEST(guidance_velocity)
 {
     dfm_path *p = affine_path(1);
@@ -655,6 +663,26 @@ START_TEST(guidance_velocity)
     dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &calls);
     ck_assert_int_eq(calls, 8);
     dfm_sampler_free(s);
+    /* guided v = (1 + 1)(-x) - 1 (x) = -3x: x(1) = x(0) e^-3, with midpoint and RK4 */
+    dfm_generator *g1;
+    ck_assert_int_eq(dfm_generator_create_guidance(&g1, gv, NULL, 1.0, NULL), DFM_OK);
+    const int methods[2] = {DFM_METHOD_MIDPOINT, DFM_METHOD_RK4};
+    const double tol[2] = {2e-3, 1e-6};
+    for (int q = 0; q < 2; q++) {
+        ck_assert_int_eq(dfm_sampler_create(&s, g1, methods[q], NULL), DFM_OK);
+        ck_assert_int_eq(dfm_sampler_set_steps(s, 20), DFM_OK);
+        float y[2] = {1.0f, -0.5f};
+        a.model = linear_vel;
+        a.rows = 2;
+        a.reals = y;
+        ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_OK);
+        ck_assert_double_eq_tol(y[0], exp(-3.0), tol[q] + 1e-7);
+        ck_assert_double_eq_tol(y[1], -0.5 * exp(-3.0), tol[q] + 1e-7);
+        dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &calls);
+        ck_assert_int_eq(calls, 20 * (q ? 4 : 2) * 2);
+        dfm_sampler_free(s);
+    }
+    dfm_generator_free(g1);
     dfm_generator_free(g);
     dfm_generator_free(gv);
     dfm_path_free(p);
