@@ -42,6 +42,8 @@ typedef struct dfm__gm_pgen {
     dfm__gm_slot slot[DFM__GM_MAXP];
     size_t uoff[DFM__GM_MAXP];      /* offset of part k's slice in the UNCOND call */
     size_t bstride[2];
+    dfm_part_time_fn ptfn;          /* per-part sampling times, or NULL */
+    void *ptud;
 } dfm__gm_pgen;
 
 /* Product path helpers (gm_product.c). */

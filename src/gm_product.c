@@ -320,6 +320,18 @@ int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const
     return 0;
 }
 
+int dfm_generator_set_part_time_fn(dfm_generator *g, dfm_part_time_fn fn, void *user_data)
+{
+    if (!g) return DFM_EINVAL;
+    dfm__clear(&g->b);
+    if (!dfm__gm_is_pgen(g))
+        return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a product generator");
+    dfm__gm_pgen *pg = (dfm__gm_pgen *)g->impl;
+    pg->ptfn = fn;
+    pg->ptud = fn ? user_data : NULL;
+    return 0;
+}
+
 size_t dfm_generator_n_parts(const dfm_generator *g)
 {
     if (!g) return 0;

@@ -41,6 +41,8 @@ typedef struct gm_samp {
     size_t nt, nr, nparts;
     int product;
     int stages;              /* 1, or 2 (midpoint) / 4 (RK4) for drift-only continuous runs */
+    dfm_part_time_fn ptfn;   /* per-part sampling times (product generators), or NULL */
+    void *ptud;
     int64_t last_clamped;
 } gm_samp;
 
@@ -379,6 +381,19 @@ static int call_model(dfm_sampler *s, const dfm_run_args *a, int branch, double 
     return 0;
 }
 
+/* Part times at t from the host's map, validated. */
+static int part_times(dfm_sampler *s, double t, double *out)
+{
+    gm_samp *gs = (gm_samp *)s->impl;
+    int raw = gs->ptfn(t, out, gs->nparts, gs->ptud);
+    if (raw) return dfm__fail_callback(&s->b, raw, "part time function");
+    for (size_t k = 0; k < gs->nparts; k++)
+        if (!dfm__time_ok(out[k]))
+            return dfm__fail(&s->b, DFM_ERANGE, "part %zu's time at t = %g is %g, outside [0, 1]",
+                             k, t, out[k]);
+    return 0;
+}
+
 /* Drift of every (continuous) block at time tt for states y (rows x nr) into k. */
 static int rk_drift(dfm_sampler *s, const dfm_run_args *a, double tt, int step, const double *y,
                     double *k, float *ref, double *tv, double *pt, float *out0, float *out1,
@@ -567,8 +582,21 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
                 st = dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", pts[i + 1]);
             continue;
         }
+        /* Part times of this step: tau_k(t) -> tau_k(t_next), or t -> t_next. */
+        double p0[DFM__GM_MAXP], p1[DFM__GM_MAXP];
+        for (size_t k = 0; k < gs->nparts; k++) { p0[k] = t; p1[k] = pts[i + 1]; }
+        if (gs->ptfn && ((st = part_times(s, t, p0)) || (st = part_times(s, pts[i + 1], p1))))
+            break;
+        for (size_t k = 0; k < gs->nparts && gs->ptfn; k++)
+            if (!(p1[k] >= p0[k])) {
+                st = dfm__fail(&s->b, DFM_EINVAL, "part %zu's time decreases from %g to %g "
+                               "between t = %g and %g", k, p0[k], p1[k], t, pts[i + 1]);
+                break;
+            }
+        if (st) break;
         for (size_t r = 0; r < rows; r++) tv[r] = t;
-        for (size_t r = 0; r < rows * gs->nparts; r++) pt[r] = t;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t k = 0; k < gs->nparts; k++) pt[r * gs->nparts + k] = p0[k];
         for (size_t j = 0; j < sz_re; j++) ref[j] = (float)re[j];
         if (gs->bstride[0] || gs->bstride[1] == 0)
             st = call_model(s, a, DFM_BRANCH_MAIN, t, (int)i, tv, pt, tok, ref, out0, gs->bstride[0]);
@@ -577,21 +605,23 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
         int64_t step_clamped = 0;
         for (size_t b = 0; b < gs->nb && !st; b++) {
             const block *bk = &gs->b[b];
-            double w[DFM__GM_MAXP];
-            if ((st = block_weights(s, bk, t, w))) break;
+            double w[DFM__GM_MAXP], tb = p0[b], tbn = p1[b];
+            if ((st = block_weights(s, bk, tb, w))) break;
             step_ctx c;
             memset(&c, 0, sizeof c);
             c.s = s; c.gs = gs; c.a = a; c.bk = bk; c.tok = tok; c.re = re;
-            c.out[0] = out0; c.out[1] = out1; c.w = w; c.step = (uint32_t)i; c.h = h;
+            c.out[0] = out0; c.out[1] = out1; c.w = w; c.step = (uint32_t)i; c.h = tbn - tb;
             c.scratch = scr; c.scr_per = scr_per; c.jumps = jumps; c.clamped = clamped;
             c.err = errs;
             memset(jumps, 0, 2 * (size_t)nth * sizeof(int64_t));
             memset(errs, 0, (size_t)nth * sizeof(err_rec));
             if (bk->cont) {
-                if ((st = cont_coefs(s, &c, t, &step_clamped))) break;
+                if (c.h == 0.0) continue; /* the part does not move in this step */
+                if ((st = cont_coefs(s, &c, tb, &step_clamped))) break;
                 dfm__parallel_for(s->b.nthreads, rows, cont_rows, &c);
             } else {
-                if ((st = disc_factors(s, &c, t, pts[i + 1]))) break;
+                if (c.h == 0.0) continue;
+                if ((st = disc_factors(s, &c, tb, tbn))) break;
                 dfm__parallel_for(s->b.nthreads, rows, disc_rows, &c);
             }
             for (int q = 0; q < nth; q++) {
@@ -658,6 +688,8 @@ int dfm__gm_sampler_init(dfm_sampler *s, int method)
         }
         gs->bstride[0] = pg->bstride[0];
         gs->bstride[1] = pg->bstride[1];
+        gs->ptfn = pg->ptfn;
+        gs->ptud = pg->ptud;
     } else {
         dfm__gm_slot sl;
         const dfm_space *sp = &g->path->space;
@@ -686,6 +718,7 @@ int dfm__gm_sampler_init(dfm_sampler *s, int method)
             for (size_t q = 0; q < gs->b[k].nc; q++)
                 if (gs->b[k].c[q].g->kind == DFM_GEN_DIFFUSION) return DFM_EUNSUPPORTED;
         }
+        if (gs->ptfn) return DFM_EUNSUPPORTED; /* per-part time maps: one-stage steps only */
         gs->stages = method == DFM_METHOD_RK4 ? 4 : 2;
         return 0;
     }

@@ -54,14 +54,25 @@ typedef struct joint_model {
     long calls;
 } joint_model;
 
-/* Exact joint posterior over k given (z, y) at time t (CondOT on both parts). */
-static void joint_post(double t, int32_t z, double y, int ignore_real, double w[4])
+/* Token first (t in [0, 1/2]), then the real (t in [1/2, 1]). */
+static int token_first(double t, double *pt, size_t n, void *ud)
 {
-    double V = t * t * JS * JS + (1 - t) * (1 - t), mx = -INFINITY, lw[4];
+    (void)ud;
+    if (n != 2) return 4;
+    pt[0] = fmin(1.0, 2.0 * t);
+    pt[1] = fmax(0.0, 2.0 * t - 1.0);
+    return 0;
+}
+
+/* Exact joint posterior over k given (z, y), the token at time tz and the real at time ty
+ * (CondOT on both parts). */
+static void joint_post(double tz, double ty, int32_t z, double y, int ignore_real, double w[4])
+{
+    double V = ty * ty * JS * JS + (1 - ty) * (1 - ty), mx = -INFINITY, lw[4];
     for (int k = 0; k < 4; k++) {
-        double pz = z == MASK ? 1 - t : (z == k ? t : 0.0);
+        double pz = z == MASK ? 1 - tz : (z == k ? tz : 0.0);
         lw[k] = pz > 0 ? log(JPI[k]) + log(pz) : -INFINITY;
-        if (!ignore_real) lw[k] += -0.5 * (y - t * JMU[k]) * (y - t * JMU[k]) / V;
+        if (!ignore_real) lw[k] += -0.5 * (y - ty * JMU[k]) * (y - ty * JMU[k]) / V;
         if (lw[k] > mx) mx = lw[k];
     }
     double s = 0;
@@ -87,8 +98,8 @@ static int joint_fn(const dfm_model_io *io, void *ud)
         double tz = io->part_t[2 * r], ty = io->part_t[2 * r + 1], w[4], wy[4];
         int32_t z = io->tokens[r];
         double y = io->reals[r];
-        joint_post(tz, z, y, m->ignore_real, w);
-        joint_post(ty, z, y, 0, wy);
+        joint_post(tz, ty, z, y, m->ignore_real, w);
+        joint_post(tz, ty, z, y, 0, wy);
         float *o = io->out + 6 * r;
         for (int k = 0; k < 4; k++) o[k] = w[k] > 0 ? (float)log(w[k]) : -INFINITY;
         o[4] = -INFINITY;
@@ -131,7 +142,8 @@ static dfm_generator *joint_generator(int sde)
 static int run_joint(int method, int ignore_real, size_t steps, int check, int sde)
 {
     const size_t R = 20000;
-    dfm_generator *g = joint_generator(sde);
+    dfm_generator *g = joint_generator(sde & 1);
+    if (sde & 2) ck_assert_int_eq(dfm_generator_set_part_time_fn(g, token_first, NULL), DFM_OK);
     dfm_sampler *s;
     ck_assert_int_eq(dfm_sampler_create(&s, g, method, NULL), DFM_OK);
     ck_assert_int_eq(dfm_sampler_set_steps(s, steps), DFM_OK);
@@ -196,6 +208,13 @@ START_TEST(multimodal_joint_euler)
     /* Euler in the rates on the token (for a mask source it coincides with the exact step),
      * Euler-Maruyama on a flow + diffusion superposition for the real part */
     run_joint(DFM_METHOD_EULER, 0, 200, 1, 1);
+}
+END_TEST
+
+START_TEST(multimodal_part_times)
+{
+    /* each part on its own clock: the token is generated first, then the real given it */
+    run_joint(DFM_METHOD_EXACT, 0, 400, 1, 2);
 }
 END_TEST
 
@@ -1270,6 +1289,7 @@ int main(void)
     TCase *tc = tu_tcase("joint_and_superposition");
     tcase_add_test(tc, multimodal_joint_exact);
     tcase_add_test(tc, multimodal_joint_euler);
+    tcase_add_test(tc, multimodal_part_times);
     tcase_add_test(tc, multimodal_wrong_model_fails);
     tcase_add_test(tc, joint_reproducible_any_split);
     tcase_add_test(tc, superposition_flow_diffusion);

@@ -44,6 +44,14 @@ DFM_API int dfm_path_sample_parts(dfm_path *p, const dfm_path_sample_args *args,
  * its slice (parts in order). Parameterization DFM_PARAM_MIXED. */
 DFM_API int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const *parts,
                                          size_t n, const dfm_allocator *mem);
+/** Per-part sampling times: write part_t[k] = tau_k(t) in [0, 1] for the n_parts parts at the
+ * sampler's time t (nondecreasing in t). Return 0, nonzero to fail (DFM_ECALLBACK). */
+typedef int (*dfm_part_time_fn)(double t, double *part_t, size_t n_parts, void *user_data);
+/** Gives each part of a product generator its own sampling time: in the step t -> t', part k
+ * moves from tau_k(t) to tau_k(t') and the model sees io->part_t = tau(t) (NULL fn: every
+ * part at t). One-stage methods only (EXACT, EULER, EULER_MARUYAMA). user_data not owned. */
+DFM_API int dfm_generator_set_part_time_fn(dfm_generator *g, dfm_part_time_fn fn,
+                                           void *user_data);
 /** Number of parts of a product generator (1 otherwise, 0 for NULL). */
 DFM_API size_t dfm_generator_n_parts(const dfm_generator *g);
 
