@@ -1156,6 +1156,19 @@ END_TEST
 
 /* ---------------- bad input ---------------- */
 
+static int failing_w(double t, double *w, size_t n, void *ud)
+{
+    (void)w; (void)n; (void)ud;
+    return t > 0.3 ? 17 : (w[0] = 1.0, w[1] = 0.0, 0);
+}
+
+static int backwards_clock(double t, double *pt, size_t n, void *ud)
+{
+    (void)ud;
+    for (size_t k = 0; k < n; k++) pt[k] = k == 1 ? 1.0 - t : t;
+    return 0;
+}
+
 static int nan_fn(const dfm_model_io *io, void *ud)
 {
     (void)ud;
@@ -1260,6 +1273,34 @@ START_TEST(bad_input)
     ck_assert_int_eq(dfm_sampler_run(s, &ra), DFM_ENUMERIC);
     ck_assert(strstr(dfm_sampler_last_error(s), "part 1") != NULL);
     ck_assert(tok[0] == MASK && tok[1] == MASK && re[0] == 0.1f);
+    dfm_sampler_free(s);
+    /* a part clock running backwards */
+    ck_assert_int_eq(dfm_generator_set_part_time_fn(g, backwards_clock, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EXACT, NULL), DFM_OK);
+    ra.model = joint_fn;
+    joint_model jm = {0, 0};
+    ra.model_data = &jm;
+    ck_assert_int_eq(dfm_sampler_run(s, &ra), DFM_EINVAL);
+    ck_assert(strstr(dfm_sampler_last_error(s), "part 1's time decreases") != NULL);
+    ck_assert_int_eq(dfm_generator_set_part_time_fn(gd, backwards_clock, NULL), DFM_EUNSUPPORTED);
+    /* a failing weight function: DFM_ECALLBACK with its raw value */
+    dfm_generator *gsup;
+    const dfm_generator *two_c[2] = {gc, gc};
+    ck_assert_int_eq(dfm_generator_create_superposition(&gsup, two_c, NULL, 2, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_generator_set_weight_fn(gsup, failing_w, NULL), DFM_OK);
+    dfm_sampler *s2;
+    ck_assert_int_eq(dfm_sampler_create(&s2, gsup, DFM_METHOD_EULER, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_set_steps(s2, 10), DFM_OK);
+    dfm_run_args wa = ra;
+    wa.model = cgmm_fn;
+    cmodel cm = {2, 0, 0.0};
+    wa.model_data = &cm;
+    wa.tokens = NULL;
+    ck_assert_int_eq(dfm_sampler_run(s2, &wa), DFM_ECALLBACK);
+    ck_assert_int_eq(dfm_sampler_callback_status(s2), 17);
+    ck_assert(re[0] == 0.1f);
+    dfm_sampler_free(s2);
+    dfm_generator_free(gsup);
     /* a rate-matrix generator is not a product part */
     dfm_generator *rm;
     dfm_space *sd;
