@@ -346,6 +346,8 @@ typedef struct dfm__gm_ploss {
     double w[DFM__GM_MAXP];
     dfm__gm_slot slot[DFM__GM_MAXP];
     size_t n_tokens, n_reals;
+    char *scratch;   /* kept between evaluations (not copied by clones) */
+    size_t cap;
 } dfm__gm_ploss;
 
 static void pl_destroy(dfm_loss *l)
@@ -353,6 +355,7 @@ static void pl_destroy(dfm_loss *l)
     dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
     if (!pl) return;
     for (size_t k = 0; k < pl->n; k++) dfm_loss_free(pl->parts[k]);
+    dfm__free(&l->b.mem, pl->scratch);
     dfm__free(&l->b.mem, pl);
     l->impl = NULL;
 }
@@ -364,6 +367,8 @@ static int pl_clone(dfm_loss *dst, const dfm_loss *src)
     if (!d) return DFM_ENOMEM;
     *d = *s;
     d->n = 0;
+    d->scratch = NULL;
+    d->cap = 0;
     dst->impl = d;
     for (size_t k = 0; k < s->n; k++) {
         int st = dfm_loss_clone(&d->parts[k], s->parts[k], &dst->b.mem);
@@ -375,7 +380,7 @@ static int pl_clone(dfm_loss *dst, const dfm_loss *src)
 
 static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
 {
-    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
     size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, n = pl->n;
     size_t tmp;
     if (dfm__mul3(rows, nt + nr + S + 1, 8, &tmp))
@@ -384,10 +389,15 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
     size_t bytes = rows * (3 * nt * sizeof(int32_t) + nt + 3 * nr * sizeof(float) +
                            2 * S * sizeof(float) + (ncol + 1) * sizeof(double)) +
                    rows * S * sizeof(float) + rows * (ncol + 1) * sizeof(double) + 64;
-    char *blk = (char *)dfm__alloc(&l->b.mem, bytes);
-    if (!blk) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate product loss scratch");
-    float *gsum = (float *)blk;                 /* rows x S gradient */
-    double *vsum = (double *)(gsum + rows * S + 1); /* rows x ncol values */
+    if (bytes > pl->cap) { /* grown once, reused by later evaluations */
+        char *nb = (char *)dfm__alloc(&l->b.mem, bytes);
+        if (!nb) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate product loss scratch");
+        dfm__free(&l->b.mem, pl->scratch);
+        pl->scratch = nb;
+        pl->cap = bytes;
+    }
+    char *blk = pl->scratch;
+    double *vsum = (double *)blk; /* rows x ncol values */
     vsum = (double *)(((uintptr_t)vsum + 7) & ~(uintptr_t)7);
     double *tk = vsum + rows * ncol;
     double *pv = tk + rows;
@@ -395,8 +405,7 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
           *x1 = x0 + rows * nr, *xt = x1 + rows * nr;
     int32_t *x1t = (int32_t *)(xt + rows * nr), *xtt = x1t + rows * nt, *unused = xtt + rows * nt;
     uint8_t *fx = (uint8_t *)(unused + rows * nt);
-    if (a->grad) memset(gsum, 0, rows * S * sizeof(float));
-    if (a->values) memset(vsum, 0, rows * ncol * sizeof(double));
+    /* (the parts' slices cover every column of pgrad and vsum: no clearing needed) */
     double total = 0.0;
     int st = 0;
     for (size_t k = 0; k < n && !st; k++) {
@@ -440,7 +449,8 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
         }
         gather(pout, a->out, rows, S, sl->out_off, sl->stride, 4);
         pa.out = pout;
-        pa.grad = a->grad ? pgrad : NULL;
+        /* part k's gradient stays in its own block of pgrad until every part succeeded */
+        pa.grad = a->grad ? pgrad + rows * sl->out_off : NULL;
         pa.values = l->reduction == DFM_REDUCE_NONE ? pv : NULL;
         double lk = 0.0;
         pa.loss = &lk;
@@ -452,10 +462,7 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
         }
         double w = pl->w[k];
         total += w * lk;
-        if (a->grad)
-            for (size_t r = 0; r < rows; r++)
-                for (size_t j = 0; j < sl->stride; j++)
-                    gsum[r * S + sl->out_off + j] = (float)(w * pgrad[r * sl->stride + j]);
+
         if (pa.values) {
             size_t pc = sl->n_tok + sl->n_real;
             for (size_t r = 0; r < rows; r++) {
@@ -469,11 +476,21 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
     if (!st && !isfinite(total))
         st = dfm__fail(&l->b, DFM_ENUMERIC, "the product loss is not finite");
     if (!st) {
-        if (a->grad) memcpy(a->grad, gsum, rows * S * sizeof(float));
+        if (a->grad)
+            for (size_t k = 0; k < n; k++) {
+                const dfm__gm_slot *sl = &pl->slot[k];
+                const float *src = pgrad + rows * sl->out_off;
+                double w = pl->w[k];
+                for (size_t r = 0; r < rows; r++) {
+                    float *dst = a->grad + r * S + sl->out_off;
+                    const float *sr = src + r * sl->stride;
+                    if (w == 1.0) memcpy(dst, sr, sl->stride * sizeof(float));
+                    else for (size_t j = 0; j < sl->stride; j++) dst[j] = (float)(w * sr[j]);
+                }
+            }
         if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vsum, rows * ncol * sizeof(double));
         *a->loss = total;
     }
-    dfm__free(&l->b.mem, blk);
     return st;
 }
 

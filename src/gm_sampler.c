@@ -197,12 +197,13 @@ static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
                             dst[v] += f * (double)z[v];
                         }
                     } else {
-                        double lse;
-                        float zmax;
-                        if (dfm__logsumexp(z, (size_t)V, &lse, &zmax))
-                            return rec_err(c, tid, DFM_ENUMERIC, r, i);
+                        int bad;
+                        float zmax = dfm__ds_max_check(z, (size_t)V, &bad);
+                        if (bad || zmax == -INFINITY) return rec_err(c, tid, DFM_ENUMERIC, r, i);
+                        /* vectorised softmax: p(v) = pf[v] / tot */
+                        double sc = f / dfm__exp_shift_sum(z, (size_t)V, zmax, 1.0f, pf);
                         for (int32_t v = 0; v < V; v++)
-                            if (isinf_ || v != xi) dst[v] += f * exp((double)z[v] - lse);
+                            if (isinf_ || v != xi) dst[v] += sc * (double)pf[v];
                         any_inf |= isinf_;
                     }
                 }

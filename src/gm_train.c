@@ -13,6 +13,8 @@ struct dfm_trainer {
     int time_kind, part_times;
     double eps, p1, p2;
     uint64_t step;
+    char *scratch;  /* batch buffers, grown on demand and kept */
+    size_t cap;
 };
 
 int dfm_trainer_create(dfm_trainer **out, const dfm_path *path, const dfm_loss *loss,
@@ -46,6 +48,7 @@ void dfm_trainer_free(dfm_trainer *tr)
     if (!tr) return;
     dfm_path_free(tr->path);
     dfm_loss_free(tr->loss);
+    dfm__free(&tr->b.mem, tr->scratch);
     dfm_allocator m = tr->b.mem;
     dfm__free(&m, tr);
 }
@@ -206,8 +209,14 @@ static int tbuf_alloc(dfm_trainer *tr, size_t rows, tbuf *b)
         return dfm__fail(&tr->b, DFM_EOVERFLOW, "rows x row size overflows");
     size_t bytes = sizeof(double) * rows * (2 + np + nt + nr) +
                    sizeof(int32_t) * rows * nt + sizeof(float) * rows * (3 * nr + 2 * S) + 16;
-    b->blk = (char *)dfm__calloc(&tr->b.mem, 1, bytes);
-    if (!b->blk) return dfm__fail(&tr->b, DFM_ENOMEM, "cannot allocate the training batch");
+    if (bytes > tr->cap) {
+        char *nb = (char *)dfm__alloc(&tr->b.mem, bytes);
+        if (!nb) return dfm__fail(&tr->b, DFM_ENOMEM, "cannot allocate the training batch");
+        dfm__free(&tr->b.mem, tr->scratch);
+        tr->scratch = nb;
+        tr->cap = bytes;
+    }
+    b->blk = tr->scratch;
     b->t = (double *)b->blk;
     b->pt = b->t + rows;
     b->values = b->pt + rows * np;
@@ -248,7 +257,6 @@ int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
         if (nr) memcpy(a->xt_reals, b.xtr, rows * nr * sizeof(float));
         if (nr && a->x0_reals_out) memcpy(a->x0_reals_out, b.x0o, rows * nr * sizeof(float));
     }
-    dfm__free(&tr->b.mem, b.blk);
     return st;
 }
 
@@ -330,7 +338,6 @@ int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
                 for (size_t k = 0; k < nts; k++) a->t_out[r * nts + k] = b.pt[r * np + k];
         tr->step++;
     }
-    dfm__free(&tr->b.mem, b.blk);
     return st;
 }
 
