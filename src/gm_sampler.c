@@ -571,6 +571,7 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
                 re[j] += h * inc;
             }
             gs->last_clamped = step_clamped;
+            s->stats[DFM_STAT_CLAMPED] += step_clamped;
             s->stats[DFM_STAT_STEPS]++;
             if (save_at[i + 1]) {
                 size_t k = save_at[i + 1] - 1;
