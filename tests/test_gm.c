@@ -226,6 +226,56 @@ START_TEST(multimodal_wrong_model_fails)
 }
 END_TEST
 
+START_TEST(joint_intermediate_states)
+{
+    /* saved states: P(token still masked at t) = 1 - kappa_t = 1 - t, on and off the grid;
+     * the saved real at t has mean E[X_t] = t E[X1] */
+    const size_t R = 20000;
+    dfm_generator *g = joint_generator(0);
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EXACT, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 40), DFM_OK);
+    double st[3] = {0.25, 0.5, 0.63};
+    int32_t *tok = calloc(R, sizeof *tok), *stok = calloc(3 * R, sizeof *stok);
+    float *re = calloc(R, sizeof *re), *sre = calloc(3 * R, sizeof *sre);
+    joint_model m = {0, 0};
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = joint_fn;
+    a.model_data = &m;
+    a.rows = R;
+    a.tokens = tok;
+    a.reals = re;
+    a.draw_source = 1;
+    a.save_times = st;
+    a.n_save = 3;
+    a.saved_tokens = stok;
+    a.saved_reals = sre;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_OK);
+    ck_assert_int_eq(m.calls, 41); /* 0.63 splits one step */
+    double mean1 = 0;
+    for (int k = 0; k < 4; k++) mean1 += JPI[k] * JMU[k];
+    for (int q = 0; q < 3; q++) {
+        long masked = 0;
+        double sum = 0;
+        for (size_t r = 0; r < R; r++) {
+            masked += stok[q * R + r] == MASK;
+            sum += sre[q * R + r];
+        }
+        double f = (double)masked / (double)R, p = 1 - st[q];
+        ck_assert_msg(fabs(f - p) < 4.5 * sqrt(p * (1 - p) / (double)R),
+                      "t = %g: masked %g, want %g", st[q], f, p);
+        double sd = sqrt(st[q] * st[q] * 4.0 + (1 - st[q]) * (1 - st[q])); /* generous */
+        ck_assert_msg(fabs(sum / (double)R - st[q] * mean1) < 4.5 * sd / sqrt((double)R) + 0.01,
+                      "t = %g: mean %g want %g", st[q], sum / (double)R, st[q] * mean1);
+    }
+    free(tok); free(stok); free(re); free(sre);
+    dfm_sampler_free(s);
+    dfm_generator_free(g);
+}
+END_TEST
+
 START_TEST(joint_reproducible_any_split)
 {
     /* bit-identical for 1 or 2 threads and for a batch split into two calls */
@@ -1333,6 +1383,7 @@ int main(void)
     tcase_add_test(tc, multimodal_part_times);
     tcase_add_test(tc, multimodal_wrong_model_fails);
     tcase_add_test(tc, joint_reproducible_any_split);
+    tcase_add_test(tc, joint_intermediate_states);
     tcase_add_test(tc, superposition_flow_diffusion);
     tcase_add_test(tc, superposition_forward_corrector);
     tcase_add_test(tc, superposition_two_rate_generators);
