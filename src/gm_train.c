@@ -176,13 +176,17 @@ static int draw(dfm_trainer *tr, size_t rows, size_t row_offset, const int32_t *
     pa.row_offset = row_offset;
     pa.draw = drawn;
     pa.t = t;
-    pa.x1_tokens = x1t;
-    pa.x0_tokens = x0t;
-    pa.xt_tokens = xtt;
-    pa.x1_reals = x1r;
-    pa.x0_reals = x0r;
-    pa.xt_reals = xtr;
-    pa.x0_reals_out = x0o;
+    if (tr->path->space.n_tokens) { /* members of the absent modality stay NULL */
+        pa.x1_tokens = x1t;
+        pa.x0_tokens = x0t;
+        pa.xt_tokens = xtt;
+    }
+    if (tr->path->space.n_reals) {
+        pa.x1_reals = x1r;
+        pa.x0_reals = x0r;
+        pa.xt_reals = xtr;
+        pa.x0_reals_out = x0o;
+    }
     tr->path->b.seed = tr->b.seed;
     tr->path->b.nthreads = tr->b.nthreads;
     st = dfm_path_sample_parts(tr->path, &pa, tr->part_times && np > 1 ? pt : NULL);

@@ -1204,6 +1204,58 @@ START_TEST(gm_loss_velocity_and_rates)
 }
 END_TEST
 
+static int lin_fwd(const dfm_model_io *io, void *ud)
+{
+    (void)ud;
+    for (size_t j = 0; j < io->rows * io->out_stride; j++)
+        io->out[j] = 0.3f * io->reals[j] + (float)io->t[j / io->out_stride];
+    return 0;
+}
+
+static int grab_grad(const dfm_model_io *io, const float *grad, void *ud)
+{
+    memcpy(ud, grad, io->rows * io->out_stride * sizeof(float));
+    return 0;
+}
+
+START_TEST(gm_loss_in_trainer_matches_mse)
+{
+    /* a host conditional generator equal to CondOT's (x1 - x0) trains exactly like the MSE loss */
+    dfm_path *p = affine_path(3);
+    dfm_generator *gv;
+    dfm_loss *lm, *lg;
+    ck_assert_int_eq(dfm_generator_create_velocity(&gv, p, DFM_PARAM_VELOCITY, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_loss_create_mse(&lm, gv, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_loss_create_gm(&lg, dfm_path_space(p), DFM_GM_VELOCITY, vel_target, NULL,
+                                        NULL), DFM_OK);
+    float x1[12], g[2][12];
+    double loss[2];
+    for (int i = 0; i < 12; i++) x1[i] = (float)sin(1.0 + i);
+    for (int v = 0; v < 2; v++) {
+        dfm_trainer *tr;
+        ck_assert_int_eq(dfm_trainer_create(&tr, p, v ? lg : lm, NULL), DFM_OK);
+        dfm_trainer_set_int(tr, DFM_OPT_SEED, 21);
+        dfm_train_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.rows = 4;
+        a.x1_reals = x1;
+        a.forward = lin_fwd;
+        a.backward = grab_grad;
+        a.user_data = g[v];
+        a.loss = &loss[v];
+        ck_assert_msg(dfm_trainer_step(tr, &a) == DFM_OK, "%s", dfm_trainer_last_error(tr));
+        dfm_trainer_free(tr);
+    }
+    ck_assert_double_eq_tol(loss[0], loss[1], 1e-6 * fabs(loss[0]));
+    for (int i = 0; i < 12; i++) ck_assert_double_eq_tol(g[0][i], g[1][i], 1e-6);
+    dfm_loss_free(lm);
+    dfm_loss_free(lg);
+    dfm_generator_free(gv);
+    dfm_path_free(p);
+}
+END_TEST
+
 /* ---------------- bad input ---------------- */
 
 static int failing_w(double t, double *w, size_t n, void *ud)
@@ -1396,6 +1448,7 @@ int main(void)
     tcase_add_test(tt, train_draw_primitives);
     tcase_add_test(tt, train_end_to_end);
     tcase_add_test(tt, gm_loss_velocity_and_rates);
+    tcase_add_test(tt, gm_loss_in_trainer_matches_mse);
     tcase_add_test(tt, bad_input);
     suite_add_tcase(su, tt);
     return tu_run(su) ? 1 : 0;
