@@ -90,6 +90,11 @@ typedef struct dfm_model_io {
     size_t out_stride;      /* floats per row of out */
     int branch;             /* DFM_BRANCH_MAIN or DFM_BRANCH_UNCOND */
     int step;               /* sampler step index, or -1 outside a sampler */
+    /* Appended (generator matching, docs/gm.md): per-part times of a product space, rows x
+     * n_part_t row-major (part k of row r at part_t[r * n_part_t + k]); NULL / 0 when the
+     * operation has no per-part times (every part then runs at t). */
+    const double *part_t;
+    size_t n_part_t;
 } dfm_model_io;
 
 /** The model callback. Return 0 on success; any nonzero value aborts the running operation with

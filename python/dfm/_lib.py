@@ -66,6 +66,8 @@ class dfm_model_io(Structure):
         ("out_stride", c_size_t),
         ("branch", c_int),
         ("step", c_int),
+        ("part_t", POINTER(c_double)),
+        ("n_part_t", c_size_t),
     ]
 
 

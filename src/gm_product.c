@@ -1,0 +1,621 @@
+/* Product (multimodal) paths, generators and losses: each part keeps its own path, generator
+ * or loss; the product gathers part k's slices of tokens, reals and model output, runs the
+ * part, and scatters the results back (docs/gm.md). */
+#include "gm_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+
+/* ---- layout ---- */
+
+void dfm__gm_slots(const dfm_space *const *spaces, const size_t *strides, size_t n,
+                   dfm__gm_slot *slot)
+{
+    size_t to = 0, ro = 0, oo = 0;
+    for (size_t k = 0; k < n; k++) {
+        slot[k].tok_off = to;
+        slot[k].n_tok = spaces[k]->n_tokens;
+        slot[k].real_off = ro;
+        slot[k].n_real = spaces[k]->n_reals;
+        slot[k].out_off = oo;
+        slot[k].stride = strides ? strides[k] : 0;
+        to += slot[k].n_tok;
+        ro += slot[k].n_real;
+        oo += slot[k].stride;
+    }
+}
+
+/* Copy columns [off, off + n) of rows x width src into rows x n dst (and back). */
+static void gather(void *dst, const void *src, size_t rows, size_t width, size_t off, size_t n,
+                   size_t es)
+{
+    if (!n) return;
+    for (size_t r = 0; r < rows; r++)
+        memcpy((char *)dst + r * n * es, (const char *)src + (r * width + off) * es, n * es);
+}
+static void scatter(void *dst, const void *src, size_t rows, size_t width, size_t off, size_t n,
+                    size_t es)
+{
+    if (!n) return;
+    for (size_t r = 0; r < rows; r++)
+        memcpy((char *)dst + (r * width + off) * es, (const char *)src + r * n * es, n * es);
+}
+
+/* ---- product path ---- */
+
+static void pp_destroy(dfm_path *p)
+{
+    dfm__gm_ppath *pp = (dfm__gm_ppath *)p->impl;
+    if (!pp) return;
+    for (size_t k = 0; k < pp->n; k++) dfm_path_free(pp->parts[k]);
+    dfm__free(&p->b.mem, pp);
+    p->impl = NULL;
+}
+
+static int pp_clone(dfm_path *dst, const dfm_path *src)
+{
+    const dfm__gm_ppath *s = (const dfm__gm_ppath *)src->impl;
+    dfm__gm_ppath *d = (dfm__gm_ppath *)dfm__calloc(&dst->b.mem, 1, sizeof *d);
+    if (!d) return DFM_ENOMEM;
+    dst->impl = d;
+    memcpy(d->slot, s->slot, sizeof d->slot);
+    for (size_t k = 0; k < s->n; k++) {
+        int st = dfm_path_clone(&d->parts[k], s->parts[k], &dst->b.mem);
+        if (st) { pp_destroy(dst); return st; }
+        d->n = k + 1;
+    }
+    return 0;
+}
+
+static int pp_sample_impl(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
+{
+    const dfm__gm_ppath *pp = (const dfm__gm_ppath *)p->impl;
+    size_t rows = a->rows, nt = p->space.n_tokens, nr = p->space.n_reals, n = pp->n;
+    if (rows == 0) return 0;
+    size_t tmp;
+    if (dfm__mul3(rows, nt + nr + 1, 8, &tmp))
+        return dfm__fail(&p->b, DFM_EOVERFLOW, "rows x row size overflows");
+    if (nt && (!a->x1_tokens || !a->xt_tokens))
+        return dfm__fail(&p->b, DFM_EINVAL, "args->x1_tokens / xt_tokens is NULL");
+    if (nr && (!a->x1_reals || !a->xt_reals))
+        return dfm__fail(&p->b, DFM_EINVAL, "args->x1_reals / xt_reals is NULL");
+    /* Scratch: the whole outputs (written to the host only on success) + one part's inputs. */
+    size_t bytes = rows * (nt * 4 * sizeof(int32_t) + nr * 7 * sizeof(float) + sizeof(double));
+    char *blk = (char *)dfm__alloc(&p->b.mem, bytes ? bytes : 1);
+    if (!blk) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
+    double *tk = (double *)blk; /* doubles first: every block below stays aligned */
+    int32_t *xt_t = (int32_t *)(tk + rows), *x1_t = xt_t + rows * nt, *x0_t = x1_t + rows * nt,
+            *pxt = x0_t + rows * nt;
+    float *xt_r = (float *)(pxt + rows * nt), *tg_r = xt_r + rows * nr, *x0o_r = tg_r + rows * nr,
+          *x1_r = x0o_r + rows * nr, *x0_r = x1_r + rows * nr, *pxr = x0_r + rows * nr,
+          *ptg = pxr + rows * nr;
+    float *px0o = (float *)dfm__alloc(&p->b.mem, rows * (nr ? nr : 1) * sizeof(float));
+    if (!px0o) {
+        dfm__free(&p->b.mem, blk);
+        return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
+    }
+    int st = 0;
+    for (size_t k = 0; k < n && !st; k++) {
+        const dfm__gm_slot *sl = &pp->slot[k];
+        dfm_path *q = pp->parts[k];
+        q->b.seed = dfm__gm_part_seed(p->b.seed, k);
+        q->b.nthreads = p->b.nthreads;
+        for (size_t r = 0; r < rows; r++) tk[r] = part_t ? part_t[r * n + k] : a->t[r];
+        dfm_path_sample_args pa;
+        memset(&pa, 0, sizeof pa);
+        pa.struct_size = sizeof pa;
+        pa.rows = rows;
+        pa.row_offset = a->row_offset;
+        pa.draw = a->draw;
+        pa.t = tk;
+        if (sl->n_tok) {
+            gather(x1_t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
+            pa.x1_tokens = x1_t;
+            if (a->x0_tokens) {
+                gather(x0_t, a->x0_tokens, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
+                pa.x0_tokens = x0_t;
+            }
+            pa.xt_tokens = pxt;
+        }
+        if (sl->n_real) {
+            gather(x1_r, a->x1_reals, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+            pa.x1_reals = x1_r;
+            if (a->x0_reals) {
+                gather(x0_r, a->x0_reals, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+                pa.x0_reals = x0_r;
+            }
+            pa.xt_reals = pxr;
+            pa.target_reals = a->target_reals ? ptg : NULL;
+            pa.x0_reals_out = px0o;
+        }
+        st = dfm_path_sample(q, &pa);
+        if (st) {
+            p->b.cb_raw = q->b.cb_raw;
+            st = dfm__fail(&p->b, st, "part %zu: %s", k, q->b.err);
+            break;
+        }
+        if (sl->n_tok) scatter(xt_t, pxt, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
+        if (sl->n_real) {
+            scatter(xt_r, pxr, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+            if (a->target_reals)
+                scatter(tg_r, ptg, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+            scatter(x0o_r, px0o, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+        }
+    }
+    if (!st) {
+        if (nt) memcpy(a->xt_tokens, xt_t, rows * nt * sizeof(int32_t));
+        if (nr) {
+            memcpy(a->xt_reals, xt_r, rows * nr * sizeof(float));
+            if (a->target_reals) memcpy(a->target_reals, tg_r, rows * nr * sizeof(float));
+            if (a->x0_reals_out) memcpy(a->x0_reals_out, x0o_r, rows * nr * sizeof(float));
+        }
+    }
+    dfm__free(&p->b.mem, px0o);
+    dfm__free(&p->b.mem, blk);
+    return st;
+}
+
+static int pp_sample(dfm_path *p, const dfm_path_sample_args *a)
+{
+    return pp_sample_impl(p, a, NULL);
+}
+
+static const dfm__path_ops pp_ops = {pp_destroy, pp_clone, pp_sample, NULL};
+
+int dfm__gm_is_product_path(const dfm_path *p) { return p && p->ops == &pp_ops; }
+const dfm__gm_ppath *dfm__gm_ppath_of(const dfm_path *p)
+{
+    return dfm__gm_is_product_path(p) ? (const dfm__gm_ppath *)p->impl : NULL;
+}
+
+int dfm_path_create_product(dfm_path **out, const dfm_path *const *parts, size_t n,
+                            const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!parts || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    const dfm_space *sp[DFM__GM_MAXP];
+    for (size_t k = 0; k < n; k++) {
+        if (!parts[k] || !parts[k]->ops || !parts[k]->ops->sample) return DFM_EINVAL;
+        sp[k] = &parts[k]->space;
+    }
+    dfm_space *prod;
+    int st = dfm_space_create_product(&prod, sp, n, mem);
+    if (st) return st;
+    dfm_path *p;
+    st = dfm__path_new(&p, DFM_PATH_PRODUCT, &pp_ops, prod, NULL, mem);
+    dfm_space_free(prod);
+    if (st) return st;
+    dfm__gm_ppath *pp = (dfm__gm_ppath *)dfm__calloc(&p->b.mem, 1, sizeof *pp);
+    if (!pp) { dfm_path_free(p); return DFM_ENOMEM; }
+    p->impl = pp;
+    dfm__gm_slots(sp, NULL, n, pp->slot);
+    for (size_t k = 0; k < n; k++) {
+        st = dfm_path_clone(&pp->parts[k], parts[k], &p->b.mem);
+        if (st) { dfm_path_free(p); return st; }
+        pp->n = k + 1;
+    }
+    *out = p;
+    return 0;
+}
+
+size_t dfm_path_n_parts(const dfm_path *p)
+{
+    if (!p) return 0;
+    const dfm__gm_ppath *pp = dfm__gm_ppath_of(p);
+    return pp ? pp->n : 1;
+}
+
+const dfm_path *dfm_path_part(const dfm_path *p, size_t k)
+{
+    const dfm__gm_ppath *pp = dfm__gm_ppath_of(p);
+    if (!pp) return k == 0 ? p : NULL;
+    return k < pp->n ? pp->parts[k] : NULL;
+}
+
+static int check_times(dfm_base *b, const double *t, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!dfm__time_ok(t[i]))
+            return dfm__fail(b, DFM_ERANGE, "%s[%zu] = %g is outside [0, 1]", what, i, t[i]);
+    return 0;
+}
+
+int dfm_path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
+{
+    if (!p) return DFM_EINVAL;
+    if (!part_t) return dfm_path_sample(p, a);
+    dfm__clear(&p->b);
+    if (!a) return dfm__fail(&p->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(size_t) * 3)
+        return dfm__fail(&p->b, DFM_EINVAL, "args->struct_size is too small");
+    size_t n = dfm_path_n_parts(p), cnt;
+    if (dfm__mul(a->rows, n, &cnt)) return dfm__fail(&p->b, DFM_EOVERFLOW, "rows x parts overflows");
+    int st = check_times(&p->b, part_t, cnt, "part_t");
+    if (st) return st;
+    if (!dfm__gm_is_product_path(p)) {
+        dfm_path_sample_args b = *a;
+        b.t = part_t;
+        return dfm_path_sample(p, &b);
+    }
+    if (a->rows && !a->t) return dfm__fail(&p->b, DFM_EINVAL, "args->t is NULL");
+    return pp_sample_impl(p, a, part_t);
+}
+
+/* ---- product generator ---- */
+
+static void pg_destroy(dfm_generator *g)
+{
+    dfm__gm_pgen *pg = (dfm__gm_pgen *)g->impl;
+    if (!pg) return;
+    for (size_t k = 0; k < pg->n; k++) dfm_generator_free(pg->parts[k]);
+    dfm__free(&g->b.mem, pg);
+    g->impl = NULL;
+}
+
+static int pg_clone(dfm_generator *dst, const dfm_generator *src)
+{
+    const dfm__gm_pgen *s = (const dfm__gm_pgen *)src->impl;
+    dfm__gm_pgen *d = (dfm__gm_pgen *)dfm__calloc(&dst->b.mem, 1, sizeof *d);
+    if (!d) return DFM_ENOMEM;
+    *d = *s;
+    d->n = 0;
+    dst->impl = d;
+    for (size_t k = 0; k < s->n; k++) {
+        int st = dfm_generator_clone(&d->parts[k], s->parts[k], &dst->b.mem);
+        if (st) { pg_destroy(dst); return st; }
+        d->n = k + 1;
+    }
+    return 0;
+}
+
+static const dfm__gen_ops pg_ops = {pg_destroy, pg_clone, dfm__gm_sampler_init, NULL, NULL, NULL,
+                                    NULL};
+
+int dfm__gm_is_pgen(const dfm_generator *g) { return g && g->ops == &pg_ops; }
+
+int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const *parts, size_t n,
+                                 const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!parts || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    const dfm_path *paths[DFM__GM_MAXP];
+    const dfm_space *sp[DFM__GM_MAXP];
+    size_t strides[DFM__GM_MAXP], total = 0, utotal = 0;
+    for (size_t k = 0; k < n; k++) {
+        int cont;
+        if (!parts[k]) return DFM_EINVAL;
+        if (!dfm__gm_steppable(parts[k], &cont, NULL)) return DFM_EUNSUPPORTED;
+        if (!parts[k]->path) return DFM_EINVAL;
+        paths[k] = parts[k]->path;
+        sp[k] = &parts[k]->path->space;
+        strides[k] = dfm__gm_branch_stride(parts[k], DFM_BRANCH_MAIN);
+        if (total > SIZE_MAX - strides[k]) return DFM_EOVERFLOW;
+        total += strides[k];
+        utotal += dfm__gm_branch_stride(parts[k], DFM_BRANCH_UNCOND);
+    }
+    dfm_path *pp;
+    int st = dfm_path_create_product(&pp, paths, n, mem);
+    if (st) return st;
+    dfm_generator *g;
+    st = dfm__gen_new(&g, DFM_GEN_PRODUCT, DFM_PARAM_MIXED, total, &pg_ops, pp, mem);
+    dfm_path_free(pp);
+    if (st) return st;
+    dfm__gm_pgen *pg = (dfm__gm_pgen *)dfm__calloc(&g->b.mem, 1, sizeof *pg);
+    if (!pg) { dfm_generator_free(g); return DFM_ENOMEM; }
+    g->impl = pg;
+    dfm__gm_slots(sp, strides, n, pg->slot);
+    size_t uo = 0;
+    for (size_t k = 0; k < n; k++) {
+        pg->uoff[k] = uo;
+        uo += dfm__gm_branch_stride(parts[k], DFM_BRANCH_UNCOND);
+        st = dfm_generator_clone(&pg->parts[k], parts[k], &g->b.mem);
+        if (st) { dfm_generator_free(g); return st; }
+        pg->n = k + 1;
+    }
+    pg->bstride[0] = total;
+    pg->bstride[1] = utotal;
+    *out = g;
+    return 0;
+}
+
+int dfm_generator_set_part_time_fn(dfm_generator *g, dfm_part_time_fn fn, void *user_data)
+{
+    if (!g) return DFM_EINVAL;
+    dfm__clear(&g->b);
+    if (!dfm__gm_is_pgen(g))
+        return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a product generator");
+    dfm__gm_pgen *pg = (dfm__gm_pgen *)g->impl;
+    pg->ptfn = fn;
+    pg->ptud = fn ? user_data : NULL;
+    return 0;
+}
+
+size_t dfm_generator_n_parts(const dfm_generator *g)
+{
+    if (!g) return 0;
+    return dfm__gm_is_pgen(g) ? ((const dfm__gm_pgen *)g->impl)->n : 1;
+}
+
+/* ---- product loss ---- */
+
+typedef struct dfm__gm_ploss {
+    size_t n;
+    dfm_loss *parts[DFM__GM_MAXP];
+    double w[DFM__GM_MAXP];
+    dfm__gm_slot slot[DFM__GM_MAXP];
+    size_t n_tokens, n_reals;
+    char *scratch;   /* kept between evaluations (not copied by clones) */
+    size_t cap;
+} dfm__gm_ploss;
+
+static void pl_destroy(dfm_loss *l)
+{
+    dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
+    if (!pl) return;
+    for (size_t k = 0; k < pl->n; k++) dfm_loss_free(pl->parts[k]);
+    dfm__free(&l->b.mem, pl->scratch);
+    dfm__free(&l->b.mem, pl);
+    l->impl = NULL;
+}
+
+static int pl_clone(dfm_loss *dst, const dfm_loss *src)
+{
+    const dfm__gm_ploss *s = (const dfm__gm_ploss *)src->impl;
+    dfm__gm_ploss *d = (dfm__gm_ploss *)dfm__calloc(&dst->b.mem, 1, sizeof *d);
+    if (!d) return DFM_ENOMEM;
+    *d = *s;
+    d->n = 0;
+    d->scratch = NULL;
+    d->cap = 0;
+    dst->impl = d;
+    for (size_t k = 0; k < s->n; k++) {
+        int st = dfm_loss_clone(&d->parts[k], s->parts[k], &dst->b.mem);
+        if (st) { pl_destroy(dst); return st; }
+        d->n = k + 1;
+    }
+    return 0;
+}
+
+static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+{
+    dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
+    size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, n = pl->n;
+    size_t tmp;
+    if (dfm__mul3(rows, nt + nr + S + 1, 8, &tmp))
+        return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x row size overflows");
+    size_t ncol = nt + nr;
+    size_t bytes = rows * (3 * nt * sizeof(int32_t) + nt + 3 * nr * sizeof(float) +
+                           2 * S * sizeof(float) + (ncol + 1) * sizeof(double)) +
+                   rows * S * sizeof(float) + rows * (ncol + 1) * sizeof(double) + 64;
+    if (bytes > pl->cap) { /* grown once, reused by later evaluations */
+        char *nb = (char *)dfm__alloc(&l->b.mem, bytes);
+        if (!nb) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate product loss scratch");
+        dfm__free(&l->b.mem, pl->scratch);
+        pl->scratch = nb;
+        pl->cap = bytes;
+    }
+    char *blk = pl->scratch;
+    double *vsum = (double *)blk; /* rows x ncol values */
+    vsum = (double *)(((uintptr_t)vsum + 7) & ~(uintptr_t)7);
+    double *tk = vsum + rows * ncol;
+    double *pv = tk + rows;
+    float *pout = (float *)(pv + rows * ncol), *pgrad = pout + rows * S, *x0 = pgrad + rows * S,
+          *x1 = x0 + rows * nr, *xt = x1 + rows * nr;
+    int32_t *x1t = (int32_t *)(xt + rows * nr), *xtt = x1t + rows * nt, *unused = xtt + rows * nt;
+    uint8_t *fx = (uint8_t *)(unused + rows * nt);
+    /* (the parts' slices cover every column of pgrad and vsum: no clearing needed) */
+    double total = 0.0;
+    int st = 0;
+    for (size_t k = 0; k < n && !st; k++) {
+        const dfm__gm_slot *sl = &pl->slot[k];
+        dfm_loss *q = pl->parts[k];
+        q->reduction = l->reduction;
+        q->b.nthreads = l->b.nthreads;
+        for (size_t r = 0; r < rows; r++) tk[r] = part_t ? part_t[r * n + k] : a->t[r];
+        dfm_loss_args pa;
+        memset(&pa, 0, sizeof pa);
+        pa.struct_size = sizeof pa;
+        pa.rows = rows;
+        pa.t = tk;
+        if (sl->n_tok) {
+            if (a->x1_tokens) {
+                gather(x1t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
+                pa.x1_tokens = x1t;
+            }
+            if (a->xt_tokens) {
+                gather(xtt, a->xt_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
+                pa.xt_tokens = xtt;
+            }
+            if (a->fixed) {
+                gather(fx, a->fixed, rows, nt, sl->tok_off, sl->n_tok, 1);
+                pa.fixed = fx;
+            }
+        }
+        if (sl->n_real) {
+            if (a->x0_reals) {
+                gather(x0, a->x0_reals, rows, nr, sl->real_off, sl->n_real, 4);
+                pa.x0_reals = x0;
+            }
+            if (a->x1_reals) {
+                gather(x1, a->x1_reals, rows, nr, sl->real_off, sl->n_real, 4);
+                pa.x1_reals = x1;
+            }
+            if (a->xt_reals) {
+                gather(xt, a->xt_reals, rows, nr, sl->real_off, sl->n_real, 4);
+                pa.xt_reals = xt;
+            }
+        }
+        gather(pout, a->out, rows, S, sl->out_off, sl->stride, 4);
+        pa.out = pout;
+        /* part k's gradient stays in its own block of pgrad until every part succeeded */
+        pa.grad = a->grad ? pgrad + rows * sl->out_off : NULL;
+        pa.values = l->reduction == DFM_REDUCE_NONE ? pv : NULL;
+        double lk = 0.0;
+        pa.loss = &lk;
+        st = dfm_loss_eval(q, &pa);
+        if (st) {
+            l->b.cb_raw = q->b.cb_raw;
+            st = dfm__fail(&l->b, st, "part %zu: %s", k, q->b.err);
+            break;
+        }
+        double w = pl->w[k];
+        total += w * lk;
+
+        if (pa.values) {
+            size_t pc = sl->n_tok + sl->n_real;
+            for (size_t r = 0; r < rows; r++) {
+                for (size_t j = 0; j < sl->n_tok; j++)
+                    vsum[r * ncol + sl->tok_off + j] = w * pv[r * pc + j];
+                for (size_t j = 0; j < sl->n_real; j++)
+                    vsum[r * ncol + nt + sl->real_off + j] = w * pv[r * pc + sl->n_tok + j];
+            }
+        }
+    }
+    if (!st && !isfinite(total))
+        st = dfm__fail(&l->b, DFM_ENUMERIC, "the product loss is not finite");
+    if (!st) {
+        if (a->grad)
+            for (size_t k = 0; k < n; k++) {
+                const dfm__gm_slot *sl = &pl->slot[k];
+                const float *src = pgrad + rows * sl->out_off;
+                double w = pl->w[k];
+                for (size_t r = 0; r < rows; r++) {
+                    float *dst = a->grad + r * S + sl->out_off;
+                    const float *sr = src + r * sl->stride;
+                    if (w == 1.0) memcpy(dst, sr, sl->stride * sizeof(float));
+                    else for (size_t j = 0; j < sl->stride; j++) dst[j] = (float)(w * sr[j]);
+                }
+            }
+        if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vsum, rows * ncol * sizeof(double));
+        *a->loss = total;
+    }
+    return st;
+}
+
+static int pl_eval(dfm_loss *l, const dfm_loss_args *a) { return pl_eval_impl(l, a, NULL); }
+
+static const dfm__loss_ops pl_ops = {pl_destroy, pl_clone, pl_eval, NULL, NULL, NULL, NULL};
+
+/* The model output a loss of this kind expects on space sp (0: unknown, not checked). */
+int dfm__gm_loss_fits(const dfm_loss *q, const dfm_space *sp, char *why, size_t nwhy)
+{
+    int discrete = 0, cont = 0;
+    size_t want = 0;
+    switch (q->kind) {
+    case DFM_LOSS_GENERALIZED_KL:
+    case DFM_LOSS_CROSS_ENTROPY:
+        discrete = 1;
+        if (sp->n_parts == 1) want = sp->n_tokens * (size_t)sp->parts[0].vocab;
+        break;
+    case DFM_LOSS_BREGMAN_RATES: discrete = 1; break;
+    case DFM_LOSS_MSE: cont = 1; want = sp->n_reals; break;
+    default: break;
+    }
+    if (discrete && (sp->n_reals || !sp->n_tokens)) {
+        snprintf(why, nwhy, "a discrete loss on a part that is not discrete");
+        return 0;
+    }
+    if (cont && (sp->n_tokens || !sp->n_reals)) {
+        snprintf(why, nwhy, "a continuous loss on a part that is not Euclidean");
+        return 0;
+    }
+    if (want && q->out_stride != want) {
+        snprintf(why, nwhy, "its model output has %zu floats per row, the part needs %zu",
+                 q->out_stride, want);
+        return 0;
+    }
+    return 1;
+}
+
+int dfm_loss_create_product(dfm_loss **out, const dfm_path *product_path,
+                            const dfm_loss *const *parts, const double *weights, size_t n,
+                            const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!product_path || !parts || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    if (dfm_path_n_parts(product_path) != n) return DFM_EINVAL;
+    const dfm_space *sp[DFM__GM_MAXP];
+    size_t strides[DFM__GM_MAXP], total = 0;
+    for (size_t k = 0; k < n; k++) {
+        const dfm_path *pk = dfm_path_part(product_path, k);
+        if (!parts[k]) return DFM_EINVAL;
+        sp[k] = &pk->space;
+        strides[k] = parts[k]->out_stride;
+        if (weights && !isfinite(weights[k])) return DFM_EINVAL;
+        if (total > SIZE_MAX - strides[k]) return DFM_EOVERFLOW;
+        total += strides[k];
+    }
+    dfm_loss *l;
+    int st = dfm__loss_new(&l, DFM_LOSS_PRODUCT, &pl_ops, NULL, mem);
+    if (st) return st;
+    l->out_stride = total;
+    dfm__gm_ploss *pl = (dfm__gm_ploss *)dfm__calloc(&l->b.mem, 1, sizeof *pl);
+    if (!pl) { dfm_loss_free(l); return DFM_ENOMEM; }
+    l->impl = pl;
+    for (size_t k = 0; k < n; k++) {
+        char why[160];
+        if (!dfm__gm_loss_fits(parts[k], sp[k], why, sizeof why)) {
+            dfm__fail(&l->b, DFM_EINVAL, "part %zu: %s", k, why);
+            dfm_loss_free(l);
+            return DFM_EINVAL;
+        }
+    }
+    dfm__gm_slots(sp, strides, n, pl->slot);
+    pl->n_tokens = product_path->space.n_tokens;
+    pl->n_reals = product_path->space.n_reals;
+    for (size_t k = 0; k < n; k++) {
+        pl->w[k] = weights ? weights[k] : 1.0;
+        st = dfm_loss_clone(&pl->parts[k], parts[k], &l->b.mem);
+        if (st) { dfm_loss_free(l); return st; }
+        pl->n = k + 1;
+    }
+    *out = l;
+    return 0;
+}
+
+size_t dfm__gm_loss_n_parts(const dfm_loss *l)
+{
+    return l->ops == &pl_ops ? ((const dfm__gm_ploss *)l->impl)->n : 1;
+}
+
+int dfm__gm_loss_matches(const dfm_loss *l, const dfm_path *p)
+{
+    if (l->ops != &pl_ops) return 0;
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    if (pl->n != dfm_path_n_parts(p)) return 0;
+    for (size_t k = 0; k < pl->n; k++) {
+        const dfm_space *sp = &dfm_path_part(p, k)->space;
+        if (sp->n_tokens != pl->slot[k].n_tok || sp->n_reals != pl->slot[k].n_real) return 0;
+    }
+    return 1;
+}
+
+int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+{
+    if (!l) return DFM_EINVAL;
+    if (!part_t) return dfm_loss_eval(l, a);
+    dfm__clear(&l->b);
+    if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
+    size_t n = l->ops == &pl_ops ? ((const dfm__gm_ploss *)l->impl)->n : 1, cnt;
+    if (dfm__mul(a->rows, n, &cnt)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x parts overflows");
+    int st = check_times(&l->b, part_t, cnt, "part_t");
+    if (st) return st;
+    if (l->ops != &pl_ops) {
+        dfm_loss_args b = *a;
+        b.t = part_t;
+        return dfm_loss_eval(l, &b);
+    }
+    /* The generic checks of dfm_loss_eval, then the product with per-part times. */
+    dfm_loss_args b = *a;
+    b.t = a->t ? a->t : part_t; /* row times are not used by the parts */
+    if (b.struct_size < sizeof(dfm_loss_args))
+        return dfm__fail(&l->b, DFM_EINVAL, "args->struct_size is too small");
+    if (!b.loss) return dfm__fail(&l->b, DFM_EINVAL, "args->loss is NULL");
+    if (b.rows && !b.out) return dfm__fail(&l->b, DFM_EINVAL, "args->out is NULL");
+    if (l->reduction == DFM_REDUCE_NONE && b.rows && !b.values)
+        return dfm__fail(&l->b, DFM_EINVAL, "reduction none needs args->values");
+    return pl_eval_impl(l, &b, part_t);
+}

@@ -1,0 +1,218 @@
+/* Superposition of generators on one space, classifier-free guidance, and the backward-time
+ * generator of a mixture path (docs/gm.md). */
+#include "gm_impl.h"
+#include "continuous_impl.h"
+
+#include <math.h>
+
+/* ---- backward mixture generator: no model output, only usable inside a superposition ---- */
+
+static const dfm__gen_ops bwd_ops = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+
+int dfm__gm_is_bwd(const dfm_generator *g) { return g && g->ops == &bwd_ops; }
+
+int dfm_generator_create_mixture_backward(dfm_generator **out, const dfm_path *path,
+                                          const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!path) return DFM_EINVAL;
+    if (path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
+    return dfm__gen_new(out, DFM_GEN_FACTORIZED, DFM_PARAM_RATES, 0, &bwd_ops, path, mem);
+}
+
+/* ---- superposition ---- */
+
+static void sup_destroy(dfm_generator *g)
+{
+    dfm__gm_sup *s = (dfm__gm_sup *)g->impl;
+    if (!s) return;
+    for (size_t k = 0; k < s->n; k++) dfm_generator_free(s->comp[k]);
+    dfm__free(&g->b.mem, s);
+    g->impl = NULL;
+}
+
+static int sup_clone(dfm_generator *dst, const dfm_generator *src)
+{
+    const dfm__gm_sup *s = (const dfm__gm_sup *)src->impl;
+    dfm__gm_sup *d = (dfm__gm_sup *)dfm__calloc(&dst->b.mem, 1, sizeof *d);
+    if (!d) return DFM_ENOMEM;
+    *d = *s;
+    d->n = 0;
+    dst->impl = d;
+    for (size_t k = 0; k < s->n; k++) {
+        int st = dfm_generator_clone(&d->comp[k], s->comp[k], &dst->b.mem);
+        if (st) { sup_destroy(dst); return st; }
+        d->n = k + 1;
+    }
+    return 0;
+}
+
+static const dfm__gen_ops sup_ops = {sup_destroy, sup_clone, dfm__gm_sampler_init, NULL, NULL,
+                                     NULL, NULL};
+
+int dfm__gm_is_sup(const dfm_generator *g) { return g && g->ops == &sup_ops; }
+
+size_t dfm__gm_branch_stride(const dfm_generator *g, int b)
+{
+    if (dfm__gm_is_sup(g)) return ((const dfm__gm_sup *)g->impl)->bstride[b ? 1 : 0];
+    if (dfm__gm_is_pgen(g)) return ((const dfm__gm_pgen *)g->impl)->bstride[b ? 1 : 0];
+    return b == DFM_BRANCH_MAIN ? g->out_stride : 0;
+}
+
+static int leaf_kind(const dfm_generator *g, int *cont)
+{
+    if (dfm__gm_is_bwd(g)) { *cont = 0; return 1; }
+    if (g->kind == DFM_GEN_FACTORIZED && g->path && g->path->kind == DFM_PATH_MIXTURE &&
+        (g->param == DFM_PARAM_LOGITS || g->param == DFM_PARAM_RATES)) {
+        *cont = 0;
+        return 1;
+    }
+    if ((g->kind == DFM_GEN_VELOCITY || g->kind == DFM_GEN_DIFFUSION) && g->path &&
+        g->path->kind == DFM_PATH_AFFINE && g->impl &&
+        !((const dfm__cgen *)g->impl)->has_tr) {
+        *cont = 1;
+        return 1;
+    }
+    return 0;
+}
+
+int dfm__gm_steppable(const dfm_generator *g, int *cont, dfm_base *err)
+{
+    (void)err;
+    if (!g) return 0;
+    if (dfm__gm_is_sup(g)) { *cont = ((const dfm__gm_sup *)g->impl)->cont; return 2; }
+    return leaf_kind(g, cont);
+}
+
+static void sup_layout(dfm_generator *g)
+{
+    dfm__gm_sup *s = (dfm__gm_sup *)g->impl;
+    s->bstride[0] = s->bstride[1] = 0;
+    for (size_t k = 0; k < s->n; k++) {
+        int b = s->branch[k] ? 1 : 0;
+        if (s->share[k] >= 0) { s->off[k] = s->off[s->share[k]]; continue; }
+        s->off[k] = s->bstride[b];
+        s->bstride[b] += s->comp[k]->out_stride;
+    }
+    g->out_stride = s->bstride[0];
+}
+
+static int same_space(const dfm_space *a, const dfm_space *b)
+{
+    if (a->n_tokens != b->n_tokens || a->n_reals != b->n_reals) return 0;
+    for (size_t j = 0; j < a->n_tokens; j++)
+        if (dfm__space_vocab(a, j) != dfm__space_vocab(b, j)) return 0;
+    return 1;
+}
+
+int dfm_generator_create_superposition(dfm_generator **out, const dfm_generator *const *gens,
+                                       const double *weights, size_t n, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!gens || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    int cont0 = -1, param = 0;
+    size_t total = 0;
+    for (size_t k = 0; k < n; k++) {
+        int cont;
+        if (!gens[k] || !gens[k]->path) return DFM_EINVAL;
+        if (!leaf_kind(gens[k], &cont)) return DFM_EUNSUPPORTED;
+        if (cont0 >= 0 && cont != cont0) return DFM_EINVAL;
+        if (!same_space(&gens[k]->path->space, &gens[0]->path->space)) return DFM_EINVAL;
+        if (weights && !isfinite(weights[k])) return DFM_EINVAL;
+        cont0 = cont;
+        param = k == 0 ? gens[k]->param : (param == gens[k]->param ? param : DFM_PARAM_MIXED);
+        if (total > SIZE_MAX - gens[k]->out_stride) return DFM_EOVERFLOW;
+        total += gens[k]->out_stride;
+    }
+    dfm_generator *g;
+    int st = dfm__gen_new(&g, DFM_GEN_SUPERPOSITION, param, total, &sup_ops, gens[0]->path, mem);
+    if (st) return st;
+    dfm__gm_sup *s = (dfm__gm_sup *)dfm__calloc(&g->b.mem, 1, sizeof *s);
+    if (!s) { dfm_generator_free(g); return DFM_ENOMEM; }
+    g->impl = s;
+    s->cont = cont0;
+    g->b.nthreads = gens[0]->b.nthreads;
+    g->b.seed = gens[0]->b.seed;
+    for (size_t k = 0; k < n; k++) {
+        s->w[k] = weights ? weights[k] : 1.0 / (double)n;
+        s->branch[k] = DFM_BRANCH_MAIN;
+        s->share[k] = -1;
+        st = dfm_generator_clone(&s->comp[k], gens[k], &g->b.mem);
+        if (st) { dfm_generator_free(g); return st; }
+        s->n = k + 1;
+    }
+    sup_layout(g);
+    *out = g;
+    return 0;
+}
+
+int dfm_generator_set_weight_fn(dfm_generator *g, dfm_weight_fn fn, void *user_data)
+{
+    if (!g) return DFM_EINVAL;
+    dfm__clear(&g->b);
+    if (!dfm__gm_is_sup(g))
+        return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a superposition generator");
+    dfm__gm_sup *s = (dfm__gm_sup *)g->impl;
+    s->wfn = fn;
+    s->wud = fn ? user_data : NULL;
+    return 0;
+}
+
+int dfm_generator_superposition_set_input(dfm_generator *g, size_t k, int branch,
+                                          int64_t share_with)
+{
+    if (!g) return DFM_EINVAL;
+    dfm__clear(&g->b);
+    if (!dfm__gm_is_sup(g))
+        return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a superposition generator");
+    dfm__gm_sup *s = (dfm__gm_sup *)g->impl;
+    if (k >= s->n)
+        return dfm__fail(&g->b, DFM_EINVAL, "component %zu does not exist (%zu components)", k,
+                         s->n);
+    if (branch != DFM_BRANCH_MAIN && branch != DFM_BRANCH_UNCOND)
+        return dfm__fail(&g->b, DFM_EINVAL, "unknown branch %d", branch);
+    if (share_with < -1 || share_with >= (int64_t)k)
+        return dfm__fail(&g->b, DFM_EINVAL, "share_with must be -1 or an earlier component");
+    if (share_with >= 0) {
+        size_t j = (size_t)share_with;
+        if (s->branch[j] != branch || s->share[j] >= 0)
+            return dfm__fail(&g->b, DFM_EINVAL,
+                             "component %zu must read its own slice of the same branch", j);
+        if (s->comp[j]->out_stride != s->comp[k]->out_stride)
+            return dfm__fail(&g->b, DFM_EINVAL,
+                             "components %zu and %zu have different output sizes (%zu, %zu)", j,
+                             k, s->comp[j]->out_stride, s->comp[k]->out_stride);
+    }
+    for (size_t q = k + 1; q < s->n; q++)
+        if (s->share[q] == (int)k && (branch != s->branch[k] || share_with >= 0))
+            return dfm__fail(&g->b, DFM_EINVAL, "component %zu reads component %zu's slice", q, k);
+    s->branch[k] = branch;
+    s->share[k] = (int)share_with;
+    sup_layout(g);
+    return 0;
+}
+
+size_t dfm_generator_branch_stride(const dfm_generator *g, int branch)
+{
+    if (!g || (branch != DFM_BRANCH_MAIN && branch != DFM_BRANCH_UNCOND)) return 0;
+    return dfm__gm_branch_stride(g, branch);
+}
+
+int dfm_generator_create_guidance(dfm_generator **out, const dfm_generator *cond,
+                                  const dfm_generator *uncond, double w, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!cond || !isfinite(w)) return DFM_EINVAL;
+    const dfm_generator *gs[2] = {cond, uncond ? uncond : cond};
+    double ws[2] = {1.0 + w, -w};
+    dfm_generator *g;
+    int st = dfm_generator_create_superposition(&g, gs, ws, 2, mem);
+    if (st) return st;
+    st = dfm_generator_superposition_set_input(g, 1, DFM_BRANCH_UNCOND, -1);
+    if (st) { dfm_generator_free(g); return st; }
+    *out = g;
+    return 0;
+}

@@ -1,0 +1,509 @@
+/* The training step (time, x0 and x_t drawn by libdfm; forward and backward by the host) and
+ * the general generator-matching loss for host-defined conditional generators (docs/gm.md). */
+#include "gm_impl.h"
+
+#include <math.h>
+
+/* ---- trainer ---- */
+
+struct dfm_trainer {
+    dfm_base b;
+    dfm_path *path;
+    dfm_loss *loss;
+    int time_kind, part_times;
+    double eps, p1, p2;
+    uint64_t step;
+    char *scratch;  /* batch buffers, grown on demand and kept */
+    size_t cap;
+};
+
+int dfm_trainer_create(dfm_trainer **out, const dfm_path *path, const dfm_loss *loss,
+                       const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!path || !loss) return DFM_EINVAL;
+    char why[160];
+    if (loss->kind == DFM_LOSS_PRODUCT) {
+        if (!dfm__gm_loss_matches(loss, path)) return DFM_EINVAL;
+    } else if (!dfm__gm_loss_fits(loss, &path->space, why, sizeof why)) {
+        return DFM_EINVAL;
+    }
+    void *h;
+    int st = dfm__handle_new(&h, sizeof(dfm_trainer), mem);
+    if (st) return st;
+    dfm_trainer *tr = (dfm_trainer *)h;
+    tr->time_kind = DFM_TIME_UNIFORM;
+    tr->eps = 1e-3;
+    tr->p2 = 1.0;
+    st = dfm_path_clone(&tr->path, path, &tr->b.mem);
+    if (!st) st = dfm_loss_clone(&tr->loss, loss, &tr->b.mem);
+    if (st) { dfm_trainer_free(tr); return st; }
+    *out = tr;
+    return 0;
+}
+
+void dfm_trainer_free(dfm_trainer *tr)
+{
+    if (!tr) return;
+    dfm_path_free(tr->path);
+    dfm_loss_free(tr->loss);
+    dfm__free(&tr->b.mem, tr->scratch);
+    dfm_allocator m = tr->b.mem;
+    dfm__free(&m, tr);
+}
+
+const char *dfm_trainer_last_error(const dfm_trainer *tr) { return tr ? tr->b.err : "NULL handle"; }
+int dfm_trainer_callback_status(const dfm_trainer *tr) { return tr ? tr->b.cb_raw : 0; }
+uint64_t dfm_trainer_step_count(const dfm_trainer *tr) { return tr ? tr->step : 0; }
+
+int dfm_trainer_set_step(dfm_trainer *tr, uint64_t step)
+{
+    if (!tr) return DFM_EINVAL;
+    dfm__clear(&tr->b);
+    tr->step = step;
+    return 0;
+}
+
+size_t dfm_trainer_n_times(const dfm_trainer *tr)
+{
+    if (!tr) return 0;
+    return tr->part_times ? dfm_path_n_parts(tr->path) : 1;
+}
+
+int dfm_trainer_set_int(dfm_trainer *tr, int option, int64_t value)
+{
+    if (!tr) return DFM_EINVAL;
+    dfm__clear(&tr->b);
+    int st = dfm__base_set_int(&tr->b, option, value);
+    if (st != DFM_EUNSUPPORTED) return st;
+    switch (option) {
+    case DFM_OPT_REDUCTION:
+        st = dfm_loss_set_int(tr->loss, option, value);
+        if (st) return dfm__fail(&tr->b, st, "%s", tr->loss->b.err);
+        return 0;
+    case DFM_OPT_GM_TIME_KIND:
+        if (value < DFM_TIME_UNIFORM || value > DFM_TIME_STRATIFIED)
+            return dfm__fail(&tr->b, DFM_EINVAL, "unknown time distribution %lld", (long long)value);
+        tr->time_kind = (int)value;
+        return 0;
+    case DFM_OPT_GM_PART_TIMES:
+        if (value != 0 && value != 1)
+            return dfm__fail(&tr->b, DFM_EINVAL, "DFM_OPT_GM_PART_TIMES is 0 or 1");
+        tr->part_times = (int)value;
+        return 0;
+    default:
+        return dfm__fail(&tr->b, DFM_EINVAL, "unknown trainer option %d", option);
+    }
+}
+
+int dfm_trainer_get_int(const dfm_trainer *tr, int option, int64_t *value)
+{
+    if (!tr || !value) return DFM_EINVAL;
+    if (dfm__base_get_int(&tr->b, option, value) == 0) return 0;
+    switch (option) {
+    case DFM_OPT_REDUCTION: *value = tr->loss->reduction; return 0;
+    case DFM_OPT_GM_TIME_KIND: *value = tr->time_kind; return 0;
+    case DFM_OPT_GM_PART_TIMES: *value = tr->part_times; return 0;
+    default: return DFM_EINVAL;
+    }
+}
+
+int dfm_trainer_set_double(dfm_trainer *tr, int option, double value)
+{
+    if (!tr) return DFM_EINVAL;
+    dfm__clear(&tr->b);
+    switch (option) {
+    case DFM_OPT_GM_TIME_EPS:
+        if (!(value >= 0.0 && value < 1.0))
+            return dfm__fail(&tr->b, DFM_EINVAL, "eps must be in [0, 1), got %g", value);
+        tr->eps = value;
+        return 0;
+    case DFM_OPT_GM_TIME_P1:
+        if (!isfinite(value)) return dfm__fail(&tr->b, DFM_EINVAL, "p1 must be finite");
+        tr->p1 = value;
+        return 0;
+    case DFM_OPT_GM_TIME_P2:
+        if (!(value >= 0.0) || !isfinite(value))
+            return dfm__fail(&tr->b, DFM_EINVAL, "p2 must be finite and >= 0");
+        tr->p2 = value;
+        return 0;
+    default:
+        return dfm__fail(&tr->b, DFM_EINVAL, "unknown trainer option %d", option);
+    }
+}
+
+int dfm_trainer_get_double(const dfm_trainer *tr, int option, double *value)
+{
+    if (!tr || !value) return DFM_EINVAL;
+    switch (option) {
+    case DFM_OPT_GM_TIME_EPS: *value = tr->eps; return 0;
+    case DFM_OPT_GM_TIME_P1: *value = tr->p1; return 0;
+    case DFM_OPT_GM_TIME_P2: *value = tr->p2; return 0;
+    default: return DFM_EINVAL;
+    }
+}
+
+/* Draw t (and per-part times) and x_t for the current step into the given buffers.
+ * pt gets rows x n_parts times (always filled). */
+static int draw(dfm_trainer *tr, size_t rows, size_t row_offset, const int32_t *x1t,
+                const float *x1r, const int32_t *x0t, const float *x0r, double *t, double *pt,
+                double *tcol,
+                int32_t *xtt, float *xtr, float *x0o)
+{
+    size_t np = dfm_path_n_parts(tr->path);
+    uint32_t drawn = (uint32_t)tr->step;
+    int st = dfm_time_sample(tr->b.seed, drawn, tr->time_kind, tr->p1, tr->p2, tr->eps,
+                             row_offset, rows, t);
+    if (st) return dfm__fail(&tr->b, st, "time sampling failed (check DFM_OPT_GM_TIME_*)");
+    if (tr->part_times && np > 1) {
+        /* column 0 is the row time; column k > 0 part k's own draw (seed of part k). */
+        for (size_t k = 0; k < np; k++) {
+            if (k == 0) { for (size_t r = 0; r < rows; r++) pt[r * np] = t[r]; continue; }
+            st = dfm_time_sample(dfm__gm_part_seed(tr->b.seed, k), drawn, tr->time_kind, tr->p1,
+                                 tr->p2, tr->eps, row_offset, rows, tcol);
+            if (st) return dfm__fail(&tr->b, st, "time sampling failed");
+            for (size_t r = 0; r < rows; r++) pt[r * np + k] = tcol[r];
+        }
+    } else {
+        for (size_t r = 0; r < rows; r++)
+            for (size_t k = 0; k < np; k++) pt[r * np + k] = t[r];
+    }
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa;
+    pa.rows = rows;
+    pa.row_offset = row_offset;
+    pa.draw = drawn;
+    pa.t = t;
+    if (tr->path->space.n_tokens) { /* members of the absent modality stay NULL */
+        pa.x1_tokens = x1t;
+        pa.x0_tokens = x0t;
+        pa.xt_tokens = xtt;
+    }
+    if (tr->path->space.n_reals) {
+        pa.x1_reals = x1r;
+        pa.x0_reals = x0r;
+        pa.xt_reals = xtr;
+        pa.x0_reals_out = x0o;
+    }
+    tr->path->b.seed = tr->b.seed;
+    tr->path->b.nthreads = tr->b.nthreads;
+    st = dfm_path_sample_parts(tr->path, &pa, tr->part_times && np > 1 ? pt : NULL);
+    if (st) {
+        tr->b.cb_raw = tr->path->b.cb_raw;
+        return dfm__fail(&tr->b, st, "path: %s", tr->path->b.err);
+    }
+    return 0;
+}
+
+typedef struct tbuf {
+    char *blk;
+    double *t, *pt, *values;
+    int32_t *xtt;
+    float *xtr, *x0o, *out, *grad;
+} tbuf;
+
+static int tbuf_alloc(dfm_trainer *tr, size_t rows, tbuf *b)
+{
+    size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals,
+           np = dfm_path_n_parts(tr->path), S = tr->loss->out_stride, tmp;
+    memset(b, 0, sizeof *b);
+    if (dfm__mul3(rows, np + 2 * nt + 3 * nr + 2 * S + 2, 8, &tmp))
+        return dfm__fail(&tr->b, DFM_EOVERFLOW, "rows x row size overflows");
+    size_t bytes = sizeof(double) * rows * (2 + np + nt + nr) +
+                   sizeof(int32_t) * rows * nt + sizeof(float) * rows * (3 * nr + 2 * S) + 16;
+    if (bytes > tr->cap) {
+        char *nb = (char *)dfm__alloc(&tr->b.mem, bytes);
+        if (!nb) return dfm__fail(&tr->b, DFM_ENOMEM, "cannot allocate the training batch");
+        dfm__free(&tr->b.mem, tr->scratch);
+        tr->scratch = nb;
+        tr->cap = bytes;
+    }
+    b->blk = tr->scratch;
+    b->t = (double *)b->blk;
+    b->pt = b->t + rows;
+    b->values = b->pt + rows * np;
+    b->xtr = (float *)(b->values + rows * (nt + nr));
+    b->x0o = b->xtr + rows * nr;
+    b->out = b->x0o + rows * nr;
+    b->grad = b->out + rows * S;
+    b->xtt = (int32_t *)(b->grad + rows * S);
+    return 0;
+}
+
+int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
+{
+    if (!tr) return DFM_EINVAL;
+    dfm__clear(&tr->b);
+    if (!a) return dfm__fail(&tr->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(dfm_train_draw_args))
+        return dfm__fail(&tr->b, DFM_EINVAL, "args->struct_size is too small");
+    size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals, rows = a->rows;
+    size_t nts = dfm_trainer_n_times(tr), np = dfm_path_n_parts(tr->path);
+    if (rows == 0) return 0;
+    if (!a->t) return dfm__fail(&tr->b, DFM_EINVAL, "args->t is NULL");
+    if (nt && (!a->x1_tokens || !a->xt_tokens))
+        return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_tokens / xt_tokens is NULL");
+    if (nr && (!a->x1_reals || !a->xt_reals))
+        return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_reals / xt_reals is NULL");
+    tbuf b;
+    int st = tbuf_alloc(tr, rows, &b);
+    if (st) return st;
+    st = draw(tr, rows, a->row_offset, a->x1_tokens, a->x1_reals, a->x0_tokens, a->x0_reals, b.t,
+              b.pt, b.values, b.xtt, b.xtr, b.x0o);
+    if (!st) {
+        memcpy(a->t, b.t, rows * sizeof(double));
+        if (a->part_t)
+            for (size_t r = 0; r < rows; r++)
+                for (size_t k = 0; k < nts; k++) a->part_t[r * nts + k] = b.pt[r * np + k];
+        if (nt) memcpy(a->xt_tokens, b.xtt, rows * nt * sizeof(int32_t));
+        if (nr) memcpy(a->xt_reals, b.xtr, rows * nr * sizeof(float));
+        if (nr && a->x0_reals_out) memcpy(a->x0_reals_out, b.x0o, rows * nr * sizeof(float));
+    }
+    return st;
+}
+
+int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
+{
+    if (!tr) return DFM_EINVAL;
+    dfm__clear(&tr->b);
+    if (!a) return dfm__fail(&tr->b, DFM_EINVAL, "args is NULL");
+    if (a->struct_size < sizeof(dfm_train_args))
+        return dfm__fail(&tr->b, DFM_EINVAL, "args->struct_size is too small");
+    if (!a->forward) return dfm__fail(&tr->b, DFM_EINVAL, "args->forward is NULL");
+    if (!a->loss) return dfm__fail(&tr->b, DFM_EINVAL, "args->loss is NULL");
+    size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals, rows = a->rows;
+    size_t np = dfm_path_n_parts(tr->path), nts = dfm_trainer_n_times(tr),
+           S = tr->loss->out_stride;
+    if (rows == 0) return dfm__fail(&tr->b, DFM_EINVAL, "a training step needs rows > 0");
+    if (nt && !a->x1_tokens) return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_tokens is NULL");
+    if (nr && !a->x1_reals) return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_reals is NULL");
+    tbuf b;
+    int st = tbuf_alloc(tr, rows, &b);
+    if (st) return st;
+    st = draw(tr, rows, a->row_offset, a->x1_tokens, a->x1_reals, a->x0_tokens, a->x0_reals, b.t,
+              b.pt, b.values, b.xtt, b.xtr, b.x0o);
+    if (!st && a->fixed) /* fixed positions are given: never noised */
+        for (size_t j = 0; j < rows * nt; j++)
+            if (a->fixed[j]) b.xtt[j] = a->x1_tokens[j];
+    dfm_model_io io;
+    memset(&io, 0, sizeof io);
+    io.struct_size = sizeof io;
+    io.rows = rows;
+    io.row_offset = a->row_offset;
+    io.t = b.t;
+    io.tokens = nt ? b.xtt : NULL;
+    io.n_tokens = nt;
+    io.reals = nr ? b.xtr : NULL;
+    io.n_reals = nr;
+    io.out = b.out;
+    io.out_stride = S;
+    io.branch = DFM_BRANCH_MAIN;
+    io.step = -1;
+    io.part_t = b.pt;
+    io.n_part_t = np;
+    if (!st) {
+        int raw = a->forward(&io, a->user_data);
+        if (raw) st = dfm__fail_callback(&tr->b, raw, "forward");
+    }
+    double loss = 0.0;
+    if (!st) {
+        dfm_loss_args la;
+        memset(&la, 0, sizeof la);
+        la.struct_size = sizeof la;
+        la.rows = rows;
+        la.t = b.t;
+        la.x1_tokens = a->x1_tokens;
+        la.xt_tokens = nt ? b.xtt : NULL;
+        la.fixed = a->fixed;
+        la.x0_reals = nr ? b.x0o : NULL;
+        la.x1_reals = a->x1_reals;
+        la.xt_reals = nr ? b.xtr : NULL;
+        la.out = b.out;
+        la.grad = b.grad;
+        la.values = b.values;
+        la.loss = &loss;
+        tr->loss->b.nthreads = tr->b.nthreads;
+        st = dfm_loss_eval_parts(tr->loss, &la, tr->part_times && np > 1 ? b.pt : NULL);
+        if (st) {
+            tr->b.cb_raw = tr->loss->b.cb_raw;
+            st = dfm__fail(&tr->b, st, "loss: %s", tr->loss->b.err);
+        }
+    }
+    if (!st && a->backward) {
+        int raw = a->backward(&io, b.grad, a->user_data);
+        if (raw) st = dfm__fail_callback(&tr->b, raw, "backward");
+    }
+    if (!st) {
+        *a->loss = loss;
+        if (a->t_out)
+            for (size_t r = 0; r < rows; r++)
+                for (size_t k = 0; k < nts; k++) a->t_out[r * nts + k] = b.pt[r * np + k];
+        tr->step++;
+    }
+    return st;
+}
+
+/* ---- general generator-matching loss ---- */
+
+typedef struct gml {
+    int kind;
+    dfm_cond_target_fn fn;
+    void *user;
+    dfm_space space;
+} gml;
+
+static void gml_destroy(dfm_loss *l)
+{
+    dfm__free(&l->b.mem, l->impl);
+    l->impl = NULL;
+}
+
+static int gml_clone(dfm_loss *dst, const dfm_loss *src)
+{
+    gml *d = (gml *)dfm__alloc(&dst->b.mem, sizeof(gml));
+    if (!d) return DFM_ENOMEM;
+    *d = *(const gml *)src->impl;
+    dst->impl = d;
+    return 0;
+}
+
+static int gml_eval(dfm_loss *l, const dfm_loss_args *a)
+{
+    const gml *g = (const gml *)l->impl;
+    size_t rows = a->rows, S = l->out_stride, nt = g->space.n_tokens, nr = g->space.n_reals;
+    size_t tmp, Vmax = 1;
+    if (dfm__mul3(rows, S + nt + nr + 1, 8, &tmp))
+        return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x row size overflows");
+    if (g->kind == DFM_GM_RATES) {
+        if (rows && (!a->xt_tokens || !a->x1_tokens))
+            return dfm__fail(&l->b, DFM_EINVAL, "args->xt_tokens / x1_tokens is NULL");
+        size_t bad;
+        if (dfm_space_check_tokens(&g->space, a->xt_tokens, rows, &bad))
+            return dfm__fail(&l->b, DFM_ERANGE, "xt_tokens[row %zu][coord %zu] is out of range",
+                             bad / nt, bad % nt);
+        for (size_t j = 0; j < nt; j++)
+            if ((size_t)dfm__space_vocab(&g->space, j) > Vmax)
+                Vmax = (size_t)dfm__space_vocab(&g->space, j);
+    }
+    size_t ncol = nt + nr;
+    size_t bytes = sizeof(float) * rows * 2 * S + sizeof(double) * (rows * ncol + 3 * Vmax) + 16;
+    char *blk = (char *)dfm__calloc(&l->b.mem, 1, bytes);
+    if (!blk) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate loss scratch");
+    double *vals = (double *)blk, *ab = vals + rows * ncol, *bb = ab + Vmax, *gb = bb + Vmax;
+    float *target = (float *)(gb + Vmax), *grad = target + rows * S;
+    dfm_cond_target_io io;
+    memset(&io, 0, sizeof io);
+    io.struct_size = sizeof io;
+    io.rows = rows;
+    io.t = a->t;
+    io.xt_tokens = a->xt_tokens;
+    io.x1_tokens = a->x1_tokens;
+    io.n_tokens = nt;
+    io.xt_reals = a->xt_reals;
+    io.x1_reals = a->x1_reals;
+    io.x0_reals = a->x0_reals;
+    io.n_reals = nr;
+    io.target = target;
+    io.target_stride = S;
+    int st = 0;
+    int raw = rows ? g->fn(&io, g->user) : 0;
+    if (raw) st = dfm__fail_callback(&l->b, raw, "conditional target");
+    double total = 0.0;
+    size_t counted = 0;
+    for (size_t r = 0; r < rows && !st; r++) {
+        const float *o = a->out + r * S, *tg = target + r * S;
+        float *gr = grad + r * S;
+        if (g->kind == DFM_GM_VELOCITY) {
+            for (size_t j = 0; j < S; j++) {
+                if (!isfinite(o[j]) || !isfinite(tg[j])) {
+                    st = dfm__fail(&l->b, DFM_ENUMERIC, "%s[row %zu][coord %zu] is not finite",
+                                   isfinite(o[j]) ? "target" : "out", r, j);
+                    break;
+                }
+                double e = (double)o[j] - (double)tg[j];
+                vals[r * ncol + j] = e * e;
+                total += e * e;
+                gr[j] = (float)(2.0 * e);
+            }
+            counted += S;
+            continue;
+        }
+        size_t off = 0;
+        for (size_t i = 0; i < nt && !st; i++) {
+            size_t V = (size_t)dfm__space_vocab(&g->space, i);
+            int32_t x = a->xt_tokens[r * nt + i];
+            if (a->fixed && a->fixed[r * nt + i]) { off += V; continue; }
+            size_t m = 0;
+            for (size_t y = 0; y < V; y++) {
+                if ((int32_t)y == x) continue;
+                ab[m] = tg[off + y];
+                bb[m] = o[off + y];
+                m++;
+            }
+            double v;
+            int bst = dfm_bregman_rates(ab, bb, m, &v, gb);
+            if (bst) {
+                st = dfm__fail(&l->b, bst, "row %zu, coord %zu: invalid rates (target and model "
+                               "rates must be finite and >= 0, model > 0 where the target is)",
+                               r, i);
+                break;
+            }
+            m = 0;
+            for (size_t y = 0; y < V; y++) gr[off + y] = (int32_t)y == x ? 0.0f : (float)gb[m++];
+            vals[r * ncol + i] = v;
+            total += v;
+            counted++;
+            off += V;
+        }
+    }
+    if (!st) {
+        double scale = 1.0;
+        if (l->reduction == DFM_REDUCE_MEAN) scale = counted ? 1.0 / (double)counted : 0.0;
+        if (a->grad)
+            for (size_t j = 0; j < rows * S; j++) a->grad[j] = (float)((double)grad[j] * scale);
+        if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vals, rows * ncol * sizeof(double));
+        *a->loss = total * scale;
+    }
+    dfm__free(&l->b.mem, blk);
+    return st;
+}
+
+static const dfm__loss_ops gml_ops = {gml_destroy, gml_clone, gml_eval, NULL, NULL, NULL, NULL};
+
+int dfm_loss_create_gm(dfm_loss **out, const dfm_space *space, int kind, dfm_cond_target_fn fn,
+                       void *user_data, const dfm_allocator *mem)
+{
+    if (!out) return DFM_EINVAL;
+    *out = NULL;
+    if (!space || !fn) return DFM_EINVAL;
+    size_t stride = 0;
+    if (kind == DFM_GM_VELOCITY) {
+        if (space->n_tokens || !space->n_reals) return DFM_EINVAL;
+        stride = space->n_reals;
+    } else if (kind == DFM_GM_RATES) {
+        if (space->n_reals || !space->n_tokens) return DFM_EINVAL;
+        for (size_t j = 0; j < space->n_tokens; j++) {
+            size_t V = (size_t)dfm__space_vocab(space, j);
+            if (stride > SIZE_MAX - V) return DFM_EOVERFLOW;
+            stride += V;
+        }
+    } else {
+        return DFM_EINVAL;
+    }
+    dfm_loss *l;
+    int st = dfm__loss_new(&l, kind == DFM_GM_VELOCITY ? DFM_LOSS_MSE : DFM_LOSS_BREGMAN_RATES,
+                           &gml_ops, NULL, mem);
+    if (st) return st;
+    gml *g = (gml *)dfm__alloc(&l->b.mem, sizeof(gml));
+    if (!g) { dfm_loss_free(l); return DFM_ENOMEM; }
+    g->kind = kind;
+    g->fn = fn;
+    g->user = user_data;
+    g->space = *space;
+    l->impl = g;
+    l->out_stride = stride;
+    *out = l;
+    return 0;
+}
