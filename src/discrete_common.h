@@ -61,7 +61,5 @@ static inline int32_t dfm__mix_source_draw_except(const dfm__mixture *m, int32_t
 
 /* discrete_sampler.c: sampler_init of factorized generators. */
 int dfm__ds_sampler_init(dfm_sampler *s, int method);
-/* Max of z and a finiteness check in one vectorised pass: *bad != 0 for NaN or +Inf. */
-float dfm__ds_max_check(const float *z, size_t n, int *bad);
 
 #endif

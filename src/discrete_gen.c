@@ -43,7 +43,7 @@ int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int3
                 return dfm__fail(&g->b, DFM_ERANGE, "tokens[row %zu][coord %zu] = %d is outside [0, %zu)",
                                  r, i, (int)x, V);
             int bad;
-            float mx = dfm__ds_max_check(logits + (r * d + i) * V, V, &bad);
+            float mx = dfm__max_check(logits + (r * d + i) * V, V, &bad);
             if (bad || mx == -INFINITY)
                 return dfm__fail(&g->b, DFM_ENUMERIC,
                                  "logits of row %zu coord %zu contain NaN/+Inf or are all -Inf", r, i);
@@ -70,7 +70,7 @@ int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int3
             const float *z = logits + (r * d + i) * V;
             float *u = rates + (r * d + i) * V;
             int bad;
-            float mx = dfm__ds_max_check(z, V, &bad);
+            float mx = dfm__max_check(z, V, &bad);
             double total = dfm__exp_shift_sum(z, V, mx, 1.0f, u);
             double sc = coef[r] / total;
             for (size_t y = 0; y < V; y++) u[y] = (float)((double)u[y] * sc);

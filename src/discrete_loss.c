@@ -29,62 +29,6 @@ static const dfm__loss_ops ce_ops;
 
 #define LANES 8
 
-/* Max of z and a NaN/+Inf flag in one vectorisable pass. */
-DFM_CLONES
-static float dl_max_check(const float *z, size_t n, int *bad)
-{
-    float m[LANES];
-    int b[LANES];
-    for (int k = 0; k < LANES; k++) { m[k] = -INFINITY; b[k] = 0; }
-    size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int k = 0; k < LANES; k++) {
-            float v = z[i + k];
-            b[k] |= (v != v) | (v == INFINITY);
-            m[k] = v > m[k] ? v : m[k];
-        }
-    }
-    float mm = -INFINITY;
-    int bb = 0;
-    for (; i < n; i++) {
-        float v = z[i];
-        bb |= (v != v) | (v == INFINITY);
-        mm = v > mm ? v : mm;
-    }
-    for (int k = 0; k < LANES; k++) {
-        bb |= b[k];
-        mm = m[k] > mm ? m[k] : mm;
-    }
-    *bad = bb;
-    return mm;
-}
-
-/* dst[j] = exp(src[j] - shift) for src[j] <= shift, returned sum in double. Computed as
- * 2^y, y = (src - shift) log2(e) (the difference first, so huge logits keep their precision): y = n + f with n an integer and |f| <= 1/2, 2^f by a degree-5
- * polynomial (Chebyshev fit, relative error < 2e-7), 2^n through the exponent bits; y <= -126
- * (and -Inf) gives 0. Written with vector extensions where the compiler has them, so that the
- * loop is vectorised at -O2 (the scalar loop is not if-converted there). */
-#define DL_C0 1.0000001192092896f
-#define DL_C1 0.6931471824645996f
-#define DL_C2 0.2402210682630539f
-#define DL_C3 0.055503569543361664f
-#define DL_C4 0.009676031768321991f
-#define DL_C5 0.0013390863314270973f
-#define DL_LOG2E 1.44269504088896341f
-#define DL_MAGIC 12582912.0f /* 1.5 * 2^23: x + magic - magic rounds to an integer */
-
-static inline float dl_exp2_nonpos(float y)
-{
-    if (!(y > -126.0f)) return 0.0f;
-    float n = (y + DL_MAGIC) - DL_MAGIC;
-    float f = y - n;
-    float q = ((((DL_C5 * f + DL_C4) * f + DL_C3) * f + DL_C2) * f + DL_C1) * f + DL_C0;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
-    float sc;
-    memcpy(&sc, &bits, sizeof sc);
-    return q * sc;
-}
-
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
 #define DL_VEC 1
 typedef float dl_v8f __attribute__((vector_size(32)));
@@ -92,51 +36,6 @@ typedef int32_t dl_v8i __attribute__((vector_size(32)));
 typedef float dl_v4f __attribute__((vector_size(16)));
 typedef double dl_v4d __attribute__((vector_size(32)));
 #endif
-
-DFM_CLONES
-static double dl_exp_sum(const float *src, size_t n, float shift, float *dst)
-{
-    size_t i = 0;
-    double total = 0.0;
-#ifdef DL_VEC
-    const dl_v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
-    const dl_v8f L = zero + DL_LOG2E, sh = zero + shift, lo = zero - 126.0f, mg = zero + DL_MAGIC;
-    dl_v4d acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
-    /* Blocks of 128: float lanes inside a block (16 terms each), double across blocks; a
-     * double accumulator per vector would cost more than the exp itself. */
-    while (i + 8 <= n) {
-        size_t end = n - i >= 128 ? i + 128 : n;
-        dl_v8f af = zero;
-        for (; i + 8 <= end; i += 8) {
-            dl_v8f x;
-            memcpy(&x, src + i, sizeof x);
-            dl_v8f y = (x - sh) * L;
-            dl_v8i keep = y > lo;
-            y = (dl_v8f)((dl_v8i)y & keep);
-            dl_v8f nn = (y + mg) - mg;
-            dl_v8f f = y - nn;
-            dl_v8f q = ((((DL_C5 * f + DL_C4) * f + DL_C3) * f + DL_C2) * f + DL_C1) * f + DL_C0;
-            dl_v8i e = (__builtin_convertvector(nn, dl_v8i) + 127) << 23;
-            dl_v8f v = q * (dl_v8f)e;
-            v = (dl_v8f)((dl_v8i)v & keep);
-            memcpy(dst + i, &v, sizeof v);
-            af += v;
-        }
-        dl_v4f h0, h1;
-        memcpy(&h0, &af, sizeof h0);
-        memcpy(&h1, (const char *)&af + sizeof h0, sizeof h1);
-        acc0 += __builtin_convertvector(h0, dl_v4d);
-        acc1 += __builtin_convertvector(h1, dl_v4d);
-    }
-    for (int k = 0; k < 4; k++) total += acc0[k] + acc1[k];
-#endif
-    for (; i < n; i++) {
-        float v = dl_exp2_nonpos((src[i] - shift) * DL_LOG2E);
-        dst[i] = v;
-        total += (double)v;
-    }
-    return total;
-}
 
 DFM_CLONES
 static void dl_scale(float *g, size_t n, float s)
@@ -196,7 +95,7 @@ static inline int dl_counted(const dl_eval *e, size_t k)
 static inline int dl_check_coord(const dl_eval *e, const float *z, size_t k, float *m)
 {
     int bad;
-    *m = dl_max_check(z, (size_t)e->V, &bad);
+    *m = dfm__max_check(z, (size_t)e->V, &bad);
     if (bad) return 1;
     if (*m == -INFINITY) return 2;
     int need_b = !e->gkl || e->xt[k] != e->x1[k];
@@ -258,7 +157,7 @@ static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
             /* The two logits the value needs are read first: grad may alias out (in place). */
             int32_t b = e->x1[k], a = e->gkl ? e->xt[k] : b;
             double za = (double)z[a] - (double)m, zb = (double)z[b] - (double)m;
-            double S = dl_exp_sum(z, V, m, g);
+            double S = dfm__exp_shift_sum(z, V, m, 1.0f, g);
             double logS = log(S);
             double lpb = zb - logS;
             double v;

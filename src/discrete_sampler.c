@@ -17,92 +17,6 @@ typedef struct ds_impl {
 
 #define LANES 8
 
-DFM_CLONES
-float dfm__ds_max_check(const float *z, size_t n, int *bad)
-{
-    float m[LANES];
-    int b[LANES];
-    for (int k = 0; k < LANES; k++) { m[k] = -INFINITY; b[k] = 0; }
-    size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int k = 0; k < LANES; k++) {
-            float v = z[i + k];
-            b[k] |= (v != v) | (v == INFINITY);
-            m[k] = v > m[k] ? v : m[k];
-        }
-    }
-    float mm = -INFINITY;
-    int bb = 0;
-    for (; i < n; i++) {
-        float v = z[i];
-        bb |= (v != v) | (v == INFINITY);
-        mm = v > mm ? v : mm;
-    }
-    for (int k = 0; k < LANES; k++) {
-        bb |= b[k];
-        mm = m[k] > mm ? m[k] : mm;
-    }
-    *bad = bb;
-    return mm;
-}
-
-/* w[j] = exp((z[j] - shift) * scale) for z[j] <= shift, returning the sum in double. Same
- * Cody-Waite + degree-6 polynomial as the library's exp (relative error < 2e-7), written with
- * GNU vector extensions so that the 2^n scaling is a free bit cast (the portable fallback is
- * dfm__exp_shift_sum). Lanes are summed in double. */
-#if defined(__GNUC__) && ((defined(__clang__) && __clang_major__ >= 5) || (!defined(__clang__) && __GNUC__ >= 9))
-typedef float ds_v8f __attribute__((vector_size(32)));
-typedef int32_t ds_v8i __attribute__((vector_size(32)));
-typedef float ds_v4f __attribute__((vector_size(16)));
-typedef double ds_v4d __attribute__((vector_size(32)));
-
-DFM_CLONES
-static double ds_exp_sum(const float *z, size_t n, float shift, float scale, float *w)
-{
-    const ds_v8f log2e = {1.44269504088896341f, 1.44269504088896341f, 1.44269504088896341f,
-                          1.44269504088896341f, 1.44269504088896341f, 1.44269504088896341f,
-                          1.44269504088896341f, 1.44269504088896341f};
-    ds_v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
-    ds_v8f m87 = zero - 87.0f, magic = zero + 12582912.0f, vs = zero + scale, vsh = zero + shift;
-    ds_v4d acc0 = {0, 0, 0, 0}, acc1 = {0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        ds_v8f zv;
-        memcpy(&zv, z + i, sizeof zv);
-        ds_v8f x = (zv - vsh) * vs;
-        ds_v8i under = x < m87;
-        ds_v8f xc = (ds_v8f)(((ds_v8i)x & ~under) | ((ds_v8i)m87 & under));
-        ds_v8f tm = xc * log2e + magic; /* n sits in the low mantissa bits of tm */
-        ds_v8f nn = tm - magic;
-        ds_v8f r = xc - nn * 0.693359375f - nn * -2.12194440e-4f;
-        ds_v8f q = zero + 1.0f / 720.0f;
-        q = q * r + 1.0f / 120.0f;
-        q = q * r + 1.0f / 24.0f;
-        q = q * r + 1.0f / 6.0f;
-        q = q * r + 0.5f;
-        q = q * r + 1.0f;
-        q = q * r + 1.0f;
-        ds_v8i e = ((ds_v8i)tm - (0x4B400000 - 127)) << 23;
-        ds_v8f v = q * (ds_v8f)e;
-        v = (ds_v8f)((ds_v8i)v & ~under);
-        memcpy(w + i, &v, sizeof v);
-        ds_v4f lo, hi;
-        memcpy(&lo, &v, sizeof lo);
-        memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
-        acc0 += __builtin_convertvector(lo, ds_v4d);
-        acc1 += __builtin_convertvector(hi, ds_v4d);
-    }
-    double total = 0.0;
-    if (i < n) total = dfm__exp_shift_sum(z + i, n - i, shift, scale, w + i);
-    for (int k = 0; k < 4; k++) total += acc0[k] + acc1[k];
-    return total;
-}
-#else
-static double ds_exp_sum(const float *z, size_t n, float shift, float scale, float *w)
-{
-    return dfm__exp_shift_sum(z, n, shift, scale, w);
-}
-#endif
 
 /* Sum of nonnegative finite rates except index skip; *bad set for NaN, Inf or negative. */
 DFM_CLONES
@@ -269,10 +183,10 @@ static int purity_row(step_ctx *c, size_t r, int tid)
         if (a->fixed && a->fixed[r * c->d + i]) continue;
         const float *z = z0 + i * c->V;
         int bad;
-        float mx = dfm__ds_max_check(z, c->V, &bad);
+        float mx = dfm__max_check(z, c->V, &bad);
         if (bad || mx == -INFINITY) return fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
         if (x[i] != mask) continue;
-        double tot = ds_exp_sum(z, c->V, mx, c->scale, w);
+        double tot = dfm__exp_shift_sum(z, c->V, mx, c->scale, w);
         double ex = tot - (double)w[mask];
         w[mask] = 0.0f;
         float best = 0.0f;
@@ -293,8 +207,8 @@ static int purity_row(step_ctx *c, size_t r, int tid)
         size_t i = (size_t)cf[k].idx;
         const float *z = z0 + i * c->V;
         int bad;
-        float mx = dfm__ds_max_check(z, c->V, &bad);
-        double tot = ds_exp_sum(z, c->V, mx, c->scale, w);
+        float mx = dfm__max_check(z, c->V, &bad);
+        double tot = dfm__exp_shift_sum(z, c->V, mx, c->scale, w);
         double u1, u2;
         dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
         int32_t y = draw_except(w, c->V, tot, mask, u2);
@@ -346,22 +260,22 @@ static int step_rows(void *vctx, size_t begin, size_t end, int tid)
                 if (w[t] > 0.0f) y = t;
             } else {
                 int bad;
-                float mx = dfm__ds_max_check(z, V, &bad);
+                float mx = dfm__max_check(z, V, &bad);
                 if (bad || mx == -INFINITY) return fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
                 dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
                 if (c->method == DFM_METHOD_EXACT) {
                     if (u1 < c->pj) {
-                        double tot = ds_exp_sum(z, V, mx, c->scale, w);
+                        double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
                         y = dfm__draw_weights_f(w, V, tot, u2);
                     } else if (c->extra) {
-                        double tot = ds_exp_sum(z, V, mx, c->scale, w);
+                        double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
                         double px = (double)w[xi] / tot, ue1, ue2;
                         dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &ue1, &ue2);
                         y = extra_jump(c, w, tot, xi, grow, (uint32_t)i, c->A * (1.0 - px),
                                        c->B * (1.0 - dfm__mix_p0(c->m, xi)), ue1, ue2);
                     }
                 } else if (c->final_draw) { /* Euler, last step: x_t = the x1 sample */
-                    double tot = ds_exp_sum(z, V, mx, c->scale, w);
+                    double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
                     y = dfm__draw_weights_f(w, V, tot, u2);
                 } else {
                     /* Euler exactly as flow_matching's MixtureDiscreteEulerSolver: draw x1 ~ p,
@@ -371,7 +285,7 @@ static int step_rows(void *vctx, size_t begin, size_t end, int tid)
                      * for the larger lambda, x1 is not needed (same law, no softmax). */
                     double lb = c->B * (1.0 - dfm__mix_p0(c->m, xi)), l1 = c->A + lb;
                     if (l1 > 0.0 && u1 < -expm1(-c->h * l1)) {
-                        double tot = ds_exp_sum(z, V, mx, c->scale, w);
+                        double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
                         int32_t x1 = dfm__draw_weights_f(w, V, tot, u2);
                         double lam = x1 != xi ? l1 : lb;
                         if (x1 != xi && lb <= 0.0) {

@@ -154,7 +154,7 @@ static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
             if (bk->exact) {
                 const float *z = c->out[0] + r * c->gs->bstride[0] + bk->c[0].off + i * (size_t)V;
                 int bad;
-                float mxz = dfm__ds_max_check(z, (size_t)V, &bad);
+                float mxz = dfm__max_check(z, (size_t)V, &bad);
                 if (bad || mxz == -INFINITY) return rec_err(c, tid, DFM_ENUMERIC, r, i);
                 double pj = c->kt >= 1.0 ? 0.0 : (c->kh - c->kt) / (1.0 - c->kt);
                 if (u1 < pj) {
@@ -198,7 +198,7 @@ static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
                         }
                     } else {
                         int bad;
-                        float zmax = dfm__ds_max_check(z, (size_t)V, &bad);
+                        float zmax = dfm__max_check(z, (size_t)V, &bad);
                         if (bad || zmax == -INFINITY) return rec_err(c, tid, DFM_ENUMERIC, r, i);
                         /* vectorised softmax: p(v) = pf[v] / tot */
                         double sc = f / dfm__exp_shift_sum(z, (size_t)V, zmax, 1.0f, pf);

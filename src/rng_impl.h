@@ -86,6 +86,8 @@ int dfm__logsumexp(const float *z, size_t n, double *lse, float *zmax);
 /* Fast exp for x <= 0 (float, ~2 ulp), vectorisable. Writes dst[i] = exp(src[i] - shift) and
  * returns the sum in double. */
 double dfm__exp_shift_sum(const float *src, size_t n, float shift, float scale, float *dst);
+/* Max of z and a finiteness check in one pass: *bad != 0 when a NaN or +Inf is present. */
+float dfm__max_check(const float *z, size_t n, int *bad);
 /* argmax (lowest index on ties); DFM_ENUMERIC on NaN or +Inf or all -Inf. */
 int dfm__argmax(const float *z, size_t n, int32_t *out);
 /* Inverse-CDF draw from nonnegative float weights with known double total. */
