@@ -95,9 +95,10 @@ $(STLIB): $(OBJS) | lib
 	rm -f $@
 	ar rcs $@ $(OBJS)
 
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|'
 dfm.pc: dfm.pc.in include/dfm/common.h Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|' $< > $@
+	$(PC_SED) $< > $@
 
 # ---- tests ----
 _build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/libdfm.so | _build/tests
@@ -127,12 +128,12 @@ bench: all $(addprefix _build/bench/,$(BENCHES))
 # ---- install ----
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/dfm $(DESTDIR)$(LIBDIR)/pkgconfig
-	install -m 644 include/dfm/*.h $(DESTDIR)$(INCLUDEDIR)/dfm/
+	install -m 644 include/dfm/*.h include/dfm/*.hpp $(DESTDIR)$(INCLUDEDIR)/dfm/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libdfm.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libdfm.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
-	install -m 644 dfm.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(PC_SED) dfm.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/dfm.pc
 
 uninstall:
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/dfm

@@ -12,11 +12,3 @@ examples-cxx: all $(CXX_EX_BINS)
 	@for b in $(CXX_EX_BINS); do ./$$b || exit 1; done
 
 examples: examples-cxx
-
-# The Makefile's install copies include/dfm/*.h; the C++ wrapper header goes with them.
-.PHONY: install-hpp
-install-hpp:
-	install -d $(DESTDIR)$(INCLUDEDIR)/dfm
-	install -m 644 include/dfm/dfm.hpp $(DESTDIR)$(INCLUDEDIR)/dfm/
-
-install: install-hpp
