@@ -29,7 +29,7 @@ run-distributed: distributed
 	  $(MPIRUN) -np $(MPI_NP) ./_build/examples/distributed $(DIST_ARGS)
 else
 run-distributed:
-	@echo "$(MPI_SKIP_MSG) (or $(MPIRUN) missing)"
+	@echo "distributed: needs $(MPICC) and $(MPIRUN); not run (install: apt-get install $(MPI_DEB_PKGS))"
 endif
 
 deps-mpi:
