@@ -125,12 +125,12 @@ class TestProduct(unittest.TestCase):
         self.assertEqual((g.n_tokens, g.n_reals), (1, 1))
         return g
 
-    def sample(self, model, steps, part_times=False):
+    def sample(self, model, steps, part_times=False, rows=R):
         g = self.generator()
         if part_times:
             g.set_part_time_fn(token_first)
         with dfm.Sampler(g, "exact", steps=steps, seed=1234) as s:
-            res = s.run(model, rows=self.R)
+            res = s.run(model, rows=rows)
         self.assertEqual(model.calls, steps)          # one model call per step for both parts
         return res.tokens[:, 0], res.reals[:, 0].astype(np.float64)
 
@@ -159,7 +159,7 @@ class TestProduct(unittest.TestCase):
 
     def test_wrong_dependence_fails(self):
         # right marginals, but the token posterior ignores the real part: conditional means off
-        tok, y = self.sample(JointModel(ignore_real=True), 200)
+        tok, y = self.sample(JointModel(ignore_real=True), 200, rows=8000)
         self.assertTrue(any("mean" in b for b in self.joint_bad(tok, y)))
 
     def test_part_times_token_first(self):
@@ -170,7 +170,7 @@ class TestProduct(unittest.TestCase):
                 if self.calls in (0, 150, 300):
                     seen.append((t[0], info.part_t[0].copy()))
                 JointModel.__call__(self, t, tokens, reals, out, info)
-        tok, y = self.sample(M(), 400, part_times=True)
+        tok, y = self.sample(M(), 400, part_times=True, rows=10000)
         self.assertEqual(self.joint_bad(tok, y), [])
         for t, pt in seen:                            # the model sees tau(t), io.t stays t
             self.assertTrue(np.allclose(pt, token_first(t)))
@@ -205,11 +205,17 @@ class TestProduct(unittest.TestCase):
 
 
 def gaussian_x1(t, x, m, S):
-    """E[X1 | X_t = x] for X1 ~ N(m, S), X0 ~ N(0, I), X_t = t X1 + (1 - t) X0."""
-    t = t[:, None, None]
-    A = t * t * S[None] + (1 - t) ** 2 * np.eye(len(m))[None]
-    r = np.linalg.solve(A, (x - t[:, :, 0] * m[None])[:, :, None])
-    return m[None] + t[:, :, 0] * np.einsum("ij,rj->ri", S, r[:, :, 0])
+    """E[X1 | X_t = x] = m + t S A^-1 (x - t m), A = t^2 S + (1 - t)^2 I, for X1 ~ N(m, S),
+    X0 ~ N(0, I), X_t = t X1 + (1 - t) X0 (one solve per distinct time)."""
+    def gain(tv):
+        return tv * np.linalg.solve(tv * tv * S + (1 - tv) ** 2 * np.eye(len(m)), S)
+    if np.all(t == t[0]):
+        return m[None] + (x - t[0] * m[None]) @ gain(t[0])
+    out = np.empty_like(x)
+    for tv in np.unique(t):
+        sel = t == tv
+        out[sel] = m[None] + (x[sel] - tv * m[None]) @ gain(tv)
+    return out
 
 
 class TestSuperposition(unittest.TestCase):
@@ -247,18 +253,16 @@ class TestSuperposition(unittest.TestCase):
             bad.append("cov %s" % c.ravel())
         return bad
 
-    def sample_reals(self, g, copies=1):
+    def sample_reals(self, g, copies=1, rows=None):
         with dfm.Sampler(g, "euler_maruyama", steps=400, seed=99) as s:
-            return s.run(self.model(copies), rows=self.R).reals.astype(np.float64)
+            return s.run(self.model(copies), rows=rows or self.R).reals.astype(np.float64)
 
     def test_flow_plus_diffusion_gaussian(self):
         self.assertEqual(self.moments_bad(self.sample_reals(self.superposition())), [])
 
     def test_separate_outputs_identical_to_shared(self):
-        a = self.sample_reals(self.superposition(shared=False), copies=2)[:2000]
-        g = self.superposition()
-        with dfm.Sampler(g, "euler_maruyama", steps=400, seed=99) as s:
-            b = s.run(self.model(1), rows=2000).reals.astype(np.float64)
+        a = self.sample_reals(self.superposition(shared=False), copies=2, rows=2000)
+        b = self.sample_reals(self.superposition(), rows=2000)
         self.assertTrue(np.array_equal(a, b))
 
     def test_time_dependent_weights(self):
