@@ -10,7 +10,8 @@ from .errors import DfmError, strerror
 from .handles import (Generator, Loss, LossResult, Path, PathSample, RunResult, Sampler,
                       SchedValues, Scheduler, Space, SpacePart)
 from ._util import ModelInfo
-from . import rng, ctmc
+from . import rng, ctmc, gm
+from .gm import CondTarget, Trainer, TrainDraw, TrainStep
 from .rng import time_sample
 from .ctmc import Ctmc
 

@@ -128,6 +128,65 @@ cond_path_fn = CFUNCTYPE(c_int, c_double, c_int32, POINTER(c_double), POINTER(c_
                          c_void_p)
 distance_fn = CFUNCTYPE(c_int, c_int32, POINTER(c_double), c_int32, c_void_p)
 rate_matrix_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_size_t, c_void_p)
+# generator matching (gm.h)
+part_time_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_size_t, c_void_p)
+weight_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_size_t, c_void_p)
+backward_fn = CFUNCTYPE(c_int, POINTER(dfm_model_io), POINTER(c_float), c_void_p)
+
+
+class dfm_cond_target_io(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("t", POINTER(c_double)),
+        ("xt_tokens", POINTER(c_int32)),
+        ("x1_tokens", POINTER(c_int32)),
+        ("n_tokens", c_size_t),
+        ("xt_reals", POINTER(c_float)),
+        ("x1_reals", POINTER(c_float)),
+        ("x0_reals", POINTER(c_float)),
+        ("n_reals", c_size_t),
+        ("target", POINTER(c_float)),
+        ("target_stride", c_size_t),
+    ]
+
+
+cond_target_fn = CFUNCTYPE(c_int, POINTER(dfm_cond_target_io), c_void_p)
+
+
+class dfm_train_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("x1_tokens", POINTER(c_int32)),
+        ("x1_reals", POINTER(c_float)),
+        ("x0_tokens", POINTER(c_int32)),
+        ("x0_reals", POINTER(c_float)),
+        ("fixed", POINTER(c_uint8)),
+        ("forward", model_fn),
+        ("backward", backward_fn),
+        ("user_data", c_void_p),
+        ("loss", POINTER(c_double)),
+        ("t_out", POINTER(c_double)),
+    ]
+
+
+class dfm_train_draw_args(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("x1_tokens", POINTER(c_int32)),
+        ("x1_reals", POINTER(c_float)),
+        ("x0_tokens", POINTER(c_int32)),
+        ("x0_reals", POINTER(c_float)),
+        ("t", POINTER(c_double)),
+        ("part_t", POINTER(c_double)),
+        ("xt_tokens", POINTER(c_int32)),
+        ("xt_reals", POINTER(c_float)),
+        ("x0_reals_out", POINTER(c_float)),
+    ]
 
 
 class dfm_run_args(Structure):
@@ -333,6 +392,37 @@ _PROTOS = {
                                        S, PD]),
     "dfm_ctmc_kinetic_rates": (c_int, [PD, PD, S, PD]),
     "dfm_bregman_rates": (c_int, [PD, PD, S, PD, PD]),
+    # generator matching (gm.h)
+    "dfm_path_create_product": (c_int, [HP, POINTER(c_void_p), S, A]),
+    "dfm_path_n_parts": (S, [H]),
+    "dfm_path_part": (c_void_p, [H, S]),
+    "dfm_path_sample_parts": (c_int, [H, POINTER(dfm_path_sample_args), PD]),
+    "dfm_generator_create_product": (c_int, [HP, POINTER(c_void_p), S, A]),
+    "dfm_generator_set_part_time_fn": (c_int, [H, part_time_fn, c_void_p]),
+    "dfm_generator_n_parts": (S, [H]),
+    "dfm_loss_create_product": (c_int, [HP, H, POINTER(c_void_p), PD, S, A]),
+    "dfm_loss_eval_parts": (c_int, [H, POINTER(dfm_loss_args), PD]),
+    "dfm_generator_create_superposition": (c_int, [HP, POINTER(c_void_p), PD, S, A]),
+    "dfm_generator_set_weight_fn": (c_int, [H, weight_fn, c_void_p]),
+    "dfm_generator_superposition_set_input": (c_int, [H, S, c_int, c_int64]),
+    "dfm_generator_branch_stride": (S, [H, c_int]),
+    "dfm_generator_create_guidance": (c_int, [HP, H, H, c_double, A]),
+    "dfm_generator_create_mixture_backward": (c_int, [HP, H, A]),
+    "dfm_sampler_step_clamped": (c_int, [H, PI64]),
+    "dfm_trainer_create": (c_int, [HP, H, H, A]),
+    "dfm_trainer_free": (None, [H]),
+    "dfm_trainer_last_error": (c_char_p, [H]),
+    "dfm_trainer_callback_status": (c_int, [H]),
+    "dfm_trainer_set_int": (c_int, [H, c_int, c_int64]),
+    "dfm_trainer_get_int": (c_int, [H, c_int, PI64]),
+    "dfm_trainer_set_double": (c_int, [H, c_int, c_double]),
+    "dfm_trainer_get_double": (c_int, [H, c_int, PD]),
+    "dfm_trainer_step_count": (c_uint64, [H]),
+    "dfm_trainer_set_step": (c_int, [H, c_uint64]),
+    "dfm_trainer_n_times": (S, [H]),
+    "dfm_trainer_step": (c_int, [H, POINTER(dfm_train_args)]),
+    "dfm_trainer_draw": (c_int, [H, POINTER(dfm_train_draw_args)]),
+    "dfm_loss_create_gm": (c_int, [HP, H, c_int, cond_target_fn, c_void_p, A]),
 }
 
 for _name, (_res, _args) in _PROTOS.items():

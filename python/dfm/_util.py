@@ -98,10 +98,15 @@ class Callback:
         return e
 
 
-ModelInfo = collections.namedtuple("ModelInfo", "row_offset step branch rows")
+ModelInfo = collections.namedtuple("ModelInfo", "row_offset step branch rows part_t",
+                                   defaults=(None,))
+ModelInfo.__doc__ = """What a model call is for: row_offset (global index of row 0), step
+(sampler step or -1), branch (BRANCH_MAIN / BRANCH_UNCOND), rows, and part_t: the per-part
+times of a product space, a read-only (rows, n_part_t) float64 view, or None."""
 
 _IO_BRANCH_END = _lib.dfm_model_io.branch.offset + ctypes.sizeof(ctypes.c_int)
 _IO_STEP_END = _lib.dfm_model_io.step.offset + ctypes.sizeof(ctypes.c_int)
+_IO_PART_END = _lib.dfm_model_io.n_part_t.offset + ctypes.sizeof(ctypes.c_size_t)
 
 
 def _wants_info(fn, n_plain):
@@ -126,7 +131,10 @@ def io_views(io):
     reals = view(io.reals, (rows, io.n_reals), F32, True) if io.reals else None
     branch = io.branch if io.struct_size >= _IO_BRANCH_END else 0
     step = io.step if io.struct_size >= _IO_STEP_END else -1
-    info = ModelInfo(io.row_offset, step, branch, rows)
+    part_t = None
+    if io.struct_size >= _IO_PART_END and io.part_t and io.n_part_t:
+        part_t = view(io.part_t, (rows, io.n_part_t), F64, True)
+    info = ModelInfo(io.row_offset, step, branch, rows, part_t)
     return t, tokens, reals, info
 
 

@@ -391,14 +391,19 @@ class Path(_Options, Handle):
         return Scheduler(create("dfm_scheduler_clone", s, None), self._cbs) if s else None
 
     def sample(self, t, x1_tokens=None, x1_reals=None, *, x0_tokens=None, x0_reals=None,
-               row_offset=0, draw=0):
+               row_offset=0, draw=0, part_t=None):
         """x_t ~ p_t(. | x1) per row. Returns PathSample(xt_tokens, xt_reals, target_reals,
         x0_reals): the continuous conditional velocity target and the x0 used (None for
-        discrete-only paths)."""
+        discrete-only paths). part_t: optional (rows, n_parts) float64 per-part times
+        (dfm_path_sample_parts; see Path.sample_parts)."""
         x1 = x1_tokens if x1_tokens is not None else x1_reals
         rows = x1.shape[0] if isinstance(x1, np.ndarray) and x1.ndim >= 1 else None
+        if rows is None and isinstance(part_t, np.ndarray) and part_t.ndim == 2:
+            rows = part_t.shape[0]
         t = _times(t, rows)
         rows = t.shape[0]
+        if part_t is not None:
+            part_t = arr(part_t, F64, (rows, L.dfm_path_n_parts(self._ptr)), "part_t")
         nt, nr = self.n_tokens, self.n_reals
         x1_tokens = arr(x1_tokens, I32, (rows, nt), "x1_tokens", optional=nt == 0)
         x0_tokens = arr(x0_tokens, I32, (rows, nt), "x0_tokens", optional=True)
@@ -419,7 +424,10 @@ class Path(_Options, Handle):
         a.x1_tokens, a.x0_tokens, a.xt_tokens = ptr(x1_tokens), ptr(x0_tokens), ptr(xt_t)
         a.x1_reals, a.x0_reals, a.xt_reals = ptr(x1_reals), ptr(x0_reals), ptr(xt_r)
         a.target_reals, a.x0_reals_out = ptr(tg), ptr(x0o)
-        self._call("dfm_path_sample", ctypes.byref(a))
+        if part_t is None:
+            self._call("dfm_path_sample", ctypes.byref(a))
+        else:
+            self._call("dfm_path_sample_parts", ctypes.byref(a), ptr(part_t))
         return PathSample(xt_t, xt_r, tg, x0o)
 
     def _n_cond(self):
@@ -603,9 +611,10 @@ class Loss(_Options, Handle):
     _cbs_name = "dfm_loss_callback_status"
     _prefix = "loss"
 
-    def __init__(self, h, callbacks, n_tokens, n_reals, out_stride):
+    def __init__(self, h, callbacks, n_tokens, n_reals, out_stride, n_parts=1):
         super().__init__(h, callbacks)
         self.n_tokens, self.n_reals, self.out_stride = n_tokens, n_reals, out_stride
+        self.n_parts = n_parts   # time values per row of eval(part_t=...)
 
     @classmethod
     def generalized_kl(cls, path):
@@ -635,7 +644,7 @@ class Loss(_Options, Handle):
 
     def clone(self):
         return Loss(create("dfm_loss_clone", self._ptr, None), self._cbs, self.n_tokens,
-                    self.n_reals, self.out_stride)
+                    self.n_reals, self.out_stride, self.n_parts)
 
     @property
     def kind(self):
@@ -650,13 +659,16 @@ class Loss(_Options, Handle):
         self.set_int(C.OPT_REDUCTION, _enum(v, REDUCTIONS, "reduction"))
 
     def eval(self, out, t, *, x1_tokens=None, xt_tokens=None, fixed=None, x0_reals=None,
-             x1_reals=None, xt_reals=None, grad=True):
+             x1_reals=None, xt_reals=None, grad=True, part_t=None):
         """Loss value and gradient wrt the model output out (rows, out_stride) float32.
         Returns LossResult(loss: float, grad: float32 array like out or None, values: float64
-        (rows, n_tokens + n_reals) for reduction "none", else None)."""
+        (rows, n_tokens + n_reals) for reduction "none", else None). part_t: optional
+        (rows, n_parts) float64 per-part times (dfm_loss_eval_parts)."""
         out = arr(out, F32, (None, self.out_stride), "out")
         rows = out.shape[0]
         t = _times(t, rows)
+        if part_t is not None:
+            part_t = arr(part_t, F64, (rows, self.n_parts), "part_t")
         nt, nr = self.n_tokens, self.n_reals
         x1_tokens = arr(x1_tokens, I32, (rows, nt), "x1_tokens", optional=True)
         xt_tokens = arr(xt_tokens, I32, (rows, nt), "xt_tokens", optional=True)
@@ -679,7 +691,10 @@ class Loss(_Options, Handle):
         a.x0_reals, a.x1_reals, a.xt_reals = ptr(x0_reals), ptr(x1_reals), ptr(xt_reals)
         a.out, a.grad, a.values = ptr(out), ptr(g), ptr(vals)
         a.loss = ctypes.pointer(loss)
-        self._call("dfm_loss_eval", ctypes.byref(a))
+        if part_t is None:
+            self._call("dfm_loss_eval", ctypes.byref(a))
+        else:
+            self._call("dfm_loss_eval_parts", ctypes.byref(a), ptr(part_t))
         return LossResult(loss.value, g, vals)
 
     def elbo(self, model, x1_tokens, n_t=8, *, fixed=None, chunk_rows=0, row_offset=0, draw=0):
