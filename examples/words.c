@@ -167,20 +167,33 @@ static int well_formed(const int32_t *tok, int L)
     return 1;
 }
 
-/* ---- the model callback: the MLP with the mask token ruled out ----
- * The data never contains the mask token, so its posterior probability is 0: we set its logit
- * to -INFINITY (libdfm accepts -Inf logits as probability 0), which keeps sampled words free of
- * masks and spares the network from learning it. */
-static void forbid_mask(float *out, size_t rows, int L)
+/* ---- the model callback: the MLP's logits, made exact where they can be ----
+ * With the mask source the posterior p_{1|t}(. | x_t) is known exactly at two places, and we
+ * write it there instead of asking the network to learn it (MDLM's "carry-over unmasking"):
+ *  - the data never holds the mask token, so its probability is 0 (logit -INFINITY; libdfm
+ *    accepts -Inf logits as probability 0), which also keeps masks out of the samples;
+ *  - an unmasked position keeps its letter until t = 1, so its posterior is a point mass on it.
+ * The network's outputs are then only used at masked positions, and the generalized-KL loss's
+ * gradient is exactly 0 elsewhere, so all of its capacity goes to the letters still hidden. */
+static void exact_where_known(float *out, const int32_t *xt, size_t rows, int L)
 {
     for (size_t r = 0; r < rows; r++)
-        for (int i = 0; i < L; i++) out[(r * (size_t)L + (size_t)i) * VOCAB + MASK] = -INFINITY;
+        for (int i = 0; i < L; i++) {
+            float *z = out + (r * (size_t)L + (size_t)i) * VOCAB;
+            int32_t a = xt[r * (size_t)L + (size_t)i];
+            if (a == MASK) {
+                z[MASK] = -INFINITY;
+            } else {
+                for (int y = 0; y < VOCAB; y++) z[y] = -INFINITY;
+                z[a] = 0.0f;
+            }
+        }
 }
 
 static int model_fn(const dfm_model_io *io, void *user_data)
 {
     int st = mlp_model_fn(io, user_data);
-    if (st == 0) forbid_mask(io->out, io->rows, (int)io->n_tokens);
+    if (st == 0) exact_where_known(io->out, io->tokens, io->rows, (int)io->n_tokens);
     return st;
 }
 
@@ -207,14 +220,18 @@ static void bigram_fit(bigram *b, const int32_t *tok, const size_t *idx, size_t 
     }
 }
 
-static int bigram_sample(const bigram *b, uint64_t seed, uint64_t row, int L, int32_t *out)
+/* One word from the chain, keyed by (seed, stream 7 + want, row): want = 0 draws any length
+ * 1..L (longer walks are redrawn); want = n > 0 redraws until the word has exactly n letters
+ * (the length-matched baseline). */
+static int bigram_sample(const bigram *b, uint64_t seed, uint64_t row, int L, int want,
+                         int32_t *out)
 {
-    for (uint32_t attempt = 0; attempt < 1000; attempt++) {
+    for (uint32_t attempt = 0; attempt < 100000; attempt++) {
         int prev = 26, len = 0;
         for (;;) {
             int32_t next;
-            int st = dfm_rng_categorical_weights(seed, 7, row, (uint32_t)len, attempt, b->w[prev],
-                                                 27, &next);
+            int st = dfm_rng_categorical_weights(seed, 7u + (unsigned)want, row, (uint32_t)len,
+                                                 attempt, b->w[prev], 27, &next);
             if (st) return st;
             if (next == PAD) break;
             if (len == L) { /* longer than L letters: redraw the whole word */
@@ -224,7 +241,7 @@ static int bigram_sample(const bigram *b, uint64_t seed, uint64_t row, int L, in
             out[len++] = next;
             prev = next;
         }
-        if (len <= L) {
+        if (len <= L && (want == 0 || len == want)) {
             for (int j = len; j < L; j++) out[j] = PAD;
             return 0;
         }
@@ -248,6 +265,10 @@ static void usage(FILE *f)
             "  --layers N           hidden layers (default 3)\n"
             "  --embed E            letter embedding width (default 32)\n"
             "  --temperature T      sampling temperature, p = softmax(logits / T) (default 1)\n"
+            "  --purity 0|1         unmask the most confident positions first (default 0)\n"
+            "  --save PATH          save the trained network\n"
+            "  --load PATH          load a saved network instead of training\n"
+            "  --eps E              training times are drawn on [0, 1 - E] (default 1e-3)\n"
             "  --samples N          words to generate (default 5000)\n"
             "  --sample-steps K     sampler steps (default 32)\n"
             "  --threads T          threads for BLAS and libdfm (default 2)\n"
@@ -259,10 +280,11 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     ex_set_prog(argv[0]);
-    const char *dict = "/usr/share/dict/words";
+    const char *dict = "/usr/share/dict/words", *save_path = NULL, *load_path = NULL;
+    int purity = 0;
     long L = 8, steps = 3000, batch = 512, samples = 5000, sample_steps = 32, threads = 2,
          seed = 1, log_every = 250, hidden = 384, layers = 3, embed = 32;
-    double lr = 2e-3, temperature = 1.0;
+    double lr = 2e-3, temperature = 1.0, eps = 1e-3;
     int kappa_kind = 0;
     static const char *const kappas[] = {"quadratic", "linear", "cosine"};
     for (int i = 1; i < argc; i++) {
@@ -283,6 +305,10 @@ int main(int argc, char **argv)
         else if (OPT("--layers")) { if (ex_parse_long("--layers", v, 1, 16, &layers)) return 2; }
         else if (OPT("--embed")) { if (ex_parse_long("--embed", v, 1, 1024, &embed)) return 2; }
         else if (OPT("--temperature")) { if (ex_parse_double("--temperature", v, 1e-3, 100.0, &temperature)) return 2; }
+        else if (OPT("--save")) save_path = v;
+        else if (OPT("--load")) load_path = v;
+        else if (OPT("--purity")) { long p; if (ex_parse_long("--purity", v, 0, 1, &p)) return 2; purity = (int)p; }
+        else if (OPT("--eps")) { if (ex_parse_double("--eps", v, 1e-6, 0.5, &eps)) return 2; }
         else if (OPT("--samples")) { if (ex_parse_long("--samples", v, 1, 10000000, &samples)) return 2; }
         else if (OPT("--sample-steps")) { if (ex_parse_long("--sample-steps", v, 1, 100000, &sample_steps)) return 2; }
         else if (OPT("--threads")) { if (ex_parse_long("--threads", v, 1, DFM_MAX_THREADS, &threads)) return 2; }
@@ -340,6 +366,7 @@ int main(int argc, char **argv)
     if (!st) st = dfm_sampler_set_int(sampler, DFM_OPT_SEED, seed);
     if (!st) st = dfm_sampler_set_int(sampler, DFM_OPT_THREADS, threads);
     if (!st) st = dfm_sampler_set_double(sampler, DFM_OPT_DS_TEMPERATURE, temperature);
+    if (!st) st = dfm_sampler_set_int(sampler, DFM_OPT_DS_PURITY, purity);
     if (st) {
         ex_error("setting up the flow failed: %s", dfm_strerror(st));
         return 1;
@@ -353,6 +380,14 @@ int main(int argc, char **argv)
     if ((st = mlp_create(&net, &cfg, (uint64_t)seed)) != 0) {
         ex_error("creating the network failed: %s", mlp_strerror(st));
         return 1;
+    }
+    if (load_path) {
+        if ((st = mlp_load(net, load_path)) != 0) {
+            ex_error("cannot load the network from '%s': %s%s%s", load_path, mlp_strerror(st),
+                     st == MLP_EIO ? ": " : "", st == MLP_EIO ? strerror(errno) : "");
+            return 1;
+        }
+        steps = 0;
     }
     printf("model: MLP, %zu parameters; mask source, kappa = %s, generalized-KL loss, "
            "batch %zu, %ld steps, %ld thread(s)\n",
@@ -374,7 +409,7 @@ int main(int argc, char **argv)
             memcpy(x1 + r * (size_t)d, w.tok + train[k] * (size_t)d, (size_t)d * sizeof *x1);
         }
         /* t on [0, 1 - 1e-3]: the loss weight kappa'/(1 - kappa) is infinite at t = 1. */
-        st = dfm_time_sample((uint64_t)seed, (uint32_t)s, DFM_TIME_STRATIFIED, (double)B, 0, 1e-3, 0, B, t);
+        st = dfm_time_sample((uint64_t)seed, (uint32_t)s, DFM_TIME_STRATIFIED, (double)B, 0, eps, 0, B, t);
         dfm_path_sample_args ps = {.struct_size = sizeof ps, .rows = B, .draw = (uint32_t)s,
                                    .t = t, .x1_tokens = x1, .xt_tokens = xt};
         if (!st) st = dfm_path_sample(path, &ps);
@@ -383,7 +418,7 @@ int main(int argc, char **argv)
             ex_error("forward: %s", mlp_strerror(st));
             return 1;
         }
-        forbid_mask(out, B, d);
+        exact_where_known(out, xt, B, d);
         double lval = 0.0;
         dfm_loss_args la = {.struct_size = sizeof la, .rows = B, .t = t, .x1_tokens = x1,
                             .xt_tokens = xt, .out = out, .grad = grad, .loss = &lval};
@@ -406,6 +441,11 @@ int main(int argc, char **argv)
         }
     }
     double train_seconds = ex_now() - t0;
+    if (save_path && (st = mlp_save(net, save_path)) != 0) {
+        ex_error("cannot save the network to '%s': %s%s%s", save_path, mlp_strerror(st),
+                 st == MLP_EIO ? ": " : "", st == MLP_EIO ? strerror(errno) : "");
+        return 1;
+    }
 
     /* 5. Sampling: N words from the all-mask source with the exact mixture step. */
     int32_t *gen_tok = malloc(N * (size_t)d * sizeof *gen_tok);
@@ -422,15 +462,31 @@ int main(int argc, char **argv)
     /* 6. Evaluation, and the bigram baseline on the same number of words. */
     bigram *bg = malloc(sizeof *bg);
     int32_t *bg_tok = malloc(N * (size_t)d * sizeof *bg_tok);
+    int32_t *bgl_tok = malloc(N * (size_t)d * sizeof *bgl_tok);
     uint64_t *uniq = malloc(N * sizeof *uniq);
-    if (!bg || !bg_tok || !uniq) { ex_error("out of memory"); return 1; }
+    if (!bg || !bg_tok || !bgl_tok || !uniq) { ex_error("out of memory"); return 1; }
     bigram_fit(bg, w.tok, train, n_train, d);
-    for (size_t r = 0; r < N; r++)
-        if ((st = bigram_sample(bg, (uint64_t)seed, r, d, bg_tok + r * (size_t)d)) != 0) {
+    /* The length-matched baseline draws each word's length from the training words' lengths. */
+    double len_w[MAX_LEN];
+    memset(len_w, 0, sizeof len_w);
+    for (size_t i = 0; i < n_train; i++) {
+        int n = 0;
+        while (n < d && w.tok[train[i] * (size_t)d + (size_t)n] != PAD) n++;
+        len_w[n - 1] += 1.0;
+    }
+    for (size_t r = 0; r < N; r++) {
+        int32_t len;
+        st = bigram_sample(bg, (uint64_t)seed, r, d, 0, bg_tok + r * (size_t)d);
+        if (!st) st = dfm_rng_categorical_weights((uint64_t)seed, 6, r, 0, 0, len_w, (size_t)d, &len);
+        if (!st) st = bigram_sample(bg, (uint64_t)seed, r, d, len + 1, bgl_tok + r * (size_t)d);
+        if (st) {
             ex_error("bigram sampling failed: %s", dfm_strerror(st));
             return 1;
         }
-    size_t valid = 0, novel = 0, novel_valid = 0, bg_valid = 0, bg_novel_valid = 0, n_uniq = 0;
+    }
+    size_t valid = 0, novel = 0, novel_valid = 0, bg_valid = 0, bgl_valid = 0, n_uniq = 0;
+    size_t by_len[3][MAX_LEN + 1][2]; /* [flow, bigram, length-matched bigram][letters][valid?] */
+    memset(by_len, 0, sizeof by_len);
     for (size_t r = 0; r < N; r++) {
         const int32_t *g = gen_tok + r * (size_t)d, *b = bg_tok + r * (size_t)d;
         int ok = well_formed(g, d);
@@ -441,10 +497,18 @@ int main(int argc, char **argv)
         novel += (size_t)!in_train;
         novel_valid += (size_t)(real && !in_train);
         if (ok) uniq[n_uniq++] = k;
-        uint64_t kb = word_key(b, d);
-        int breal = sorted_contains(all_keys, w.n, kb);
+        int breal = sorted_contains(all_keys, w.n, word_key(b, d));
+        const int32_t *bl = bgl_tok + r * (size_t)d;
+        int blreal = sorted_contains(all_keys, w.n, word_key(bl, d));
         bg_valid += (size_t)breal;
-        bg_novel_valid += (size_t)(breal && !sorted_contains(train_keys, n_train, kb));
+        bgl_valid += (size_t)blreal;
+        int n = 0;
+        while (n < d && g[n] < 26) n++;
+        by_len[0][ok ? n : 0][real]++;
+        for (n = 0; n < d && b[n] != PAD; n++) {}
+        by_len[1][n][breal]++;
+        for (n = 0; n < d && bl[n] != PAD; n++) {}
+        by_len[2][n][blreal]++;
     }
     qsort(uniq, n_uniq, sizeof *uniq, cmp_u64);
     size_t distinct = 0;
@@ -463,15 +527,24 @@ int main(int argc, char **argv)
         printf("%s ", s);
     }
     double dn = (double)N;
-    printf("\ndetails: sample_seconds=%.2f distinct_rate=%.4f novel_valid_rate=%.4f "
-           "bigram_novel_valid_rate=%.4f load=%.2f\n",
+    printf("\nletters  share: data  flow  bigram   valid: flow  bigram  bigram(length-matched)\n");
+    for (int n = 1; n <= d; n++) {
+        size_t f = by_len[0][n][0] + by_len[0][n][1], b = by_len[1][n][0] + by_len[1][n][1],
+               bl = by_len[2][n][0] + by_len[2][n][1];
+        printf("%7d  %11.3f %5.3f %7.3f   %11.3f %7.3f %9.3f\n", n, len_w[n - 1] / (double)n_train,
+               (double)f / dn, (double)b / dn, f ? (double)by_len[0][n][1] / (double)f : 0.0,
+               b ? (double)by_len[1][n][1] / (double)b : 0.0,
+               bl ? (double)by_len[2][n][1] / (double)bl : 0.0);
+    }
+    printf("details: sample_seconds=%.2f distinct_rate=%.4f novel_valid_rate=%.4f "
+           "malformed_rate=%.4f bigram_length_matched_valid_word_rate=%.4f load=%.2f\n",
            sample_seconds, (double)distinct / dn, (double)novel_valid / dn,
-           (double)bg_novel_valid / dn, ex_loadavg());
+           (double)(by_len[0][0][0] + by_len[0][0][1]) / dn, (double)bgl_valid / dn, ex_loadavg());
     printf("result: valid_word_rate=%.4f novel_rate=%.4f bigram_valid_word_rate=%.4f "
            "train_seconds=%.1f samples=%zu\n",
            (double)valid / dn, (double)novel / dn, (double)bg_valid / dn, train_seconds, N);
 
-    free(uniq); free(bg_tok); free(bg); free(gen_tok);
+    free(uniq); free(bg_tok); free(bgl_tok); free(bg); free(gen_tok);
     free(x1); free(xt); free(t); free(out); free(grad);
     mlp_free(net);
     dfm_sampler_free(sampler); dfm_loss_free(loss); dfm_generator_free(gen);
