@@ -126,7 +126,7 @@ static void usage(FILE *f)
             "  --source S           uniform (default) or mask\n"
             "  --sampler M          euler (default, the notebook's) or exact\n"
             "  --check-every N      on-support check every N iterations, 0 = never (default 500)\n"
-            "  --check-samples N    points per check (default 2000)\n"
+            "  --check-samples N    points per check (default 4000)\n"
             "  --target F           stop when a check reaches F (default 0.985)\n"
             "  --samples N          final samples (default 10000)\n"
             "  --steps K            sampler steps (default 64)\n"
@@ -139,7 +139,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     ex_set_prog(argv[0]);
-    long iters = 5000, threads = 2, check_every = 500, check_n = 2000, samples = 10000,
+    long iters = 5000, threads = 2, check_every = 500, check_n = 4000, samples = 10000,
          steps = 64, batch = 4096, seed = 0, log_every = 250;
     double target = 0.985, lr = 1e-3;
     const char *out_path = "checkerboard_discrete.png";
@@ -148,31 +148,42 @@ int main(int argc, char **argv)
     static const char *const methods[] = {"euler", "exact"};
     for (int i = 1; i < argc; i++) {
         const char *v;
-        int m;
+        int m, bad = 0;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         }
 #define OPT(name) ((m = ex_opt(argc, argv, &i, name, &v)) != 0 && (m < 0 ? (exit(2), 0) : 1))
-        if (OPT("--iters")) { if (ex_parse_long("--iters", v, 1, 100000000, &iters)) return 2; }
-        else if (OPT("--threads")) { if (ex_parse_long("--threads", v, 1, DFM_MAX_THREADS, &threads)) return 2; }
-        else if (OPT("--out")) { if (!*v) { ex_error("--out needs a file name"); return 2; } out_path = v; }
-        else if (OPT("--source")) { if (ex_parse_choice("--source", v, sources, 2, &source)) return 2; }
-        else if (OPT("--sampler")) { if (ex_parse_choice("--sampler", v, methods, 2, &method)) return 2; }
-        else if (OPT("--check-every")) { if (ex_parse_long("--check-every", v, 0, 100000000, &check_every)) return 2; }
-        else if (OPT("--check-samples")) { if (ex_parse_long("--check-samples", v, 1, 10000000, &check_n)) return 2; }
-        else if (OPT("--target")) { if (ex_parse_double("--target", v, 0.0, 1.0, &target)) return 2; }
-        else if (OPT("--samples")) { if (ex_parse_long("--samples", v, 1, 100000000, &samples)) return 2; }
-        else if (OPT("--steps")) { if (ex_parse_long("--steps", v, 1, 100000, &steps)) return 2; }
-        else if (OPT("--batch")) { if (ex_parse_long("--batch", v, 1, 1 << 22, &batch)) return 2; }
-        else if (OPT("--lr")) { if (ex_parse_double("--lr", v, 1e-7, 1.0, &lr)) return 2; }
-        else if (OPT("--seed")) { if (ex_parse_long("--seed", v, 0, LONG_MAX, &seed)) return 2; }
-        else if (OPT("--log-every")) { if (ex_parse_long("--log-every", v, 1, 100000000, &log_every)) return 2; }
+        if (OPT("--iters")) bad = ex_parse_long("--iters", v, 1, 100000000, &iters);
+        else if (OPT("--threads"))
+            bad = ex_parse_long("--threads", v, 1, DFM_MAX_THREADS, &threads);
+        else if (OPT("--out")) {
+            out_path = v;
+            if (!*v) {
+                ex_error("--out needs a file name");
+                return 2;
+            }
+        }
+        else if (OPT("--source")) bad = ex_parse_choice("--source", v, sources, 2, &source);
+        else if (OPT("--sampler")) bad = ex_parse_choice("--sampler", v, methods, 2, &method);
+        else if (OPT("--check-every"))
+            bad = ex_parse_long("--check-every", v, 0, 100000000, &check_every);
+        else if (OPT("--check-samples"))
+            bad = ex_parse_long("--check-samples", v, 1, 10000000, &check_n);
+        else if (OPT("--target")) bad = ex_parse_double("--target", v, 0.0, 1.0, &target);
+        else if (OPT("--samples")) bad = ex_parse_long("--samples", v, 1, 100000000, &samples);
+        else if (OPT("--steps")) bad = ex_parse_long("--steps", v, 1, 100000, &steps);
+        else if (OPT("--batch")) bad = ex_parse_long("--batch", v, 1, 1 << 22, &batch);
+        else if (OPT("--lr")) bad = ex_parse_double("--lr", v, 1e-7, 1.0, &lr);
+        else if (OPT("--seed")) bad = ex_parse_long("--seed", v, 0, LONG_MAX, &seed);
+        else if (OPT("--log-every"))
+            bad = ex_parse_long("--log-every", v, 1, 100000000, &log_every);
         else {
             ex_error("unknown argument '%s' (try --help)", argv[i]);
             return 2;
         }
 #undef OPT
+        if (bad) return 2;
     }
     if (ex_check_writable(out_path)) return 1; /* fail now, not after minutes of training */
     ex_set_blas_threads((int)threads);
@@ -234,67 +245,82 @@ int main(int argc, char **argv)
     double train_seconds = 0.0, check_seconds = 0.0, run_loss = 0.0, t_start = ex_now();
     double reached_seconds = -1.0;
     long reached_iter = -1, done = 0, run_n = 0;
-    for (long it = 0; it < iters; it++) {
-        double a = ex_now();
-        sample_data((uint64_t)seed, (uint32_t)it, B, x1);
-        st = dfm_time_sample((uint64_t)seed, (uint32_t)it, DFM_TIME_UNIFORM, 0, 0, 1e-3, 0, B, t);
-        dfm_path_sample_args ps = {.struct_size = sizeof ps, .rows = B, .draw = (uint32_t)it,
-                                   .t = t, .x1_tokens = x1, .xt_tokens = xt};
-        if (!st) st = dfm_path_sample(path, &ps);
-        if (st) { ex_error("path sample: %s", dfm_path_last_error(path)); return 1; }
-        if ((st = mlp_forward(net, B, xt, NULL, t, out, row)) != 0) {
-            ex_error("forward: %s", mlp_strerror(st));
-            return 1;
-        }
-        if (mask) forbid_mask(out, B);
-        double lval = 0.0;
-        dfm_loss_args la = {.struct_size = sizeof la, .rows = B, .t = t, .x1_tokens = x1,
-                            .xt_tokens = xt, .out = out, .grad = grad, .loss = &lval};
-        if ((st = dfm_loss_eval(loss, &la)) != 0) {
-            ex_error("loss: %s", dfm_loss_last_error(loss));
-            return 1;
-        }
-        mlp_zero_grad(net);
-        mlp_backward(net, grad, row, NULL);
-        mlp_adam_step(net, &opt);
-        train_seconds += ex_now() - a;
-        done = it + 1;
-        run_loss += lval;
-        run_n++;
-        if (done % log_every == 0) {
-            printf("iter %6ld  loss %.4f  train %.1f s  (wall %.1f s, load %.2f)\n", done,
-                   run_loss / (double)run_n, train_seconds, ex_now() - t_start, ex_loadavg());
-            fflush(stdout);
-            run_loss = 0.0;
-            run_n = 0;
-        }
-        if (check_every > 0 && done % check_every == 0) {
-            double c0 = ex_now();
-            /* rows far from the final run's, so the check draws are not the final ones */
-            double frac = sample_points(sampler, &ctx, (size_t)check_n, 1000000000ull + (uint64_t)done * 100000u, xy);
-            if (frac < 0) return 1;
-            check_seconds += ex_now() - c0;
-            printf("check  iter %6ld  on_support %.4f (%ld samples)  train %.1f s\n", done, frac,
-                   check_n, train_seconds);
-            fflush(stdout);
-            if (frac >= target) {
-                reached_iter = done;
-                reached_seconds = train_seconds;
-                break;
+    /* Train; every check_every iterations sample check_n points, and when their on-support
+     * fraction reaches the target draw the final N samples. If those fall short of the target
+     * (a check is a noisy estimate), training goes on. */
+    double frac = -1.0, sample_seconds = 0.0;
+    long it = 0;
+    for (;;) {
+        for (; it < iters; it++) {
+            double a = ex_now();
+            sample_data((uint64_t)seed, (uint32_t)it, B, x1);
+            st = dfm_time_sample((uint64_t)seed, (uint32_t)it, DFM_TIME_UNIFORM, 0, 0, 1e-3, 0, B,
+                                 t);
+            dfm_path_sample_args ps = {.struct_size = sizeof ps, .rows = B, .draw = (uint32_t)it,
+                                       .t = t, .x1_tokens = x1, .xt_tokens = xt};
+            if (!st) st = dfm_path_sample(path, &ps);
+            if (st) { ex_error("path sample: %s", dfm_path_last_error(path)); return 1; }
+            if ((st = mlp_forward(net, B, xt, NULL, t, out, row)) != 0) {
+                ex_error("forward: %s", mlp_strerror(st));
+                return 1;
+            }
+            if (mask) forbid_mask(out, B);
+            double lval = 0.0;
+            dfm_loss_args la = {.struct_size = sizeof la, .rows = B, .t = t, .x1_tokens = x1,
+                                .xt_tokens = xt, .out = out, .grad = grad, .loss = &lval};
+            if ((st = dfm_loss_eval(loss, &la)) != 0) {
+                ex_error("loss: %s", dfm_loss_last_error(loss));
+                return 1;
+            }
+            mlp_zero_grad(net);
+            mlp_backward(net, grad, row, NULL);
+            mlp_adam_step(net, &opt);
+            train_seconds += ex_now() - a;
+            done = it + 1;
+            run_loss += lval;
+            run_n++;
+            if (done % log_every == 0) {
+                printf("iter %6ld  loss %.4f  train %.1f s  (wall %.1f s, load %.2f)\n", done,
+                       run_loss / (double)run_n, train_seconds, ex_now() - t_start, ex_loadavg());
+                fflush(stdout);
+                run_loss = 0.0;
+                run_n = 0;
+            }
+            if (check_every > 0 && done % check_every == 0) {
+                double c0 = ex_now();
+                /* rows far from the final run's, so the check draws are not the final ones */
+                double cfrac = sample_points(sampler, &ctx, (size_t)check_n,
+                                             1000000000ull + (uint64_t)done * 100000u, xy);
+                if (cfrac < 0) return 1;
+                check_seconds += ex_now() - c0;
+                printf("check  iter %6ld  on_support %.4f (%ld samples)  train %.1f s\n", done,
+                       cfrac, check_n, train_seconds);
+                fflush(stdout);
+                if (cfrac >= target) {
+                    it++;
+                    break;
+                }
             }
         }
+        /* The final samples. */
+        double s0 = ex_now();
+        frac = sample_points(sampler, &ctx, N, 0, xy);
+        if (frac < 0) return 1;
+        sample_seconds = ex_now() - s0;
+        if (check_every > 0 && frac >= target) {
+            reached_iter = done;
+            reached_seconds = train_seconds;
+        }
+        if (check_every == 0 || frac >= target || done >= iters) break;
+        printf("final  iter %6ld  on_support %.4f (%zu samples): below %.3f, training on\n", done,
+               frac, N, target);
+        check_seconds += sample_seconds;
     }
-
-    /* Final samples. */
-    double s0 = ex_now();
-    double frac = sample_points(sampler, &ctx, N, 0, xy);
-    if (frac < 0) return 1;
-    double sample_seconds = ex_now() - s0;
     if (write_png(out_path, xy, N)) return 1;
     printf("wrote %s\n", out_path);
     if (check_every > 0)
-        printf("details: target %.3f %s (check of %ld samples) after %ld iterations, %.1f s of "
-               "training; checks took %.1f s; load %.2f\n",
+        printf("details: target %.3f %s (checks of %ld samples, then the final samples) after "
+               "%ld iterations, %.1f s of training; checks took %.1f s; load %.2f\n",
                target, reached_iter > 0 ? "reached" : "not reached", check_n,
                reached_iter > 0 ? reached_iter : done,
                reached_iter > 0 ? reached_seconds : train_seconds, check_seconds, ex_loadavg());

@@ -268,7 +268,9 @@ static void usage(FILE *f)
             "  --purity 0|1         unmask the most confident positions first (default 0)\n"
             "  --save PATH          save the trained network\n"
             "  --load PATH          load a saved network instead of training\n"
-            "  --eps E              training times are drawn on [0, 1 - E] (default 1e-3)\n"
+            "  --eps E              training times are drawn on [0, 1 - E] (default 0.05)\n"
+            "  --max-seconds S      stop training after S seconds even if steps remain, so the\n"
+            "                       demo ends on a busy machine too; 0 = no limit (default 100)\n"
             "  --samples N          words to generate (default 5000)\n"
             "  --sample-steps K     sampler steps (default 32)\n"
             "  --threads T          threads for BLAS and libdfm (default 2)\n"
@@ -284,42 +286,50 @@ int main(int argc, char **argv)
     int purity = 0;
     long L = 8, steps = 3000, batch = 512, samples = 5000, sample_steps = 32, threads = 2,
          seed = 1, log_every = 250, hidden = 384, layers = 3, embed = 32;
-    double lr = 2e-3, temperature = 1.0, eps = 1e-3;
+    double lr = 2e-3, temperature = 1.0, eps = 0.05, max_seconds = 100.0;
     int kappa_kind = 0;
     static const char *const kappas[] = {"quadratic", "linear", "cosine"};
+    static const char *const zero_one[] = {"0", "1"};
     for (int i = 1; i < argc; i++) {
         const char *v;
-        int m;
+        int m, bad = 0;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         }
 #define OPT(name) ((m = ex_opt(argc, argv, &i, name, &v)) != 0 && (m < 0 ? (exit(2), 0) : 1))
         if (OPT("--dict")) dict = v;
-        else if (OPT("--max-len")) { if (ex_parse_long("--max-len", v, 2, MAX_LEN, &L)) return 2; }
-        else if (OPT("--steps")) { if (ex_parse_long("--steps", v, 1, 10000000, &steps)) return 2; }
-        else if (OPT("--batch")) { if (ex_parse_long("--batch", v, 1, 1 << 20, &batch)) return 2; }
-        else if (OPT("--lr")) { if (ex_parse_double("--lr", v, 1e-7, 1.0, &lr)) return 2; }
-        else if (OPT("--kappa")) { if (ex_parse_choice("--kappa", v, kappas, 3, &kappa_kind)) return 2; }
-        else if (OPT("--hidden")) { if (ex_parse_long("--hidden", v, 8, 8192, &hidden)) return 2; }
-        else if (OPT("--layers")) { if (ex_parse_long("--layers", v, 1, 16, &layers)) return 2; }
-        else if (OPT("--embed")) { if (ex_parse_long("--embed", v, 1, 1024, &embed)) return 2; }
-        else if (OPT("--temperature")) { if (ex_parse_double("--temperature", v, 1e-3, 100.0, &temperature)) return 2; }
+        else if (OPT("--max-len")) bad = ex_parse_long("--max-len", v, 2, MAX_LEN, &L);
+        else if (OPT("--steps")) bad = ex_parse_long("--steps", v, 1, 10000000, &steps);
+        else if (OPT("--batch")) bad = ex_parse_long("--batch", v, 1, 1 << 20, &batch);
+        else if (OPT("--lr")) bad = ex_parse_double("--lr", v, 1e-7, 1.0, &lr);
+        else if (OPT("--kappa")) bad = ex_parse_choice("--kappa", v, kappas, 3, &kappa_kind);
+        else if (OPT("--hidden")) bad = ex_parse_long("--hidden", v, 8, 8192, &hidden);
+        else if (OPT("--layers")) bad = ex_parse_long("--layers", v, 1, 16, &layers);
+        else if (OPT("--embed")) bad = ex_parse_long("--embed", v, 1, 1024, &embed);
+        else if (OPT("--temperature"))
+            bad = ex_parse_double("--temperature", v, 1e-3, 100.0, &temperature);
         else if (OPT("--save")) save_path = v;
         else if (OPT("--load")) load_path = v;
-        else if (OPT("--purity")) { long p; if (ex_parse_long("--purity", v, 0, 1, &p)) return 2; purity = (int)p; }
-        else if (OPT("--eps")) { if (ex_parse_double("--eps", v, 1e-6, 0.5, &eps)) return 2; }
-        else if (OPT("--samples")) { if (ex_parse_long("--samples", v, 1, 10000000, &samples)) return 2; }
-        else if (OPT("--sample-steps")) { if (ex_parse_long("--sample-steps", v, 1, 100000, &sample_steps)) return 2; }
-        else if (OPT("--threads")) { if (ex_parse_long("--threads", v, 1, DFM_MAX_THREADS, &threads)) return 2; }
-        else if (OPT("--seed")) { if (ex_parse_long("--seed", v, 0, LONG_MAX, &seed)) return 2; }
-        else if (OPT("--log-every")) { if (ex_parse_long("--log-every", v, 1, 10000000, &log_every)) return 2; }
+        else if (OPT("--purity")) bad = ex_parse_choice("--purity", v, zero_one, 2, &purity);
+        else if (OPT("--max-seconds"))
+            bad = ex_parse_double("--max-seconds", v, 0.0, 1e9, &max_seconds);
+        else if (OPT("--eps")) bad = ex_parse_double("--eps", v, 1e-6, 0.5, &eps);
+        else if (OPT("--samples")) bad = ex_parse_long("--samples", v, 1, 10000000, &samples);
+        else if (OPT("--sample-steps"))
+            bad = ex_parse_long("--sample-steps", v, 1, 100000, &sample_steps);
+        else if (OPT("--threads"))
+            bad = ex_parse_long("--threads", v, 1, DFM_MAX_THREADS, &threads);
+        else if (OPT("--seed")) bad = ex_parse_long("--seed", v, 0, LONG_MAX, &seed);
+        else if (OPT("--log-every")) bad = ex_parse_long("--log-every", v, 1, 10000000, &log_every);
         else {
             ex_error("unknown argument '%s' (try --help)", argv[i]);
             return 2;
         }
 #undef OPT
+        if (bad) return 2;
     }
+    if (save_path && ex_check_writable(save_path)) return 1; /* fail before training */
     ex_set_blas_threads((int)threads);
     const int d = (int)L;
     const size_t B = (size_t)batch, N = (size_t)samples, row = (size_t)d * VOCAB;
@@ -336,7 +346,8 @@ int main(int argc, char **argv)
     }
     size_t n_held = w.n / 10, n_train = w.n - n_held;
     const size_t *train = perm + n_held;
-    uint64_t *all_keys = malloc(w.n * sizeof *all_keys), *train_keys = malloc(n_train * sizeof *train_keys);
+    uint64_t *all_keys = malloc(w.n * sizeof *all_keys);
+    uint64_t *train_keys = malloc(n_train * sizeof *train_keys);
     if (!all_keys || !train_keys) { ex_error("out of memory"); return 1; }
     for (size_t i = 0; i < w.n; i++) all_keys[i] = w.key[i];
     for (size_t i = 0; i < n_train; i++) train_keys[i] = w.key[train[i]];
@@ -373,8 +384,9 @@ int main(int argc, char **argv)
     }
 
     /* 3. The model: per-position letter embeddings + time features -> 3 x 384 Swish -> logits. */
-    mlp_config cfg = {.n_tokens = d, .vocab = VOCAB, .embed_dim = (int)embed, .embed_per_position = 1,
-                      .time_freqs = 4, .time_dim = 0, .n_hidden = (int)layers, .hidden = (int)hidden,
+    mlp_config cfg = {.n_tokens = d, .vocab = VOCAB, .embed_dim = (int)embed,
+                      .embed_per_position = 1, .time_freqs = 4, .time_dim = 0,
+                      .n_hidden = (int)layers, .hidden = (int)hidden,
                       .out_dim = (int)row, .act = MLP_ACT_SWISH, .act_input = 0};
     mlp *net = NULL;
     if ((st = mlp_create(&net, &cfg, (uint64_t)seed)) != 0) {
@@ -409,7 +421,8 @@ int main(int argc, char **argv)
             memcpy(x1 + r * (size_t)d, w.tok + train[k] * (size_t)d, (size_t)d * sizeof *x1);
         }
         /* t on [0, 1 - 1e-3]: the loss weight kappa'/(1 - kappa) is infinite at t = 1. */
-        st = dfm_time_sample((uint64_t)seed, (uint32_t)s, DFM_TIME_STRATIFIED, (double)B, 0, eps, 0, B, t);
+        st = dfm_time_sample((uint64_t)seed, (uint32_t)s, DFM_TIME_STRATIFIED, (double)B, 0, eps,
+                             0, B, t);
         dfm_path_sample_args ps = {.struct_size = sizeof ps, .rows = B, .draw = (uint32_t)s,
                                    .t = t, .x1_tokens = x1, .xt_tokens = xt};
         if (!st) st = dfm_path_sample(path, &ps);
@@ -438,6 +451,11 @@ int main(int argc, char **argv)
             fflush(stdout);
             run_loss = 0.0;
             run_n = 0;
+        }
+        if (max_seconds > 0 && ex_now() - t0 > max_seconds && s + 1 < steps) {
+            printf("stopping after %ld of %ld steps: the %.0f s time limit (--max-seconds) is "
+                   "reached (load %.2f)\n", s + 1, steps, max_seconds, ex_loadavg());
+            break;
         }
     }
     double train_seconds = ex_now() - t0;
@@ -477,7 +495,8 @@ int main(int argc, char **argv)
     for (size_t r = 0; r < N; r++) {
         int32_t len;
         st = bigram_sample(bg, (uint64_t)seed, r, d, 0, bg_tok + r * (size_t)d);
-        if (!st) st = dfm_rng_categorical_weights((uint64_t)seed, 6, r, 0, 0, len_w, (size_t)d, &len);
+        if (!st)
+            st = dfm_rng_categorical_weights((uint64_t)seed, 6, r, 0, 0, len_w, (size_t)d, &len);
         if (!st) st = bigram_sample(bg, (uint64_t)seed, r, d, len + 1, bgl_tok + r * (size_t)d);
         if (st) {
             ex_error("bigram sampling failed: %s", dfm_strerror(st));
