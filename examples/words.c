@@ -257,7 +257,7 @@ static void usage(FILE *f)
             "usage: words [options]\n"
             "  --dict PATH          word list, one word per line (default /usr/share/dict/words)\n"
             "  --max-len L          longest word kept, 2..%d (default 8)\n"
-            "  --steps N            training steps (default 3000)\n"
+            "  --steps N            training steps (default 4000)\n"
             "  --batch B            words per training step (default 512)\n"
             "  --lr LR              Adam learning rate, decayed linearly to 0 (default 2e-3)\n"
             "  --kappa K            scheduler: quadratic (t^2, default), linear (t), cosine\n"
@@ -284,7 +284,7 @@ int main(int argc, char **argv)
     ex_set_prog(argv[0]);
     const char *dict = "/usr/share/dict/words", *save_path = NULL, *load_path = NULL;
     int purity = 0;
-    long L = 8, steps = 3000, batch = 512, samples = 5000, sample_steps = 32, threads = 2,
+    long L = 8, steps = 4000, batch = 512, samples = 5000, sample_steps = 32, threads = 2,
          seed = 1, log_every = 250, hidden = 384, layers = 3, embed = 32;
     double lr = 2e-3, temperature = 1.0, eps = 0.05, max_seconds = 100.0;
     int kappa_kind = 0;
