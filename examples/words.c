@@ -9,18 +9,16 @@
  * generalized-KL loss, sampled with the exact mixture step.
  * Report: the rate of generated words that are real words (valid_word_rate), the rate of
  * generated words that are not in the training split (novel_rate), and the valid rate of a
- * character-bigram model fitted to the training split (bigram_valid_word_rate).
+ * character-bigram model fitted to the training split (bigram_valid_word_rate), plus a per-length
+ * table, a length-matched bigram baseline, and the negative ELBO of held-out and training words.
  *
- * Usage: words [--dict PATH] [--steps N] [--batch B] [--samples N] [--sample-steps K]
- *              [--max-len L] [--threads T] [--seed S] [--lr LR] [--kappa quadratic|linear|cosine]
- *              [--log-every N]
- * See docs/tutorial_words.md for a walk through the code. */
+ * Usage: words [options] (words --help lists them; all have defaults).
+ * See docs/tutorial_words.md for a walk through the code and docs/examples.md for a run. */
 #include <dfm/dfm.h>
 
 #include "ex_common.h"
 #include "mlp.h"
 
-#include <ctype.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -477,6 +475,30 @@ int main(int argc, char **argv)
     }
     double sample_seconds = ex_now() - ts0;
 
+    /* A likelihood: the negative ELBO (nats per word, an upper bound on -log q_model(word)) of
+     * the held-out words and of as many training words, 4 stratified times per word. */
+    double nelbo_mean[2] = {0.0, 0.0};
+    {
+        int32_t *xs = malloc(n_held * (size_t)d * sizeof *xs);
+        double *nel = malloc(n_held * sizeof *nel);
+        if (!xs || !nel) { ex_error("out of memory"); return 1; }
+        for (int part = 0; part < 2; part++) {
+            const size_t *idx = part == 0 ? perm : train; /* held-out words come first in perm */
+            for (size_t i = 0; i < n_held; i++)
+                memcpy(xs + i * (size_t)d, w.tok + idx[i] * (size_t)d, (size_t)d * sizeof *xs);
+            dfm_elbo_args ea = {.struct_size = sizeof ea, .rows = n_held, .draw = (uint32_t)part,
+                                .x1_tokens = xs, .n_t = 4, .chunk_rows = 4096, .model = model_fn,
+                                .user_data = net, .nelbo = nel};
+            if ((st = dfm_loss_discrete_elbo(loss, &ea)) != 0) {
+                ex_error("ELBO: %s", dfm_loss_last_error(loss));
+                return 1;
+            }
+            for (size_t i = 0; i < n_held; i++) nelbo_mean[part] += nel[i] / (double)n_held;
+        }
+        free(xs);
+        free(nel);
+    }
+
     /* 6. Evaluation, and the bigram baseline on the same number of words. */
     bigram *bg = malloc(sizeof *bg);
     int32_t *bg_tok = malloc(N * (size_t)d * sizeof *bg_tok);
@@ -556,9 +578,10 @@ int main(int argc, char **argv)
                bl ? (double)by_len[2][n][1] / (double)bl : 0.0);
     }
     printf("details: sample_seconds=%.2f distinct_rate=%.4f novel_valid_rate=%.4f "
-           "malformed_rate=%.4f bigram_length_matched_valid_word_rate=%.4f load=%.2f\n",
+           "malformed_rate=%.4f bigram_length_matched_valid_word_rate=%.4f\n"
+           "details: nelbo_heldout=%.2f nelbo_train=%.2f (nats per word) load=%.2f\n",
            sample_seconds, (double)distinct / dn, (double)novel_valid / dn,
-           (double)(by_len[0][0][0] + by_len[0][0][1]) / dn, (double)bgl_valid / dn, ex_loadavg());
+           (double)(by_len[0][0][0] + by_len[0][0][1]) / dn, (double)bgl_valid / dn, nelbo_mean[0], nelbo_mean[1], ex_loadavg());
     printf("result: valid_word_rate=%.4f novel_rate=%.4f bigram_valid_word_rate=%.4f "
            "train_seconds=%.1f samples=%zu\n",
            (double)valid / dn, (double)novel / dn, (double)bg_valid / dn, train_seconds, N);
