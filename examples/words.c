@@ -583,8 +583,9 @@ int main(int argc, char **argv)
            sample_seconds, (double)distinct / dn, (double)novel_valid / dn,
            (double)(by_len[0][0][0] + by_len[0][0][1]) / dn, (double)bgl_valid / dn, nelbo_mean[0], nelbo_mean[1], ex_loadavg());
     printf("result: valid_word_rate=%.4f novel_rate=%.4f bigram_valid_word_rate=%.4f "
-           "train_seconds=%.1f samples=%zu\n",
-           (double)valid / dn, (double)novel / dn, (double)bg_valid / dn, train_seconds, N);
+           "bigram_length_matched_valid_word_rate=%.4f train_seconds=%.1f samples=%zu\n",
+           (double)valid / dn, (double)novel / dn, (double)bg_valid / dn, (double)bgl_valid / dn,
+           train_seconds, N);
 
     free(uniq); free(bg_tok); free(bgl_tok); free(bg); free(gen_tok);
     free(x1); free(xt); free(t); free(out); free(grad);
