@@ -594,8 +594,10 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
     /* Sample in kappa when the scheduler has an inverse (finite variance), else in t. */
     double tprobe;
     raw = 0;
-    const int use_kappa = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw)
-                          != DFM_EUNSUPPORTED;
+    st = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw);
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
+    const int use_kappa = st != DFM_EUNSUPPORTED;
+    st = 0;
 
     const dfm_allocator *m = &l->b.mem;
     size_t chunk = a->chunk_rows && a->chunk_rows < rows ? a->chunk_rows : rows;
@@ -678,7 +680,16 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
                     st = dl_coef(l, p, t, r0 + r, &c[r]);
                     if (st) break;
                     dfm_sched_values v;
-                    dfm__sched_eval(&p->sched, t, &v, &raw); /* succeeded in dl_coef */
+                    raw = 0;
+                    st = dfm__sched_eval(&p->sched, t, &v, &raw); /* a host callback may fail */
+                    if (st == DFM_ECALLBACK) {
+                        st = dfm__fail_callback(&l->b, raw, "scheduler callback");
+                        break;
+                    }
+                    if (st) {
+                        st = dfm__fail(&l->b, st, "scheduler evaluation failed at t = %g", t);
+                        break;
+                    }
                     om = 1.0 - v.alpha;
                 }
                 for (size_t i = 0; i < d; i++) {

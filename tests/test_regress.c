@@ -90,6 +90,80 @@ START_TEST(categorical_neg_inf_logit_huge_temperature)
 }
 END_TEST
 
+/* test_faults (callback injection): dfm_loss_discrete_elbo ignored a failing custom scheduler
+ * in two places and returned success: (1) the probe of kappa^{-1} that chooses between sampling
+ * in kappa and in t (a failing inverse counted as "has an inverse"); (2) without an inverse, the
+ * second evaluation at each drawn t (its status was not read, and kappa came from an
+ * uninitialised struct). Both now give DFM_ECALLBACK with the raw value on the loss. */
+typedef struct elbo_cb { int calls, fail_at, raw; } elbo_cb;
+
+static int elbo_sched(double t, dfm_sched_values *v, void *u)
+{
+    elbo_cb *c = (elbo_cb *)u;
+    if (++c->calls == c->fail_at) return c->raw = 4242;
+    v->alpha = t; v->sigma = 1.0 - t; v->d_alpha = 1.0; v->d_sigma = -1.0;
+    return 0;
+}
+
+static int elbo_inv(double k, double *t, void *u)
+{
+    elbo_cb *c = (elbo_cb *)u;
+    if (++c->calls == c->fail_at) return c->raw = -4243;
+    *t = k;
+    return 0;
+}
+
+static int elbo_model(const dfm_model_io *io, void *u)
+{
+    (void)u;
+    for (size_t i = 0; i < io->rows * io->out_stride; i++) io->out[i] = (float)(i % 3);
+    return 0;
+}
+
+static int elbo_with(elbo_cb *c, int with_inverse, double *nelbo)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *sc = NULL;
+    dfm_path *p = NULL;
+    dfm_loss *l = NULL;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 3, 2, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_custom(&sc, elbo_sched, with_inverse ? elbo_inv : NULL,
+                                                 c, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc, DFM_SOURCE_UNIFORM, 0, NULL, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+    int32_t x1[4] = {0, 1, 2, 0};
+    dfm_elbo_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = 2; a.x1_tokens = x1; a.n_t = 2; a.model = elbo_model; a.nelbo = nelbo;
+    int st = dfm_loss_discrete_elbo(l, &a);
+    if (st == DFM_ECALLBACK) ck_assert_int_eq(dfm_loss_callback_status(l), c->raw);
+    dfm_loss_free(l);
+    dfm_path_free(p);
+    dfm_scheduler_free(sc);
+    dfm_space_free(sp);
+    return st;
+}
+
+START_TEST(elbo_reports_failing_scheduler_callbacks)
+{
+    double nelbo[2] = {-1.0, -1.0};
+    /* with an inverse: call 1 is the source-term eval at t = 0, call 2 the kappa^{-1} probe */
+    elbo_cb c = {0, 2, 0};
+    ck_assert_int_eq(elbo_with(&c, 1, nelbo), DFM_ECALLBACK);
+    ck_assert(nelbo[0] == -1.0 && nelbo[1] == -1.0);
+    /* without: 1 source term, 2 the weight at the first drawn t, 3 kappa at that t */
+    for (int k = 1; k <= 8; k++) {
+        elbo_cb d = {0, k, 0};
+        ck_assert_msg(elbo_with(&d, 0, nelbo) == DFM_ECALLBACK, "call %d failed unnoticed", k);
+        ck_assert(nelbo[0] == -1.0 && nelbo[1] == -1.0);
+    }
+    elbo_cb ok = {0, 0, 0};
+    ck_assert_int_eq(elbo_with(&ok, 0, nelbo), 0);
+    ck_assert(isfinite(nelbo[0]) && isfinite(nelbo[1]));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -99,6 +173,7 @@ int main(void)
     tcase_add_test(tc, vp_kappa_inverse_extreme_betas);
     tcase_add_test(tc, rng_fill_empty_with_huge_rows);
     tcase_add_test(tc, categorical_neg_inf_logit_huge_temperature);
+    tcase_add_test(tc, elbo_reports_failing_scheduler_callbacks);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
