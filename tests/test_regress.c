@@ -164,6 +164,49 @@ START_TEST(elbo_reports_failing_scheduler_callbacks)
 }
 END_TEST
 
+/* fuzz_discrete: dfm_mixture_rates returned success with +-Inf rates when kappa'/(1 - kappa)
+ * overflows float (polynomial scheduler with exponent 1/2 at a subnormal t: kappa' ~ 1e161), and
+ * would have returned negative off-diagonal rates for a decreasing custom kappa. Both are now
+ * DFM_ENUMERIC with rates untouched. */
+static int decreasing_kappa(double t, dfm_sched_values *v, void *u)
+{
+    (void)u;
+    v->alpha = 0.5 - 0.25 * t; v->sigma = 1.0 - v->alpha; v->d_alpha = -0.25; v->d_sigma = 0.25;
+    return 0;
+}
+
+START_TEST(mixture_rates_overflowing_or_negative_coefficient)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *sc[2] = {NULL, NULL};
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 2, 1, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_polynomial(&sc[0], 0.5, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_custom(&sc[1], decreasing_kappa, NULL, NULL, NULL), 0);
+    const double ts[2] = {4.9406564584124654e-324, 0.3};
+    for (int k = 0; k < 2; k++) {
+        dfm_path *p = NULL;
+        dfm_generator *g = NULL;
+        ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc[k], DFM_SOURCE_UNIFORM, 0, NULL, NULL), 0);
+        ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+        const float logits[2] = {-2.875f, 0.0f};
+        const int32_t tok[1] = {0};
+        float rates[2] = {7.0f, 7.0f};
+        ck_assert_int_eq(dfm_mixture_rates(g, 1, &ts[k], tok, logits, rates), DFM_ENUMERIC);
+        ck_assert(rates[0] == 7.0f && rates[1] == 7.0f);
+        ck_assert_ptr_nonnull(strstr(dfm_generator_last_error(g), "kappa'"));
+        /* an ordinary time still works */
+        const double t1 = 0.5;
+        ck_assert_int_eq(dfm_mixture_rates(g, 1, &t1, tok, logits, rates), k ? DFM_ENUMERIC : 0);
+        if (!k) ck_assert(isfinite(rates[0]) && rates[1] > 0.0f && rates[0] == -rates[1]);
+        dfm_generator_free(g);
+        dfm_path_free(p);
+    }
+    dfm_scheduler_free(sc[0]);
+    dfm_scheduler_free(sc[1]);
+    dfm_space_free(sp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -174,6 +217,7 @@ int main(void)
     tcase_add_test(tc, rng_fill_empty_with_huge_rows);
     tcase_add_test(tc, categorical_neg_inf_logit_huge_temperature);
     tcase_add_test(tc, elbo_reports_failing_scheduler_callbacks);
+    tcase_add_test(tc, mixture_rates_overflowing_or_negative_coefficient);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
