@@ -2,6 +2,8 @@
  * (docs/reliability.md). Each names the harness or target that found it. */
 #include "testutil.h"
 
+#include <float.h>
+
 /* fuzz_space: dfm_space_check_tokens reported the first bad token of the first discrete part
  * over all rows instead of the first bad token in flat order, when a product space has two
  * discrete parts and an earlier row is bad in the later part. */
@@ -207,6 +209,48 @@ START_TEST(mixture_rates_overflowing_or_negative_coefficient)
 }
 END_TEST
 
+/* fuzz_continuous: dfm_path_sample on an affine path returned success with -Inf in the target
+ * velocity for finite data near FLT_MAX (cosine: kappa' = pi/2, x1 = -FLT_MAX), and a kappa'
+ * finite in double but beyond FLT_MAX (polynomial 1/2 at a subnormal t) became Inf, then
+ * Inf x 0 = NaN. Now DFM_ENUMERIC, outputs untouched; ordinary inputs unaffected. */
+START_TEST(affine_sample_float_overflow)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *cosine = NULL, *poly = NULL;
+    dfm_path *p = NULL, *q = NULL;
+    ck_assert_int_eq(dfm_space_create_euclidean(&sp, 2, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_cosine(&cosine, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_polynomial(&poly, 0.5, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_affine(&p, sp, cosine, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_affine(&q, sp, poly, NULL), 0);
+    float x1[2] = {-FLT_MAX, 0.5f}, x0[2] = {0.0f, 0.0f}, xt[2] = {9.0f, 9.0f}, tg[2] = {9.0f, 9.0f};
+    double t = 0.0;
+    dfm_path_sample_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = 1; a.t = &t; a.x1_reals = x1; a.xt_reals = xt; a.target_reals = tg;
+    ck_assert_int_eq(dfm_path_sample(p, &a), DFM_ENUMERIC);
+    ck_assert(xt[0] == 9.0f && xt[1] == 9.0f && tg[0] == 9.0f && tg[1] == 9.0f);
+    x1[0] = 0.0f;
+    t = 4.9406564584124654e-324;
+    a.x0_reals = x0;
+    ck_assert_int_eq(dfm_path_sample(q, &a), DFM_ENUMERIC);
+    ck_assert(xt[0] == 9.0f && tg[0] == 9.0f);
+    t = 0.25;
+    ck_assert_int_eq(dfm_path_sample(q, &a), 0);
+    ck_assert(isfinite(tg[0]) && isfinite(tg[1]) && tg[1] == 0.5f);
+    a.x0_reals = NULL;
+    x1[0] = 1e30f;
+    ck_assert_int_eq(dfm_path_sample(p, &a), 0);
+    ck_assert(isfinite(xt[0]) && isfinite(tg[0]));
+    dfm_path_free(q);
+    dfm_path_free(p);
+    dfm_scheduler_free(poly);
+    dfm_scheduler_free(cosine);
+    dfm_space_free(sp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -218,6 +262,7 @@ int main(void)
     tcase_add_test(tc, categorical_neg_inf_logit_huge_temperature);
     tcase_add_test(tc, elbo_reports_failing_scheduler_callbacks);
     tcase_add_test(tc, mixture_rates_overflowing_or_negative_coefficient);
+    tcase_add_test(tc, affine_sample_float_overflow);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
