@@ -48,7 +48,7 @@ static int fzm_model(const dfm_model_io *io, void *u)
 static int fzm_progress(int step, int n, double t, void *u)
 {
     fzm *m = (fzm *)u;
-    FZ_ASSERT(step >= 0 && step < n && t >= 0.0 && t <= 1.0);
+    FZ_ASSERT(step >= 0 && (step < n || n == 0) && t >= 0.0 && t <= 1.0); /* n = 0: adaptive (DOPRI5) */
     return ++m->progress_calls == m->stop_at;
 }
 
