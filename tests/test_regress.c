@@ -251,6 +251,30 @@ START_TEST(affine_sample_float_overflow)
 }
 END_TEST
 
+/* fuzz_ctmc: dfm_path_cond_rates returned success with +Inf rates where kappa' is infinite (a
+ * metric path with the polynomial scheduler of exponent 1/2 at t = 0); the samplers already
+ * refused this. Now DFM_ENUMERIC, Q untouched; t > 0 still works. */
+START_TEST(metric_cond_rates_infinite_kappa_derivative)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *poly = NULL;
+    dfm_path *p = NULL;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 3, 1, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_polynomial(&poly, 0.5, NULL), 0);
+    const double dist[9] = {0, 1, 2, 1, 0, 1, 2, 1, 0};
+    ck_assert_int_eq(dfm_path_create_metric(&p, sp, poly, 1.0, dist, NULL, NULL, NULL), 0);
+    double Q[9];
+    for (int i = 0; i < 9; i++) Q[i] = 5.0;
+    ck_assert_int_eq(dfm_path_cond_rates(p, 0.0, 0, Q), DFM_ENUMERIC);
+    for (int i = 0; i < 9; i++) ck_assert(Q[i] == 5.0);
+    ck_assert_int_eq(dfm_path_cond_rates(p, 0.3, 0, Q), 0);
+    for (int i = 0; i < 9; i++) ck_assert(isfinite(Q[i]));
+    dfm_path_free(p);
+    dfm_scheduler_free(poly);
+    dfm_space_free(sp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -263,6 +287,7 @@ int main(void)
     tcase_add_test(tc, elbo_reports_failing_scheduler_callbacks);
     tcase_add_test(tc, mixture_rates_overflowing_or_negative_coefficient);
     tcase_add_test(tc, affine_sample_float_overflow);
+    tcase_add_test(tc, metric_cond_rates_infinite_kappa_derivative);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
