@@ -423,7 +423,7 @@ static int dl_eval_op(dfm_loss *l, const dfm_loss_args *a)
     double total = 0.0;
     for (size_t r = 0; r < rows; r++) total += rowsum[r];
     if (l->reduction == DFM_REDUCE_MEAN) total = count ? total / (double)count : 0.0;
-    if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vals, n * sizeof(double));
+    if (l->reduction == DFM_REDUCE_NONE && n) memcpy(a->values, vals, n * sizeof(double));
     *a->loss = total;
 done:
     dfm__free(m, c);

@@ -275,6 +275,37 @@ START_TEST(metric_cond_rates_infinite_kappa_derivative)
 }
 END_TEST
 
+/* fuzz_handles (UBSan, real kinds): the generalized KL / cross-entropy with DFM_REDUCE_NONE and
+ * rows = 0 called memcpy(values = NULL, ..., 0), undefined behaviour (values may be NULL when
+ * there are no rows). Caught by check-asan. */
+START_TEST(discrete_loss_reduce_none_zero_rows)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *sc = NULL;
+    dfm_path *p = NULL;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 4, 3, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc, DFM_SOURCE_MASK, 3, NULL, NULL), 0);
+    for (int k = 0; k < 2; k++) {
+        dfm_loss *l = NULL;
+        if (k == 0) ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+        else ck_assert_int_eq(dfm_loss_create_cross_entropy(&l, p, 0, NULL), 0);
+        ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_REDUCTION, DFM_REDUCE_NONE), 0);
+        double loss = -1.0;
+        dfm_loss_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.loss = &loss;
+        ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
+        ck_assert(loss == 0.0);
+        dfm_loss_free(l);
+    }
+    dfm_path_free(p);
+    dfm_scheduler_free(sc);
+    dfm_space_free(sp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -288,6 +319,7 @@ int main(void)
     tcase_add_test(tc, mixture_rates_overflowing_or_negative_coefficient);
     tcase_add_test(tc, affine_sample_float_overflow);
     tcase_add_test(tc, metric_cond_rates_infinite_kappa_derivative);
+    tcase_add_test(tc, discrete_loss_reduce_none_zero_rows);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
