@@ -42,7 +42,7 @@ ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_
 # make check runs at full size (scale 1). OpenBLAS (test_mlp) runs single-threaded: its spinning
 # worker threads cost ~5x under valgrind's serialised scheduler.
 ASAN_TEST_SCALE ?= 4
-VALGRIND_TEST_SCALE ?= 10
+VALGRIND_TEST_SCALE ?= 20
 TSAN_TEST_SCALE ?= 10
 ASAN_ENV += DFM_TEST_SCALE=$(ASAN_TEST_SCALE) OPENBLAS_NUM_THREADS=1
 TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CK_FORK=no \
