@@ -306,6 +306,55 @@ START_TEST(discrete_loss_reduce_none_zero_rows)
 }
 END_TEST
 
+/* fuzz_continuous: DOPRI5's automatic first step was 0.01 d0 / d1 = Inf / Inf = NaN for huge
+ * states with a tiny relative tolerance, and the model was called at t = NaN (the model
+ * contract promises t in [0, 1]). The starting step now falls back to 1e-6. */
+typedef struct t_guard { long calls, bad; } t_guard;
+
+static int guarded_velocity(const dfm_model_io *io, void *u)
+{
+    t_guard *g = (t_guard *)u;
+    g->calls++;
+    for (size_t r = 0; r < io->rows; r++) {
+        if (!(io->t[r] >= 0.0 && io->t[r] <= 1.0)) g->bad++;
+        for (size_t j = 0; j < io->out_stride; j++) io->out[r * io->out_stride + j] = 1e30f;
+    }
+    return 0;
+}
+
+START_TEST(dopri5_first_step_never_nan_time)
+{
+    dfm_space *sp = NULL;
+    dfm_scheduler *sc = NULL;
+    dfm_path *p = NULL;
+    dfm_generator *g = NULL;
+    dfm_sampler *s = NULL;
+    ck_assert_int_eq(dfm_space_create_euclidean(&sp, 2, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_affine(&p, sp, sc, NULL), 0);
+    ck_assert_int_eq(dfm_generator_create_velocity(&g, p, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_DOPRI5, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_ATOL, 0.0), 0);
+    ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_RTOL, 1e-300), 0);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_MAX_STEPS, 50), 0);
+    float x[4] = {1e30f, -1e30f, 3e30f, 2e30f};
+    t_guard tg = {0, 0};
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = guarded_velocity; a.model_data = &tg; a.rows = 2; a.reals = x;
+    int st = dfm_sampler_run(s, &a);
+    ck_assert(st >= 0 && st < DFM_STATUS_COUNT);
+    ck_assert_int_gt(tg.calls, 0);
+    ck_assert_int_eq(tg.bad, 0);
+    dfm_sampler_free(s);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    dfm_scheduler_free(sc);
+    dfm_space_free(sp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("regress");
@@ -320,6 +369,7 @@ int main(void)
     tcase_add_test(tc, affine_sample_float_overflow);
     tcase_add_test(tc, metric_cond_rates_infinite_kappa_derivative);
     tcase_add_test(tc, discrete_loss_reduce_none_zero_rows);
+    tcase_add_test(tc, dopri5_first_step_never_nan_time);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
