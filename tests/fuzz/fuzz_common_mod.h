@@ -34,7 +34,11 @@ static int fzm_model(const dfm_model_io *io, void *u)
 {
     fzm *m = (fzm *)u;
     FZ_ASSERT(io->struct_size == sizeof *io);
-    for (size_t r = 0; r < io->rows; r++) FZ_ASSERT(io->t[r] >= 0.0 && io->t[r] <= 1.0);
+    for (size_t r = 0; r < io->rows; r++) {
+        if (!(io->t[r] >= 0.0 && io->t[r] <= 1.0) && getenv("FZ_DEBUG"))
+            fprintf(stderr, "model called with t[%zu] = %.17g (step %d)\n", r, io->t[r], io->step);
+        FZ_ASSERT(io->t[r] >= 0.0 && io->t[r] <= 1.0);
+    }
     if (++m->calls == m->fail_at) return -77;
     for (size_t r = 0; r < io->rows; r++)
         for (size_t j = 0; j < io->out_stride; j++) {
