@@ -37,14 +37,29 @@ FUZZ_EXE_FLAGS := $(SAN_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-
 # Sanitizer runtime options: stop at the first report, leak detection on.
 ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=report_objects=1 CK_FORK=no
-TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CK_FORK=no
+# Test-size knob (tests/testutil.h, docs/reliability.md): the statistical suites divide their
+# sample counts by DFM_TEST_SCALE under the instrumented runs; bounds follow the counts drawn.
+# make check runs at full size (scale 1). OpenBLAS (test_mlp) runs single-threaded: its spinning
+# worker threads cost ~5x under valgrind's serialised scheduler.
+ASAN_TEST_SCALE ?= 4
+VALGRIND_TEST_SCALE ?= 20
+TSAN_TEST_SCALE ?= 10
+ASAN_ENV += DFM_TEST_SCALE=$(ASAN_TEST_SCALE) OPENBLAS_NUM_THREADS=1
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CK_FORK=no \
+            DFM_TEST_SCALE=$(TSAN_TEST_SCALE) OPENBLAS_NUM_THREADS=1
 VALGRIND ?= valgrind
 VALGRIND_FLAGS := --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible \
                   --errors-for-leak-kinds=definite,indirect,possible --track-fds=no -q
-VALGRIND_ENV := CK_FORK=no
+VALGRIND_ENV := CK_FORK=no DFM_TEST_SCALE=$(VALGRIND_TEST_SCALE) OPENBLAS_NUM_THREADS=1
 
-# Suites run under ThreadSanitizer: the concurrency suite; modules append theirs (TSAN_TESTS += ...).
-TSAN_TESTS += test_threads
+# Suites run under ThreadSanitizer: the concurrency suite, the fault scenarios (failures inside
+# worker threads) and the module suites that run samplers / losses with DFM_OPT_THREADS = 2;
+# modules append theirs (TSAN_TESTS += ...).
+TSAN_TESTS += test_threads test_faults test_discrete test_discrete_loss test_continuous test_ctmc
+
+# Suites start longest first so that the two runners (REL_JOBS) finish together.
+REL_SLOW := test_ctmc test_discrete test_continuous test_mlp test_faults test_rng test_discrete_loss
+rel_order = $(foreach s,$(REL_SLOW),$(filter %/$(s),$(1))) $(filter-out $(addprefix %/,$(REL_SLOW)),$(1))
 
 # Headers the Check suites may include besides testutil.h (fault scenarios of the modules).
 REL_TEST_HDRS := tests/testutil.h $(wildcard tests/fault/*.h)
@@ -73,12 +88,12 @@ _build/asan/tests/%: tests/%.c $(REL_TEST_HDRS) $(HDRS) _build/asan/libdfm.a
 	$(SAN_CC) $(TEST_CFLAGS) $(ASAN_FLAGS) $< -o $@ _build/asan/libdfm.a $(REL_LINK)
 
 check-asan: $(ASAN_BINS)
-	@env $(ASAN_ENV) sh tools/run-suites.sh asan "" $(ASAN_BINS)
+	@env $(ASAN_ENV) sh tools/run-suites.sh asan "" $(call rel_order,$(ASAN_BINS))
 
 # ---- valgrind memcheck over the normal test binaries ----
 check-valgrind: all $(TEST_BINS)
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind missing: make deps-reliability"; exit 1; }
-	@env $(VALGRIND_ENV) sh tools/run-suites.sh valgrind "$(VALGRIND) $(VALGRIND_FLAGS)" $(TEST_BINS)
+	@env $(VALGRIND_ENV) sh tools/run-suites.sh valgrind "$(VALGRIND) $(VALGRIND_FLAGS)" $(call rel_order,$(TEST_BINS))
 
 # ---- ThreadSanitizer over the concurrency suites ----
 TSAN_BINS := $(addprefix _build/tsan/tests/,$(TSAN_TESTS))
@@ -87,7 +102,7 @@ _build/tsan/tests/%: tests/%.c $(REL_TEST_HDRS) $(HDRS) _build/tsan/libdfm.a
 	$(SAN_CC) $(TEST_CFLAGS) $(TSAN_FLAGS) $< -o $@ _build/tsan/libdfm.a $(REL_LINK)
 
 check-tsan: $(TSAN_BINS)
-	@env $(TSAN_ENV) sh tools/run-suites.sh tsan "" $(TSAN_BINS)
+	@env $(TSAN_ENV) sh tools/run-suites.sh tsan "" $(call rel_order,$(TSAN_BINS))
 
 # ---- libFuzzer ----
 # Harnesses: tests/fuzz/fuzz_<name>.c (LLVMFuzzerTestOneInput); seeds: tests/fuzz/corpus/<name>/.

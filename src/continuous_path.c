@@ -407,6 +407,30 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
         co[4 * r] = v.alpha; co[4 * r + 1] = v.sigma;
         co[4 * r + 2] = v.d_alpha; co[4 * r + 3] = v.d_sigma;
     }
+    /* Validate before writing: x_t and the target must be finite floats. Bound them per row by
+     * |coef| max|x1| + |coef| max|x0| (a drawn x0 is a Box-Muller normal of 24-bit uniforms,
+     * |x0| < 6); the coefficients themselves must be floats (a huge kappa' near t = 0). */
+    for (size_t r = 0; r < a->rows && !st; r++) {
+        const double *c = co + 4 * r;
+        double m1 = 0.0, m0 = a->x0_reals ? 0.0 : 6.0;
+        for (size_t j = 0; j < d; j++) {
+            double v1 = fabs((double)a->x1_reals[r * d + j]);
+            if (v1 > m1) m1 = v1;
+            if (a->x0_reals) {
+                double v0 = fabs((double)a->x0_reals[r * d + j]);
+                if (v0 > m0) m0 = v0;
+            }
+        }
+        int bad = !(fabs(c[0]) <= FLT_MAX && fabs(c[1]) <= FLT_MAX &&
+                    fabs(c[0]) * m1 + fabs(c[1]) * m0 <= FLT_MAX);
+        if (a->target_reals)
+            bad |= !(fabs(c[2]) <= FLT_MAX && fabs(c[3]) <= FLT_MAX &&
+                     fabs(c[2]) * m1 + fabs(c[3]) * m0 <= FLT_MAX);
+        if (bad)
+            st = dfm__fail(&p->b, DFM_ENUMERIC,
+                           "x_t or the target velocity overflows float at row %zu (t = %g)", r,
+                           a->t[r]);
+    }
     if (!st) {
         sample_ctx c = {p, a, co, d};
         st = dfm__parallel_for(p->b.nthreads, a->rows, sample_range, &c);

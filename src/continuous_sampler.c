@@ -537,6 +537,7 @@ static int dopri5(ode *o, work *wk, const csamp *cs, double t0, double t1, const
         }
         d0 = sqrt(d0 / (double)n); d1 = sqrt(d1 / (double)n);
         double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+        if (!(h0 > 0.0)) h0 = 1e-6; /* Inf / Inf with extreme states and tolerances */
         if (h0 > span) h0 = span;
         for (size_t i = 0; i < n; i++) wk->ytmp[i] = wk->y[i] + dir * h0 * wk->k[0][i];
         if ((st = rhs(o, t0 + dir * h0, wk->ytmp, wk->k[1]))) return st;

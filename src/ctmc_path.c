@@ -354,6 +354,10 @@ int dfm_path_cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
             }
         }
     }
+    /* an infinite kappa' (e.g. polynomial exponent < 1 at t = 0) or a tiny p(z) can overflow */
+    for (size_t i = 0; i < n * n && !st; i++)
+        if (!isfinite(R[i]))
+            st = dfm__fail(&p->b, DFM_ENUMERIC, "conditional rates are not finite at t = %g", t);
     if (!st) memcpy(Q, R, n * n * sizeof(double));
     dfm__free(&p->b.mem, tmp);
     return st;

@@ -2,6 +2,7 @@
 #include "discrete_common.h"
 #include "rng_impl.h"
 
+#include <float.h>
 #include <math.h>
 
 static const dfm__gen_ops factorized_ops = {NULL, NULL, dfm__ds_sampler_init, NULL, NULL, NULL, NULL};
@@ -64,6 +65,12 @@ int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int3
             return dfm__fail(&g->b, DFM_ERANGE, "rates are infinite where kappa = 1 (t[%zu] = %g)", r, t[r]);
         }
         coef[r] = v.d_alpha / (1.0 - v.alpha);
+        if (!(coef[r] >= 0.0 && coef[r] <= FLT_MAX)) { /* the rates are floats */
+            dfm__free(&g->b.mem, coef);
+            return dfm__fail(&g->b, DFM_ENUMERIC,
+                             "kappa'/(1 - kappa) = %g at t[%zu] = %g is negative or overflows float",
+                             v.d_alpha / (1.0 - v.alpha), r, t[r]);
+        }
     }
     for (size_t r = 0; r < rows; r++) {
         for (size_t i = 0; i < d; i++) {

@@ -322,7 +322,7 @@ static int dl_eval_op(dfm_loss *l, const dfm_loss_args *a)
     double total = 0.0;
     for (size_t r = 0; r < rows; r++) total += rowsum[r];
     if (l->reduction == DFM_REDUCE_MEAN) total = count ? total / (double)count : 0.0;
-    if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vals, n * sizeof(double));
+    if (l->reduction == DFM_REDUCE_NONE && n) memcpy(a->values, vals, n * sizeof(double));
     *a->loss = total;
 done:
     dfm__free(m, c);
@@ -493,8 +493,10 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
     /* Sample in kappa when the scheduler has an inverse (finite variance), else in t. */
     double tprobe;
     raw = 0;
-    const int use_kappa = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw)
-                          != DFM_EUNSUPPORTED;
+    st = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw);
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
+    const int use_kappa = st != DFM_EUNSUPPORTED;
+    st = 0;
 
     const dfm_allocator *m = &l->b.mem;
     size_t chunk = a->chunk_rows && a->chunk_rows < rows ? a->chunk_rows : rows;
@@ -577,7 +579,16 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
                     st = dl_coef(l, p, t, r0 + r, &c[r]);
                     if (st) break;
                     dfm_sched_values v;
-                    dfm__sched_eval(&p->sched, t, &v, &raw); /* succeeded in dl_coef */
+                    raw = 0;
+                    st = dfm__sched_eval(&p->sched, t, &v, &raw); /* a host callback may fail */
+                    if (st == DFM_ECALLBACK) {
+                        st = dfm__fail_callback(&l->b, raw, "scheduler callback");
+                        break;
+                    }
+                    if (st) {
+                        st = dfm__fail(&l->b, st, "scheduler evaluation failed at t = %g", t);
+                        break;
+                    }
                     om = 1.0 - v.alpha;
                 }
                 for (size_t i = 0; i < d; i++) {

@@ -203,7 +203,7 @@ static void check_mixture(const float *x, size_t n, double tol)
 static void sample_mixture(dfm_scheduler *s, int param, int method, size_t steps, double tol,
                            const dfm_scheduler *sampling)
 {
-    const size_t n = 8000;
+    const size_t n = tu_count(8000); /* DFM_TEST_SCALE (testutil.h); bounds below use n */
     target tg = {s, param, 0, -1, 0, 0};
     dfm_path *p = make_path(s);
     dfm_generator *gen;
@@ -326,7 +326,7 @@ END_TEST
 
 static void sde_case(dfm_scheduler *s, int param, double g, dfm_diffusion_fn gfn, size_t steps)
 {
-    const size_t n = 8000;
+    const size_t n = tu_count(8000); /* DFM_TEST_SCALE (testutil.h); bounds below use n */
     target tg = {s, param, 0, -1, 0, 0};
     dfm_path *p = make_path(s);
     dfm_generator *gen;
@@ -372,7 +372,7 @@ END_TEST
 START_TEST(sde_backwards_reaches_the_source)
 {
     /* Data -> noise with a descending grid: drift v - g^2/2 score; the result is N(0, I). */
-    const size_t n = 8000;
+    const size_t n = tu_count(8000); /* DFM_TEST_SCALE (testutil.h); bounds below use n */
     dfm_scheduler *s;
     ck_assert_int_eq(dfm_scheduler_create_condot(&s, NULL), 0);
     target tg = {s, DFM_PARAM_VELOCITY, 0, -1, 0, 0};

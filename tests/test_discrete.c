@@ -272,7 +272,8 @@ static void marginal_pt(const target *T, double t, double *pt)
     }
 }
 
-#define NS 20000
+#define NS_FULL 20000
+#define NS ((long)tu_count(NS_FULL)) /* DFM_TEST_SCALE divides it (testutil.h) */
 
 static void check_q(int source, int sched_kind, int method, size_t steps, double corr, double eta,
                     int purity, double temp_check)
@@ -301,7 +302,7 @@ static void check_q(int source, int sched_kind, int method, size_t steps, double
             masks += (double)saved[a] * ((x[0] == 3) + (x[1] == 3) + (x[2] == 3));
         }
         masks /= NS;
-        ck_assert_msg(fabs(masks - 1.5) < 0.03, "mean masked positions %g, want 1.5", masks);
+        ck_assert_msg(fabs(masks - 1.5) < tu_tol(0.03, NS_FULL, (size_t)NS), "mean masked positions %g, want 1.5", masks);
     }
     int64_t calls = 0, jumps = 0;
     dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &calls);
@@ -373,8 +374,9 @@ START_TEST(exact_step_is_exact_d1)
         dfm_sampler *s = target_sampler(&T, DFM_PARAM_LOGITS, DFM_METHOD_EXACT);
         ck_assert_int_eq(dfm_sampler_set_steps(s, 3), 0);
         long hist[MAXS];
-        run_hist(s, &T, 50000, hist, NULL, 0, NULL, NULL);
-        TU_ASSERT_CHI2(hist, T.q, 3, 50000);
+        long n = (long)tu_count(50000);
+        run_hist(s, &T, (size_t)n, hist, NULL, 0, NULL, NULL);
+        TU_ASSERT_CHI2(hist, T.q, 3, n);
         dfm_sampler_free(s);
         dfm_scheduler_free(T.sched);
     }
@@ -452,7 +454,8 @@ START_TEST(few_steps_exact_laws_d1)
         ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_CORRECTOR, cs[k].c), 0);
         ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_ETA, cs[k].eta), 0);
         long hist[MAXS];
-        run_hist(s, &T, 60000, hist, NULL, 0, NULL, NULL);
+        long n = (long)tu_count(60000);
+        run_hist(s, &T, (size_t)n, hist, NULL, 0, NULL, NULL);
         double law[8];
         d1_law(&T, cs[k].method, 4, cs[k].c, cs[k].eta, law);
         if (cs[k].method == DFM_METHOD_EXACT) { /* sanity: the exact step's law is q itself */
@@ -460,7 +463,7 @@ START_TEST(few_steps_exact_laws_d1)
             for (int y = 0; y < 3; y++) tv += fabs(law[y] - T.q[y]);
             ck_assert_msg(cs[k].c > 0 || cs[k].eta > 0 || tv < 1e-12, "exact law differs from q");
         }
-        TU_ASSERT_CHI2(hist, law, 3, 60000);
+        TU_ASSERT_CHI2(hist, law, 3, n);
         dfm_sampler_free(s);
         dfm_scheduler_free(T.sched);
     }
@@ -479,11 +482,12 @@ START_TEST(temperature_d1)
     ck_assert_int_eq(dfm_sampler_get_double(s, DFM_OPT_DS_TEMPERATURE, &tv), 0);
     ck_assert(tv == 0.5);
     long hist[MAXS];
-    run_hist(s, &T, 50000, hist, NULL, 0, NULL, NULL);
+    long n = (long)tu_count(50000);
+    run_hist(s, &T, (size_t)n, hist, NULL, 0, NULL, NULL);
     double p[3], z = 0.0;
     for (int j = 0; j < 3; j++) { p[j] = T.q[j] * T.q[j]; z += p[j]; }
     for (int j = 0; j < 3; j++) p[j] /= z;
-    TU_ASSERT_CHI2(hist, p, 3, 50000);
+    TU_ASSERT_CHI2(hist, p, 3, n);
     dfm_sampler_free(s);
     dfm_scheduler_free(T.sched);
 }
@@ -503,11 +507,12 @@ START_TEST(exact_step_few_steps_product)
         ck_assert_int_eq(dfm_sampler_set_steps(s, 4), 0);
         double st[1] = {0.5};
         long hist[MAXS], saved[MAXS];
-        run_hist(s, &T, 40000, hist, st, 1, saved, NULL);
+        long n = (long)tu_count(40000);
+        run_hist(s, &T, (size_t)n, hist, st, 1, saved, NULL);
         double pt[MAXS];
         marginal_pt(&T, 0.5, pt);
-        TU_ASSERT_CHI2(saved, pt, ipow(T.V, T.d), 40000);
-        TU_ASSERT_CHI2(hist, T.q, 27, 40000);
+        TU_ASSERT_CHI2(saved, pt, ipow(T.V, T.d), n);
+        TU_ASSERT_CHI2(hist, T.q, 27, n);
         dfm_sampler_free(s);
         dfm_scheduler_free(T.sched);
     }
@@ -647,7 +652,7 @@ START_TEST(path_sample_marginals)
     target T;
     target_init(&T, 3, DFM_SOURCE_CUSTOM, DFM_SCHED_COSINE);
     dfm_path *p = target_path(&T);
-    size_t n = 30000;
+    size_t n = tu_count(30000);
     int32_t *x1 = calloc(n * 3, 4), *xt = calloc(n * 3, 4), *x0 = calloc(n * 3, 4);
     double *t = calloc(n, sizeof(double));
     for (size_t r = 0; r < n; r++) {

@@ -479,7 +479,7 @@ static double ks(double *x, size_t n, int kind, double mu, double sd, double hi)
 
 START_TEST(time_sampler_distributions)
 {
-    const size_t n = 20000;
+    const size_t n = tu_count_min(20000, 1000); /* DFM_TEST_SCALE; >= 1000: splits at row 777 */
     double *t = malloc(n * sizeof(double)), *t2 = malloc(n * sizeof(double));
     const double bound = 1.95 / sqrt((double)n); /* KS at p = 0.001 */
     /* Uniform on [0, 1 - eps]. */

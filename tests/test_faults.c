@@ -11,6 +11,7 @@
 #include "fault/fault.h"
 
 #include <math.h>
+#include <stdio.h>
 
 #if defined(__has_include)
 #  if __has_include("fault/discrete.h")
@@ -301,6 +302,7 @@ START_TEST(alloc_failure_every_point)
                       sc->name, n, st, dfm_strerror(st), expect);
     }
     ck_assert_msg(n <= FX_MAX_POINTS, "%s: never succeeds", sc->name);
+    if (getenv("DFM_FAULT_VERBOSE")) printf("alloc %-48s %ld points\n", sc->name, n - 1);
     ck_assert_msg(n - 1 >= sc->min_points, "%s: %ld allocation points, expected at least %ld",
                   sc->name, n - 1, sc->min_points);
 }
@@ -332,6 +334,7 @@ START_TEST(callback_failure_every_call)
                       sc->name, f.ticks_after_failure);
     }
     ck_assert_msg(k <= FX_MAX_POINTS, "%s: never completes", sc->name);
+    if (getenv("DFM_FAULT_VERBOSE")) printf("callback %-45s %ld calls\n", sc->name, k - 1);
     ck_assert_msg(k - 1 >= sc->min_points, "%s: %ld callback calls, expected at least %ld",
                   sc->name, k - 1, sc->min_points);
 }

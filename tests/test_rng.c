@@ -55,7 +55,8 @@ END_TEST
 
 START_TEST(uniform_distribution)
 {
-    enum { BINS = 64, N = 200000 };
+    enum { BINS = 64 };
+    const int N = (int)tu_count(200000); /* DFM_TEST_SCALE (testutil.h); bounds use N */
     long counts[BINS] = {0};
     double p[BINS];
     double mean = 0.0;
@@ -82,7 +83,8 @@ static double phi(double x) { return 0.5 * erfc(-x / sqrt(2.0)); }
 
 START_TEST(normal_distribution)
 {
-    enum { BINS = 40, N = 200000 };
+    enum { BINS = 40 };
+    const int N = (int)tu_count(200000);
     long counts[BINS] = {0};
     double p[BINS];
     double m1 = 0.0, m2 = 0.0;
@@ -110,7 +112,8 @@ END_TEST
 START_TEST(categorical_distribution)
 {
     /* Logits spanning many magnitudes, a -inf entry, and a temperature. */
-    enum { K = 7, N = 200000 };
+    enum { K = 7 };
+    const int N = (int)tu_count(200000);
     const float z[K] = {0.0f, 1.0f, -2.0f, 3.5f, -INFINITY, 0.25f, -30.0f};
     const double temps[3] = {1.0, 0.5, 2.0};
     for (int ti = 0; ti < 3; ti++) {
@@ -127,7 +130,8 @@ START_TEST(categorical_distribution)
         TU_ASSERT_CHI2(counts, p, K, N);
     }
     /* A long vector goes through the chunked path. */
-    enum { V = 3000, M = 60000 };
+    enum { V = 3000 };
+    const int M = (int)tu_count(60000);
     static float zl[V];
     static double pl[V];
     static long cl[V];
@@ -148,12 +152,13 @@ START_TEST(categorical_weights_and_argmax)
     const double w[4] = {0.0, 2.0, 1.0, 1.0};
     long counts[4] = {0};
     const double p[4] = {0.0, 0.5, 0.25, 0.25};
-    for (int i = 0; i < 80000; i++) {
+    const int N = (int)tu_count(80000);
+    for (int i = 0; i < N; i++) {
         int32_t k;
         ck_assert_int_eq(dfm_rng_categorical_weights(4, 0, (uint64_t)i, 0, 0, w, 4, &k), 0);
         counts[k]++;
     }
-    TU_ASSERT_CHI2(counts, p, 4, 80000);
+    TU_ASSERT_CHI2(counts, p, 4, N);
     const float z[3] = {1.0f, 5.0f, 5.0f};
     int32_t k = -1;
     ck_assert_int_eq(dfm_rng_categorical(1, 0, 0, 0, 0, z, 3, 0.0, &k), 0);

@@ -15,6 +15,7 @@
 
 typedef struct shared {
     const dfm_space *disc, *eucl, *prod;
+    const dfm_space *fin; /* [3]^2 for the rate-matrix jobs */
     const dfm_scheduler *sched[6];
     int n_sched;
 } shared;
@@ -119,10 +120,254 @@ static uint64_t job_rng(const shared *sh, int thread)
     return h;
 }
 
+/* ---- modules: one handle of each kind per thread, internal threads (DFM_OPT_THREADS = 2) ---- */
+
+/* Pure model callbacks (no shared mutable state): logits, rates or velocities from the inputs. */
+static int th_model(const dfm_model_io *io, void *u)
+{
+    const int kind = *(const int *)u; /* 0 logits, 1 rates, 2 velocity */
+    for (size_t r = 0; r < io->rows; r++)
+        for (size_t j = 0; j < io->out_stride; j++) {
+            float v;
+            int32_t tok = io->tokens && io->n_tokens ? io->tokens[r * io->n_tokens + j % io->n_tokens] : 0;
+            if (kind == 2) v = -0.5f * io->reals[r * io->n_reals + j] + (float)io->t[r];
+            else if (kind == 1) v = 0.2f + 0.1f * (float)((j + (size_t)tok) % 3);
+            else v = 0.3f * (float)((j * 7 + (size_t)tok) % 5) - (float)io->t[r];
+            io->out[r * io->out_stride + j] = v;
+        }
+    return 0;
+}
+static const int th_logits = 0, th_rates = 1, th_velocity = 2;
+
+static uint64_t mix_tokens(uint64_t h, const int32_t *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) h = mix(h, (uint64_t)(uint32_t)t[i]);
+    return h;
+}
+static uint64_t mix_floats(uint64_t h, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) h = mix_double(h, x[i]);
+    return h;
+}
+
+static dfm_sampler *th_sampler(const dfm_generator *g, int method, size_t steps)
+{
+    dfm_sampler *s = NULL;
+    ck_assert_int_eq(dfm_sampler_create(&s, g, method, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, steps), 0);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_THREADS, 2), 0);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_SEED, 77), 0);
+    return s;
+}
+
+static void th_run(dfm_sampler *s, const int *kind, size_t rows, int32_t *tok, float *re,
+                   int draw_source)
+{
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = th_model; a.model_data = (void *)kind;
+    a.rows = rows; a.tokens = tok; a.reals = re; a.draw_source = draw_source;
+    ck_assert_msg(dfm_sampler_run(s, &a) == 0, "%s", dfm_sampler_last_error(s));
+}
+
+/* Discrete: mixture path sampling, exact and Euler samplers, the generalized KL and the ELBO. */
+static uint64_t job_discrete(const shared *sh, int thread)
+{
+    (void)thread;
+    enum { R = 40, D = 4, V = 5 };
+    uint64_t h = 4;
+    dfm_path *p = NULL;
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sh->disc, sh->sched[2], DFM_SOURCE_MASK, V - 1,
+                                             NULL, NULL), 0);
+    ck_assert_int_eq(dfm_path_set_int(p, DFM_OPT_THREADS, 2), 0);
+    int32_t x1[R * D], xt[R * D], tok[R * D];
+    double t[R];
+    for (int i = 0; i < R * D; i++) x1[i] = i % (V - 1);
+    for (int r = 0; r < R; r++) t[r] = r / (double)R;
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa; pa.rows = R; pa.t = t; pa.x1_tokens = x1; pa.xt_tokens = xt;
+    ck_assert_int_eq(dfm_path_sample(p, &pa), 0);
+    h = mix_tokens(h, xt, R * D);
+    dfm_generator *g = NULL;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+    int methods[2] = {DFM_METHOD_EXACT, DFM_METHOD_EULER};
+    for (int m = 0; m < 2; m++) {
+        dfm_sampler *s = th_sampler(g, methods[m], 8);
+        ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_ETA, 0.5), 0);
+        th_run(s, &th_logits, R, tok, NULL, 1);
+        h = mix_tokens(h, tok, R * D);
+        dfm_sampler_free(s);
+    }
+    dfm_loss *l = NULL;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+    ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, 2), 0);
+    float out[R * D * V], grad[R * D * V];
+    for (int i = 0; i < R * D * V; i++) out[i] = 0.1f * (float)(i % 13) - 0.5f;
+    for (int r = 0; r < R; r++) t[r] = 0.9 * r / (double)R;
+    double loss = 0.0;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la; la.rows = R; la.t = t; la.x1_tokens = x1; la.xt_tokens = xt;
+    la.out = out; la.grad = grad; la.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(l, &la), 0);
+    h = mix_double(mix_floats(h, grad, R * D * V), loss);
+    double nelbo[R];
+    dfm_elbo_args ea;
+    memset(&ea, 0, sizeof ea);
+    ea.struct_size = sizeof ea; ea.rows = R; ea.x1_tokens = x1; ea.n_t = 2; ea.chunk_rows = 16;
+    ea.model = th_model; ea.user_data = (void *)&th_logits; ea.nelbo = nelbo;
+    ck_assert_msg(dfm_loss_discrete_elbo(l, &ea) == 0, "%s", dfm_loss_last_error(l));
+    for (int r = 0; r < R; r++) h = mix_double(h, nelbo[r]);
+    dfm_loss_free(l);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return h;
+}
+
+/* Continuous: affine path sampling, RK4 / Euler-Maruyama runs, the MSE loss, the likelihood. */
+static uint64_t job_continuous(const shared *sh, int thread)
+{
+    (void)thread;
+    enum { R = 24, D = 3 };
+    uint64_t h = 5;
+    dfm_path *p = NULL;
+    ck_assert_int_eq(dfm_path_create_affine(&p, sh->eucl, sh->sched[4], NULL), 0);
+    ck_assert_int_eq(dfm_path_set_int(p, DFM_OPT_THREADS, 2), 0);
+    float x1[R * D], xt[R * D], tg[R * D], x0[R * D], re[R * D];
+    double t[R];
+    for (int i = 0; i < R * D; i++) x1[i] = 0.1f * (float)(i % 17) - 0.7f;
+    for (int r = 0; r < R; r++) t[r] = 0.05 + 0.9 * r / (double)R;
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa; pa.rows = R; pa.t = t; pa.x1_reals = x1; pa.xt_reals = xt;
+    pa.target_reals = tg; pa.x0_reals_out = x0;
+    ck_assert_int_eq(dfm_path_sample(p, &pa), 0);
+    h = mix_floats(mix_floats(h, xt, R * D), tg, R * D);
+    dfm_generator *g = NULL, *gd = NULL;
+    ck_assert_int_eq(dfm_generator_create_velocity(&g, p, DFM_PARAM_VELOCITY, NULL), 0);
+    dfm_sampler *s = th_sampler(g, DFM_METHOD_RK4, 6);
+    th_run(s, &th_velocity, R, NULL, re, 1);
+    h = mix_floats(h, re, R * D);
+    double logp[R];
+    dfm_loglik_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la; la.model = th_model; la.model_data = (void *)&th_velocity;
+    la.rows = R; la.x1 = x1; la.n_probes = 2; la.logp = logp;
+    ck_assert_msg(dfm_sampler_log_likelihood(s, &la) == 0, "%s", dfm_sampler_last_error(s));
+    for (int r = 0; r < R; r++) h = mix_double(h, logp[r]);
+    dfm_sampler_free(s);
+    ck_assert_int_eq(dfm_generator_create_diffusion(&gd, p, DFM_PARAM_VELOCITY, 0.5, NULL), 0);
+    s = th_sampler(gd, DFM_METHOD_EULER_MARUYAMA, 6);
+    th_run(s, &th_velocity, R, NULL, re, 1);
+    h = mix_floats(h, re, R * D);
+    dfm_sampler_free(s);
+    dfm_loss *l = NULL;
+    ck_assert_int_eq(dfm_loss_create_mse(&l, g, NULL), 0);
+    ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, 2), 0);
+    float grad[R * D];
+    double loss = 0.0;
+    dfm_loss_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a; a.rows = R; a.t = t; a.x0_reals = x0; a.x1_reals = x1;
+    a.xt_reals = xt; a.out = tg; a.grad = grad; a.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
+    h = mix_double(mix_floats(h, grad, R * D), loss);
+    dfm_loss_free(l);
+    dfm_generator_free(gd);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return h;
+}
+
+/* Rate matrices: the workspace, a metric path with its factorized and flattened samplers, direct
+ * rates with Gillespie, the Bregman loss on a finite path. */
+static int th_cond(double t, int32_t x1, double *p, double *dp, size_t n, void *u)
+{
+    (void)u;
+    double k = t * t, dk = 2.0 * t;
+    for (size_t x = 0; x < n; x++) {
+        p[x] = (1.0 - k) / (double)n + ((int32_t)x == x1 ? k : 0.0);
+        dp[x] = -dk / (double)n + ((int32_t)x == x1 ? dk : 0.0);
+    }
+    return 0;
+}
+
+static uint64_t job_ctmc(const shared *sh, int thread)
+{
+    (void)thread;
+    enum { R = 30, D = 2, V = 3, S = 9 };
+    uint64_t h = 6;
+    dfm_ctmc *w = NULL;
+    double Q[S * S], K[S * S];
+    for (int i = 0; i < S * S; i++) Q[i] = 0.1 * (double)((i * 5) % 7);
+    ck_assert_int_eq(dfm_ctmc_create(&w, S, NULL), 0);
+    ck_assert_int_eq(dfm_ctmc_kernel(w, Q, 0.8, K), 0);
+    for (int i = 0; i < S * S; i++) h = mix_double(h, K[i]);
+    dfm_ctmc_free(w);
+    dfm_path *pm = NULL, *pf = NULL;
+    double dist[V * V];
+    for (int x = 0; x < V; x++)
+        for (int y = 0; y < V; y++) dist[x * V + y] = x > y ? x - y : y - x;
+    ck_assert_int_eq(dfm_path_create_metric(&pm, sh->fin, sh->sched[0], 1.5, dist, NULL, NULL,
+                                            NULL), 0);
+    ck_assert_int_eq(dfm_path_create_finite(&pf, sh->fin, th_cond, NULL, NULL), 0);
+    int32_t tok[R * D];
+    dfm_generator *g = NULL;
+    ck_assert_int_eq(dfm_generator_create_metric(&g, pm, NULL), 0);
+    int methods[2] = {DFM_METHOD_EULER, DFM_METHOD_UNIFORMIZATION};
+    for (int m = 0; m < 2; m++) {
+        dfm_sampler *s = th_sampler(g, methods[m], 5);
+        ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_CT_TMAX, 0.9), 0);
+        th_run(s, &th_logits, R, tok, NULL, 1);
+        h = mix_tokens(h, tok, R * D);
+        dfm_sampler_free(s);
+    }
+    dfm_generator_free(g);
+    ck_assert_int_eq(dfm_generator_create_rate_matrix(&g, pf, NULL, DFM_PARAM_STATE_LOGITS, NULL), 0);
+    dfm_sampler *s = th_sampler(g, DFM_METHOD_UNIFORMIZATION, 5);
+    th_run(s, &th_logits, R, tok, NULL, 1);
+    h = mix_tokens(h, tok, R * D);
+    dfm_sampler_free(s);
+    dfm_generator_free(g);
+    ck_assert_int_eq(dfm_generator_create_rate_matrix(&g, NULL, sh->fin, DFM_PARAM_RATES, NULL), 0);
+    s = th_sampler(g, DFM_METHOD_GILLESPIE, 5);
+    for (int i = 0; i < R * D; i++) tok[i] = i % V;
+    th_run(s, &th_rates, R, tok, NULL, 0);
+    h = mix_tokens(h, tok, R * D);
+    dfm_sampler_free(s);
+    dfm_generator_free(g);
+    ck_assert_int_eq(dfm_generator_create_rate_matrix(&g, pf, NULL, DFM_PARAM_RATES, NULL), 0);
+    dfm_loss *l = NULL;
+    ck_assert_int_eq(dfm_loss_create_bregman_rates(&l, g, NULL), 0);
+    ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, 2), 0);
+    int32_t x1[R * D];
+    float out[R * S], grad[R * S];
+    double t[R], loss = 0.0;
+    for (int i = 0; i < R * D; i++) x1[i] = (i * 2) % V;
+    for (int i = 0; i < R * S; i++) out[i] = 0.3f + 0.1f * (float)(i % 4);
+    for (int r = 0; r < R; r++) t[r] = 0.9 * r / (double)R;
+    dfm_loss_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a; a.rows = R; a.t = t; a.x1_tokens = x1; a.xt_tokens = tok;
+    a.out = out; a.grad = grad; a.loss = &loss;
+    ck_assert_msg(dfm_loss_eval(l, &a) == 0, "%s", dfm_loss_last_error(l));
+    h = mix_double(mix_floats(h, grad, R * S), loss);
+    dfm_loss_free(l);
+    dfm_generator_free(g);
+    dfm_path_free(pf);
+    dfm_path_free(pm);
+    return h;
+}
+
 static const job_fn jobs[] = {
     job_schedulers,
     job_spaces,
     job_rng,
+    job_discrete,
+    job_continuous,
+    job_ctmc,
     /* modules: add jobs here (one line each) */
 };
 #define N_JOBS ((int)(sizeof jobs / sizeof jobs[0]))
@@ -154,7 +399,9 @@ START_TEST(threads_agree_with_serial)
     ck_assert_int_eq(dfm_space_create_euclidean(&eucl, 3, NULL), 0);
     const dfm_space *pp[2] = {disc, eucl};
     ck_assert_int_eq(dfm_space_create_product(&prod, pp, 2, NULL), 0);
-    shared sh = {disc, eucl, prod, {NULL}, 0};
+    dfm_space *fin = NULL;
+    ck_assert_int_eq(dfm_space_create_discrete(&fin, 3, 2, NULL), 0);
+    shared sh = {disc, eucl, prod, fin, {NULL}, 0};
     dfm_scheduler *s[6] = {NULL};
     ck_assert_int_eq(dfm_scheduler_create_condot(&s[0], NULL), 0);
     ck_assert_int_eq(dfm_scheduler_create_polynomial(&s[1], 3.0, NULL), 0);
@@ -182,6 +429,7 @@ START_TEST(threads_agree_with_serial)
             ck_assert_msg(w[i].digest[j] == ref[j], "thread %d job %d: digest differs", i, j);
 
     for (int k = 0; k < 6; k++) dfm_scheduler_free(s[k]);
+    dfm_space_free(fin);
     dfm_space_free(prod);
     dfm_space_free(eucl);
     dfm_space_free(disc);

@@ -75,4 +75,39 @@ static inline TCase *tu_tcase(const char *name)
     return tc;
 }
 
+/* Test-size knob (docs/reliability.md): DFM_TEST_SCALE = s (an integer 1..1000, default 1) divides
+ * the sample counts of the statistical suites, so that the instrumented runs (valgrind,
+ * sanitizers) stay affordable. Every bound stays valid because it is computed from the count
+ * actually drawn: chi-square bounds depend only on the degrees of freedom, and fixed
+ * tolerances on a mean or a total variation are widened by sqrt(n_full / n) with tu_tol.
+ * With s = 1 (make check) every suite runs at full size and full power. */
+static inline long tu_scale(void)
+{
+    static long cached = 0;
+    if (cached == 0) {
+        const char *e = getenv("DFM_TEST_SCALE");
+        long v = e ? strtol(e, NULL, 10) : 1;
+        if (v < 1) v = 1;
+        if (v > 1000) v = 1000;
+        cached = v;
+    }
+    return cached;
+}
+
+/* A sample count n of a statistical test, divided by the scale (at least min_n, at most n). */
+static inline size_t tu_count_min(size_t n, size_t min_n)
+{
+    size_t m = n / (size_t)tu_scale();
+    if (m < min_n) m = min_n;
+    return m < n ? m : n;
+}
+static inline size_t tu_count(size_t n) { return tu_count_min(n, 1); }
+
+/* A statistical tolerance tol calibrated for n_full samples, for the n samples actually drawn:
+ * standard errors grow like 1 / sqrt(n). */
+static inline double tu_tol(double tol, size_t n_full, size_t n)
+{
+    return n >= n_full || n == 0 ? tol : tol * sqrt((double)n_full / (double)n);
+}
+
 #endif

@@ -140,4 +140,16 @@ static inline int fx_unchanged(const void *buf, size_t bytes)
     return 1;
 }
 
+/* In/out buffers (sampler tokens, reals): keep a copy before the call, compare after a failure. */
+static inline void *fx_dup(const void *p, size_t bytes)
+{
+    void *c = malloc(bytes ? bytes : 1);
+    if (c && bytes) memcpy(c, p, bytes);
+    return c;
+}
+static inline int fx_same(const void *a, const void *b, size_t bytes)
+{
+    return bytes == 0 || memcmp(a, b, bytes) == 0;
+}
+
 #endif

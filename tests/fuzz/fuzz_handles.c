@@ -2,12 +2,13 @@
  * step counts and time grids, save times, options, statistics, run/sample/eval argument checks,
  * clones, with an allocator that fails where the input says.
  *
- * Until the modules are merged no public creator of a path or generator exists, so this harness
- * builds "probe" handles through the internal constructors (dfm__path_new, dfm__gen_new,
- * dfm__loss_new; it links the library statically and includes src/handles.h). The probe kinds
- * implement the ops contract minimally (validate, allocate scratch, call the model, copy out on
- * success) so every generic entry point runs exactly the code a real kind runs before and after
- * its ops. Module harnesses (fuzz_<module>.c) drive the real kinds.
+ * The handles are real (a discrete mixture path, its factorized logits generator, the generalized
+ * KL loss; chosen by the input) or "probe" handles built through the internal constructors
+ * (dfm__path_new, dfm__gen_new, dfm__loss_new; the harness links the library statically and
+ * includes src/handles.h). The probe kinds implement the ops contract minimally (validate,
+ * allocate scratch, call the model, copy out on success) so every generic entry point runs
+ * exactly the code a real kind runs before and after its ops, with exact expected results. The
+ * module harnesses (fuzz_discrete, fuzz_continuous, fuzz_ctmc) drive every real kind in depth.
  *
  * Invariants: documented statuses; a failed call leaves a message (non-empty, NUL-terminated)
  * and its outputs unwritten; a failed dfm_sampler_set_grid keeps the previous grid; option
@@ -131,7 +132,7 @@ static void check_msg(const char *m, int st)
     if (st) FZ_ASSERT(len > 0);
 }
 
-static void fuzz_sampler_ops(fz *in, dfm_sampler *s, const dfm_generator *g)
+static void fuzz_sampler_ops(fz *in, dfm_sampler *s, const dfm_generator *g, int real)
 {
     static double grid[300], save[40];
     static int32_t tokens[512], copy[512], saved[4096];
@@ -169,6 +170,8 @@ static void fuzz_sampler_ops(fz *in, dfm_sampler *s, const dfm_generator *g)
         }
         case 1: {
             size_t n = fz_size(in, 1000);
+            /* a real kind runs every step: keep valid counts small (a huge one is only slow) */
+            if (real && n > 64 && n <= INT32_MAX) n = 1 + n % 64;
             st = dfm_sampler_set_steps(s, n);
             FZ_STATUS_OK(st);
             check_msg(dfm_sampler_last_error(s), st);
@@ -258,10 +261,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (dfm_space_create_discrete(&sp, (int32_t)(2 + fz_below(&in, 6)), 1 + fz_below(&in, 8), NULL) ||
         dfm_scheduler_create_cosine(&sc, NULL))
         goto out;
-    if (dfm__path_new(&p, PROBE_KIND, &probe_path_ops, sp, sc, &mem)) goto out;
-    if (dfm__gen_new(&g, PROBE_KIND, DFM_PARAM_LOGITS, 1 + fz_below(&in, 8), &probe_gen_ops, p, &mem))
-        goto out;
-    if (dfm__loss_new(&l, PROBE_KIND, &probe_loss_ops, g, &mem)) goto out;
+    /* Real kinds (a mixture path, its factorized generator, the generalized KL) or the probe
+     * kinds (every generic entry point with minimal ops). */
+    const int real = fz_u8(&in) & 1;
+    const int path_kind = real ? DFM_PATH_MIXTURE : PROBE_KIND;
+    if (real) {
+        int source = fz_u8(&in) & 1 ? DFM_SOURCE_MASK : DFM_SOURCE_UNIFORM;
+        if (dfm_path_create_mixture(&p, sp, sc, source, dfm_space_token_vocab(sp, 0) - 1, NULL, &mem))
+            goto out;
+        if (dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, &mem)) goto out;
+        if (dfm_loss_create_generalized_kl(&l, p, &mem)) goto out;
+    } else {
+        if (dfm__path_new(&p, PROBE_KIND, &probe_path_ops, sp, sc, &mem)) goto out;
+        if (dfm__gen_new(&g, PROBE_KIND, DFM_PARAM_LOGITS, 1 + fz_below(&in, 8), &probe_gen_ops, p,
+                         &mem))
+            goto out;
+        if (dfm__loss_new(&l, PROBE_KIND, &probe_loss_ops, g, &mem)) goto out;
+    }
 
     /* Path: sample with arbitrary times and sizes; options; clone. */
     {
@@ -288,7 +304,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t r = 0; r < rows && a.t; r++) t_ok &= t[r] >= 0.0 && t[r] <= 1.0;
         if (rows && a.t && !t_ok && a.struct_size >= 3 * sizeof(size_t)) FZ_ASSERT(st == DFM_ERANGE);
         if (st) FZ_ASSERT(memcmp(xt, xt_copy, sizeof xt) == 0);
-        else FZ_ASSERT(memcmp(xt, x1, rows * nt * sizeof(int32_t)) == 0);
+        else if (!real) FZ_ASSERT(memcmp(xt, x1, rows * nt * sizeof(int32_t)) == 0);
+        else
+            for (size_t i = 0; i < rows * nt; i++)
+                FZ_ASSERT(xt[i] >= 0 && xt[i] < dfm_space_token_vocab(sp, 0));
         int opt = fz_int(&in, -1, 5);
         int64_t v = (int64_t)fz_u64(&in);
         st = dfm_path_set_int(p, opt, v);
@@ -298,7 +317,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         st = dfm_path_clone(&c, p, fz_u8(&in) & 1 ? &mem : NULL);
         FZ_STATUS_OK(st);
         if (st) FZ_ASSERT(c == NULL && st == DFM_ENOMEM);
-        else FZ_ASSERT(dfm_path_kind(c) == PROBE_KIND && dfm_space_n_tokens(dfm_path_space(c)) == nt);
+        else FZ_ASSERT(dfm_path_kind(c) == path_kind && dfm_space_n_tokens(dfm_path_space(c)) == nt);
         dfm_path_free(c);
     }
     /* Loss: argument checks and the reduction option. */
@@ -334,7 +353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                            method != DFM_METHOD_EXACT));
         } else {
             s = q;
-            fuzz_sampler_ops(&in, s, g);
+            fuzz_sampler_ops(&in, s, g, real);
         }
     }
     {
