@@ -141,7 +141,8 @@ static dfm_generator *joint_generator(int sde)
 /* Samples rows of the joint target and checks the token law and the per-token moments. */
 static int run_joint(int method, int ignore_real, size_t steps, int check, int sde)
 {
-    const size_t R = 20000;
+    /* DFM_TEST_SCALE shrinks the runs that must pass; a wrong model keeps full power. */
+    const size_t R = ignore_real ? 20000 : tu_count_min(20000, 2000);
     dfm_generator *g = joint_generator(sde & 1);
     if (sde & 2) ck_assert_int_eq(dfm_generator_set_part_time_fn(g, token_first, NULL), DFM_OK);
     dfm_sampler *s;
@@ -230,7 +231,7 @@ START_TEST(joint_intermediate_states)
 {
     /* saved states: P(token still masked at t) = 1 - kappa_t = 1 - t, on and off the grid;
      * the saved real at t has mean E[X_t] = t E[X1] */
-    const size_t R = 20000;
+    const size_t R = tu_count_min(20000, 2000);
     dfm_generator *g = joint_generator(0);
     dfm_sampler *s;
     ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EXACT, NULL), DFM_OK);
@@ -388,7 +389,7 @@ static int ramp_w(double t, double *w, size_t n, void *ud)
 
 static double run_flow_diffusion(int shared, int use_fn, double wsum)
 {
-    const size_t R = 20000;
+    const size_t R = wsum == 1.0 ? tu_count_min(20000, 2000) : 20000;
     dfm_path *p = affine_path(1);
     dfm_generator *gv, *gd, *g;
     ck_assert_int_eq(dfm_generator_create_velocity(&gv, p, DFM_PARAM_X1, NULL), DFM_OK);
@@ -498,7 +499,7 @@ static int q2_fn(const dfm_model_io *io, void *ud)
 
 static void q2_check(dfm_generator *g, dmodel *m, int method, size_t steps, int expect_ok)
 {
-    const size_t R = 20000;
+    const size_t R = expect_ok ? tu_count_min(20000, 2000) : 20000;
     dfm_sampler *s;
     ck_assert_int_eq(dfm_sampler_create(&s, g, method, NULL), DFM_OK);
     ck_assert_int_eq(dfm_sampler_set_steps(s, steps), DFM_OK);
@@ -652,7 +653,7 @@ START_TEST(guidance_rates_clamped)
     dfm_sampler *s;
     ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER, NULL), DFM_OK);
     ck_assert_int_eq(dfm_sampler_set_steps(s, 50), DFM_OK);
-    const size_t R = 20000;
+    const size_t R = tu_count_min(20000, 2000);
     int32_t *tok = malloc(2 * R * sizeof *tok);
     gmodel m = {1.5, 0, {0, 0}, 0, s};
     dfm_run_args a;
