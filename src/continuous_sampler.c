@@ -59,6 +59,20 @@ typedef struct ode {
     double *divbuf;      /* rows */
 } ode;
 
+/* The fields every integration (sampling or likelihood) sets; the rest start at zero. */
+static void ode_init(ode *o, dfm_sampler *s, const dfm_generator *g, dfm_model_fn model,
+                     void *model_data, size_t rows, size_t row_offset, size_t d)
+{
+    memset(o, 0, sizeof *o);
+    o->s = s;
+    o->g = g;
+    o->model = model;
+    o->model_data = model_data;
+    o->rows = rows;
+    o->row_offset = row_offset;
+    o->d = d;
+}
+
 /* Per-element kernels, parallel over rows. */
 typedef struct kctx {
     const ode *o;
@@ -722,14 +736,7 @@ static int cont_run(dfm_sampler *s, const dfm_run_args *a)
     if (!a->draw_source && !dfm__all_finite_f(a->reals, a->rows * d))
         return dfm__fail(&s->b, DFM_ENUMERIC, "args->reals has a NaN or Inf");
     ode o;
-    memset(&o, 0, sizeof o);
-    o.s = s;
-    o.g = g;
-    o.model = a->model;
-    o.model_data = a->model_data;
-    o.rows = a->rows;
-    o.row_offset = a->row_offset;
-    o.d = d;
+    ode_init(&o, s, g, a->model, a->model_data, a->rows, a->row_offset, d);
     o.w = d;
     const tableau *tb = tableau_of(s->method);
     int em = s->method == DFM_METHOD_EULER_MARUYAMA;
@@ -890,14 +897,7 @@ int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
     if (!dfm__all_finite_f(a->x1, n))
         return dfm__fail(&s->b, DFM_ENUMERIC, "args->x1 has a NaN or Inf");
     ode o;
-    memset(&o, 0, sizeof o);
-    o.s = s;
-    o.g = g;
-    o.model = a->model;
-    o.model_data = a->model_data;
-    o.rows = a->rows;
-    o.row_offset = a->row_offset;
-    o.d = d;
+    ode_init(&o, s, g, a->model, a->model_data, a->rows, a->row_offset, d);
     o.loglik = 1;
     o.div = a->divergence;
     o.div_data = a->divergence_data;
