@@ -109,7 +109,8 @@ double dfm__exp_shift_sum(const float *src, size_t n, float shift, float scale, 
     return total;
 }
 
-/* Max and a finiteness check in one pass: bad != 0 when a NaN or +Inf is present. */
+/* Max and a finiteness check in one pass: bad != 0 when a NaN or +Inf is present. Four
+ * independent accumulators: one select chain would cost its latency per 8 floats. */
 DFM_CLONES
 float dfm__max_check(const float *z, size_t n, int *bad)
 {
@@ -119,18 +120,33 @@ float dfm__max_check(const float *z, size_t n, int *bad)
 #ifdef VEC
     const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
     const v8f inf = zero + INFINITY;
-    v8f m = zero - INFINITY;
-    v8i b = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (; i + 8 <= n; i += 8) {
-        v8f x;
-        memcpy(&x, z + i, sizeof x);
-        b |= (x != x) | (x == inf);
-        v8i gt = x > m;
-        m = (v8f)(((v8i)x & gt) | ((v8i)m & ~gt));
+    v8f m0 = zero - INFINITY, m1 = m0, m2 = m0, m3 = m0;
+    v8i b0 = {0, 0, 0, 0, 0, 0, 0, 0}, b1 = b0;
+#define DFM_MAXSTEP(mv, bv, off)                                                                   \
+    do {                                                                                           \
+        v8f x;                                                                                     \
+        memcpy(&x, z + i + (off), sizeof x);                                                       \
+        bv |= (x != x) | (x == inf);                                                               \
+        v8i gt = x > mv;                                                                           \
+        mv = (v8f)(((v8i)x & gt) | ((v8i)mv & ~gt));                                               \
+    } while (0)
+    for (; i + 32 <= n; i += 32) {
+        DFM_MAXSTEP(m0, b0, 0);
+        DFM_MAXSTEP(m1, b1, 8);
+        DFM_MAXSTEP(m2, b0, 16);
+        DFM_MAXSTEP(m3, b1, 24);
     }
+    for (; i + 8 <= n; i += 8) DFM_MAXSTEP(m0, b0, 0);
+#undef DFM_MAXSTEP
+    v8i g1 = m1 > m0, g3 = m3 > m2;
+    m0 = (v8f)(((v8i)m1 & g1) | ((v8i)m0 & ~g1));
+    m2 = (v8f)(((v8i)m3 & g3) | ((v8i)m2 & ~g3));
+    g1 = m2 > m0;
+    m0 = (v8f)(((v8i)m2 & g1) | ((v8i)m0 & ~g1));
+    b0 |= b1;
     for (int k = 0; k < 8; k++) {
-        bb |= b[k];
-        mm = m[k] > mm ? m[k] : mm;
+        bb |= b0[k];
+        mm = m0[k] > mm ? m0[k] : mm;
     }
 #endif
     for (; i < n; i++) {

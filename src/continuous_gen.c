@@ -336,7 +336,7 @@ static int mse_eval(dfm_loss *l, const dfm_loss_args *a)
     }
     if (!st) {
         mse_ctx c = {a, co, d, rowsum, 0.0f, 0};
-        dfm__parallel_for(l->b.nthreads, a->rows, mse_range, &c);
+        dfm__parallel_for(&l->b, l->b.nthreads, a->rows, mse_range, &c);
         double total = 0.0;
         for (size_t r = 0; r < a->rows; r++) total += rowsum[r];
         if (!isfinite(total)) {
@@ -356,7 +356,7 @@ static int mse_eval(dfm_loss *l, const dfm_loss_args *a)
                 dfm_loss_args b2 = *a;
                 if (l->reduction != DFM_REDUCE_NONE) b2.values = NULL;
                 c.a = &b2;
-                dfm__parallel_for(l->b.nthreads, a->rows, mse_range, &c);
+                dfm__parallel_for(&l->b, l->b.nthreads, a->rows, mse_range, &c);
             }
             *a->loss = total * scale;
         }

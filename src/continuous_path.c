@@ -433,7 +433,7 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
     }
     if (!st) {
         sample_ctx c = {p, a, co, d};
-        st = dfm__parallel_for(p->b.nthreads, a->rows, sample_range, &c);
+        st = dfm__parallel_for(&p->b, p->b.nthreads, a->rows, sample_range, &c);
     }
     dfm__free(&p->b.mem, co);
     return st;

@@ -260,7 +260,7 @@ static int kernel(void *vc, size_t begin, size_t end, int tid)
 static int run_k(const ode *o, kctx *c)
 {
     c->o = o;
-    return dfm__parallel_for(o->s->b.nthreads, o->rows, kernel, c);
+    return dfm__parallel_for(&o->s->b, o->s->b.nthreads, o->rows, kernel, c);
 }
 
 static int call_model(const ode *o, double tm)
@@ -690,7 +690,7 @@ static int run_em(ode *o, work *wk, float *noise, const double *pts, const size_
         em_ctx e = {o, wk->y, noise, co.A, co.B, h, g * sqrt(fabs(h)), s->b.seed, (uint32_t)i};
         /* Validate the whole batch before any row moves. */
         if (!dfm__all_finite_f(o->yout, o->rows * o->d)) return report_nonfinite(o, o->yout, t);
-        dfm__parallel_for(s->b.nthreads, o->rows, em_range, &e);
+        dfm__parallel_for(&s->b, s->b.nthreads, o->rows, em_range, &e);
         s->stats[DFM_STAT_STEPS]++;
         if (save_at[i + 1]) save_state(o, wk, save_at[i + 1] - 1);
         if (progress && progress((int)i, (int)(npts - 1), pts[i + 1], pdata))

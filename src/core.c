@@ -66,6 +66,7 @@ void dfm__base_init(dfm_base *b, const dfm_allocator *mem)
 {
     b->mem = *mem;
     b->nthreads = 1;
+    b->pool = NULL;
     b->seed = 0;
     b->cb_raw = 0;
     b->err[0] = '\0';

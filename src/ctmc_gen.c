@@ -487,7 +487,7 @@ static int euler_interval(runctx *R, double a, double b, uint32_t counter)
     E.R = R;
     E.h = b - a;
     E.counter = counter;
-    st = dfm__parallel_for(work_threads(R), R->a->rows, euler_range, &E);
+    st = dfm__parallel_for(&R->s->b, work_threads(R), R->a->rows, euler_range, &E);
     if (st) return report(R, st);
     for (int k = 0; k < DFM_MAX_THREADS; k++) {
         s->stats[DFM_STAT_CLAMPED] += E.clamped[k];
@@ -683,7 +683,7 @@ static int exact_interval(runctx *R, exact_ctx *X, double a, double b)
         if (st) return st;
         memset(X->jumps, 0, sizeof X->jumps);
         memset(X->rejected, 0, sizeof X->rejected);
-        st = dfm__parallel_for(work_threads(R), rows, exact_range, X);
+        st = dfm__parallel_for(&R->s->b, work_threads(R), rows, exact_range, X);
         for (int k = 0; k < DFM_MAX_THREADS; k++) {
             s->stats[DFM_STAT_JUMPS] += X->jumps[k];
             s->stats[DFM_STAT_REJECTED] += X->rejected[k];

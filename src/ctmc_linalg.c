@@ -96,6 +96,7 @@ int dfm_ctmc_create(dfm_ctmc **out, size_t n, const dfm_allocator *mem)
 void dfm_ctmc_free(dfm_ctmc *w)
 {
     if (!w) return;
+    dfm__pool_free(&w->b);
     dfm_allocator m = w->b.mem;
     dfm__free(&m, w->work);
     dfm__free(&m, w->piv);

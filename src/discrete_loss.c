@@ -209,8 +209,8 @@ static int dl_run(dfm_loss *l, dl_eval *e, size_t rows, size_t row_base, int two
     for (size_t r = 0; r < rows; r++) e->bad[r] = SIZE_MAX;
     int nt = l->b.nthreads;
     int st = 0;
-    if (two_phase) st = dfm__parallel_for(nt, rows, dl_phase_a, e);
-    if (!st) st = dfm__parallel_for(nt, rows, dl_phase_b, e);
+    if (two_phase) st = dfm__parallel_for(&l->b, nt, rows, dl_phase_a, e);
+    if (!st) st = dfm__parallel_for(&l->b, nt, rows, dl_phase_b, e);
     if (st == DFM_ENUMERIC) {
         for (size_t r = 0; r < rows; r++)
             if (e->bad[r] != SIZE_MAX)

@@ -116,7 +116,7 @@ static int mix_sample(dfm_path *p, const dfm_path_sample_args *a)
         kappa[r] = v.alpha;
     }
     sample_ctx c = {p, a, kappa, d};
-    dfm__parallel_for(p->b.nthreads, a->rows, sample_rows, &c);
+    dfm__parallel_for(&p->b, p->b.nthreads, a->rows, sample_rows, &c);
     dfm__free(&p->b.mem, kappa);
     return 0;
 }

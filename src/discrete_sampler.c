@@ -463,7 +463,7 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
         int rc = a->model(&io, a->model_data);
         s->stats[DFM_STAT_MODEL_CALLS]++;
         if (rc) return dfm__fail_callback(&s->b, rc, "model");
-        st = dfm__parallel_for(nt, rows, step_rows, &c);
+        st = dfm__parallel_for(&s->b, nt, rows, step_rows, &c);
         if (st) {
             const ds_err *e = NULL;
             for (int k = 0; k < nt; k++)

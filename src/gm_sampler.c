@@ -424,7 +424,7 @@ static int rk_drift(dfm_sampler *s, const dfm_run_args *a, double tt, int step, 
         c.kout = k;
         memset(errs, 0, (size_t)nth * sizeof(err_rec));
         if ((st = cont_coefs(s, &c, tt, clamped))) break;
-        dfm__parallel_for(s->b.nthreads, rows, cont_rows, &c);
+        dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
         for (int q = 0; q < nth && !st; q++)
             if (errs[q].code)
                 st = dfm__fail(&s->b, errs[q].code,
@@ -620,11 +620,11 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
             if (bk->cont) {
                 if (c.h == 0.0) continue; /* the part does not move in this step */
                 if ((st = cont_coefs(s, &c, tb, &step_clamped))) break;
-                dfm__parallel_for(s->b.nthreads, rows, cont_rows, &c);
+                dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
             } else {
                 if (c.h == 0.0) continue;
                 if ((st = disc_factors(s, &c, tb, tbn))) break;
-                dfm__parallel_for(s->b.nthreads, rows, disc_rows, &c);
+                dfm__parallel_for(&s->b, s->b.nthreads, rows, disc_rows, &c);
             }
             for (int q = 0; q < nth; q++) {
                 if (errs[q].code && !st)

@@ -49,6 +49,7 @@ void dfm_trainer_free(dfm_trainer *tr)
     dfm_path_free(tr->path);
     dfm_loss_free(tr->loss);
     dfm__free(&tr->b.mem, tr->scratch);
+    dfm__pool_free(&tr->b);
     dfm_allocator m = tr->b.mem;
     dfm__free(&m, tr);
 }

@@ -17,6 +17,7 @@ int dfm__handle_new(void **out, size_t size, const dfm_allocator *mem)
 
 static void release(dfm_base *b)
 {
+    dfm__pool_free(b);
     dfm_allocator m = b->mem;
     dfm__free(&m, b);
 }
@@ -104,6 +105,8 @@ int dfm_path_sample(dfm_path *p, const dfm_path_sample_args *a)
         if (!dfm__time_ok(a->t[r]))
             return dfm__fail(&p->b, DFM_ERANGE, "t[%zu] = %g is outside [0, 1]", r, a->t[r]);
     if (!p->ops->sample) return dfm__fail(&p->b, DFM_EUNSUPPORTED, "path kind cannot sample");
+    int pst = dfm__pool_prepare(&p->b, p->b.nthreads);
+    if (pst) return pst;
     return p->ops->sample(p, a);
 }
 
@@ -314,6 +317,8 @@ int dfm_loss_eval(dfm_loss *l, const dfm_loss_args *a)
         if (!dfm__time_ok(a->t[r]))
             return dfm__fail(&l->b, DFM_ERANGE, "t[%zu] = %g is outside [0, 1]", r, a->t[r]);
     if (!l->ops->eval) return dfm__fail(&l->b, DFM_EUNSUPPORTED, "loss kind cannot evaluate");
+    int pst = dfm__pool_prepare(&l->b, l->b.nthreads);
+    if (pst) return pst;
     return l->ops->eval(l, a);
 }
 
@@ -463,6 +468,8 @@ int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
     s->stop = 0;
     memset(s->stats, 0, sizeof s->stats);
     if (!s->ops || !s->ops->run) return dfm__fail(&s->b, DFM_EUNSUPPORTED, "no run method");
+    int pst = dfm__pool_prepare(&s->b, s->b.nthreads);
+    if (pst) return pst;
     return s->ops->run(s, a);
 }
 

@@ -26,10 +26,13 @@
 #  define DFM_CLONES
 #endif
 
+typedef struct dfm__pool dfm__pool;
+
 /* What every handle starts with: its allocator, options common to all, and its error detail. */
 typedef struct dfm_base {
     dfm_allocator mem;
     int nthreads;          /* DFM_OPT_THREADS */
+    dfm__pool *pool;       /* persistent workers (parallel.c), NULL until a wide call needs them */
     uint64_t seed;         /* DFM_OPT_SEED */
     int cb_raw;            /* raw value returned by the last failed callback (0: none) */
     char err[DFM_ERROR_MAX];
@@ -73,10 +76,17 @@ static inline int dfm__time_ok(double t) { return t >= 0.0 && t <= 1.0; }
 /* ---- parallel.c: the one internal parallel mechanism (pthreads, static contiguous chunks). ----
  * fn(ctx, begin, end, tid) is called for disjoint ranges covering [0, n); tid in [0, nthreads).
  * The first nonzero return (lowest chunk) is returned. With nthreads <= 1, or a thread that
- * cannot be created, the work runs on the calling thread: results never change. */
+ * cannot be created, the work runs on the calling thread: results never change. b (may be NULL)
+ * supplies the handle's worker pool; without one, threads are created for the region. */
 typedef int (*dfm__range_fn)(void *ctx, size_t begin, size_t end, int tid);
-int dfm__parallel_for(int nthreads, size_t n, dfm__range_fn fn, void *ctx);
+int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, void *ctx);
 /* How many threads parallel_for will really use for n items (<= nthreads, >= 1). */
 int dfm__parallel_width(int nthreads, size_t n);
+/* Give b a pool of nthreads - 1 workers (threads start on first use) unless it has one; call at
+ * the start of a call that will run wide. A no-op for nthreads <= 1. DFM_ENOMEM (message on b)
+ * when the pool cannot be allocated. */
+int dfm__pool_prepare(dfm_base *b, int nthreads);
+/* Stop and join the workers and free the pool (with the handle). */
+void dfm__pool_free(dfm_base *b);
 
 #endif

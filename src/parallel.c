@@ -1,11 +1,22 @@
-/* The one internal parallel mechanism: a fork-join over static contiguous chunks with POSIX
- * threads. Chosen over OpenMP because it needs no compiler runtime (clang builds for libFuzzer
- * and ThreadSanitizer stay clean and self-contained), never touches a process-wide thread pool
- * that the host's own OpenMP or BLAS may be using, and gives a per-call thread count. Every
- * random draw is keyed by position, so the split never changes results. */
+/* The one internal parallel mechanism: static contiguous chunks run on POSIX threads, either
+ * by a handle's persistent worker pool or, without one, by threads created for the region.
+ * Chosen over OpenMP because it needs no compiler runtime (clang builds for libFuzzer and
+ * ThreadSanitizer stay clean and self-contained), never touches a process-wide thread pool that
+ * the host's own OpenMP or BLAS may be using, and gives a per-handle thread count. Every random
+ * draw is keyed by position, so the split never changes results.
+ *
+ * The pool (one per handle, created by dfm__pool_prepare at the start of a call with threads
+ * > 1, freed with the handle): nthreads - 1 workers wait for a job generation counter to move.
+ * Both sides spin for a short while before sleeping on a condition variable, because a sampler
+ * runs many short regions back to back (one per step or per model chunk) and a futex wake-up
+ * costs as much as a small region. */
 #include "internal.h"
 
 #include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- fork-join with threads created for one region (no pool, or the pool is busy) ---- */
 
 typedef struct chunk {
     dfm__range_fn fn;
@@ -29,12 +40,8 @@ int dfm__parallel_width(int nthreads, size_t n)
     return nthreads > DFM_MAX_THREADS ? DFM_MAX_THREADS : nthreads;
 }
 
-int dfm__parallel_for(int nthreads, size_t n, dfm__range_fn fn, void *ctx)
+static int fork_join(int w, size_t n, dfm__range_fn fn, void *ctx)
 {
-    int w = dfm__parallel_width(nthreads, n);
-    if (n == 0) return 0;
-    if (w == 1) return fn(ctx, 0, n, 0);
-
     chunk ch[DFM_MAX_THREADS];
     pthread_t th[DFM_MAX_THREADS];
     int started[DFM_MAX_THREADS];
@@ -56,5 +63,225 @@ int dfm__parallel_for(int nthreads, size_t n, dfm__range_fn fn, void *ctx)
     }
     for (int k = 0; k < w; k++)
         if (ch[k].status) return ch[k].status;
+    return 0;
+}
+
+/* ---- the persistent pool ---- */
+
+/* Spin budget before sleeping, in nanoseconds: longer than the gap between two regions of a
+ * sampler step (a model call on a chunk of rows), far shorter than a host's idle time. */
+#define SPIN_NS 200000L
+
+typedef struct worker {
+    struct dfm__pool *pool;
+    int k;            /* chunk index, 1 .. cap */
+    unsigned seen;    /* the job generation this worker last ran (or was created at) */
+    pthread_t th;
+} worker;
+
+struct dfm__pool {
+    dfm_allocator mem;
+    int cap;          /* workers this pool holds: nthreads - 1 */
+    int started;      /* workers running: 1 .. started have threads */
+    int busy;         /* a region is running (a nested region falls back) */
+    long pid;         /* process that created the threads (a forked child has none) */
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    unsigned gen;     /* job generation (atomic) */
+    int pending;      /* started workers that have not finished the job (atomic) */
+    int quit;         /* atomic */
+    dfm__range_fn fn; /* the job, written before gen moves */
+    void *ctx;
+    size_t n;
+    int width;
+    int *status;      /* cap + 1 */
+    worker *w;        /* cap, index k - 1 */
+};
+
+static inline void cpu_relax(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* Spin until *p != v (gen) or == 0 (pending), for at most SPIN_NS; returns the last value. */
+static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit)
+{
+    long t0 = 0;
+    for (unsigned i = 0;; i++) {
+        unsigned g = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+        if (g != v || __atomic_load_n(quit, __ATOMIC_ACQUIRE)) return g;
+        cpu_relax();
+        if ((i & 255u) == 255u) {
+            long t = now_ns();
+            if (t0 == 0) t0 = t;
+            else if (t - t0 > SPIN_NS) return g;
+        }
+    }
+}
+
+static int spin_pending(const int *p)
+{
+    long t0 = 0;
+    for (unsigned i = 0;; i++) {
+        int v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+        if (v == 0) return 0;
+        cpu_relax();
+        if ((i & 255u) == 255u) {
+            long t = now_ns();
+            if (t0 == 0) t0 = t;
+            else if (t - t0 > SPIN_NS) return v;
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    worker *me = (worker *)arg;
+    dfm__pool *p = me->pool;
+    for (;;) {
+        unsigned g = spin_gen(&p->gen, me->seen, &p->quit);
+        if (g == me->seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_lock(&p->mu);
+            while ((g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE)) == me->seen &&
+                   !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE))
+                pthread_cond_wait(&p->wake, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) return NULL;
+        me->seen = g;
+        int k = me->k;
+        if (k < p->width) {
+            size_t n = p->n, w = (size_t)p->width;
+            p->status[k] = p->fn(p->ctx, n * (size_t)k / w, n * (size_t)(k + 1) / w, k);
+        }
+        if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+static void pool_destroy(dfm__pool *p)
+{
+    if (!p) return;
+    if (p->pid == (long)getpid()) {
+        pthread_mutex_lock(&p->mu);
+        __atomic_store_n(&p->quit, 1, __ATOMIC_RELEASE);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+        for (int k = 1; k <= p->started; k++) pthread_join(p->w[k - 1].th, NULL);
+        pthread_cond_destroy(&p->wake);
+        pthread_cond_destroy(&p->done);
+        pthread_mutex_destroy(&p->mu);
+    }
+    /* In a forked child the workers do not exist: only the memory is released. */
+    dfm_allocator m = p->mem;
+    dfm__free(&m, p->status);
+    dfm__free(&m, p->w);
+    dfm__free(&m, p);
+}
+
+void dfm__pool_free(dfm_base *b)
+{
+    if (!b) return;
+    pool_destroy(b->pool);
+    b->pool = NULL;
+}
+
+int dfm__pool_prepare(dfm_base *b, int nthreads)
+{
+    int cap = (nthreads > DFM_MAX_THREADS ? DFM_MAX_THREADS : nthreads) - 1;
+    long pid = (long)getpid();
+    if (cap < 1) return 0;
+    if (b->pool && b->pool->cap >= cap && b->pool->pid == pid) return 0;
+    dfm__pool_free(b);
+    dfm__pool *p = (dfm__pool *)dfm__calloc(&b->mem, 1, sizeof *p);
+    if (p) {
+        p->status = (int *)dfm__calloc(&b->mem, (size_t)cap + 1, sizeof(int));
+        p->w = (worker *)dfm__calloc(&b->mem, (size_t)cap, sizeof(worker));
+    }
+    if (!p || !p->status || !p->w) {
+        if (p) { dfm__free(&b->mem, p->status); dfm__free(&b->mem, p->w); }
+        dfm__free(&b->mem, p);
+        return dfm__fail(b, DFM_ENOMEM, "cannot allocate the worker pool for %d threads", nthreads);
+    }
+    if (pthread_mutex_init(&p->mu, NULL)) goto no_sync;
+    if (pthread_cond_init(&p->wake, NULL)) { pthread_mutex_destroy(&p->mu); goto no_sync; }
+    if (pthread_cond_init(&p->done, NULL)) {
+        pthread_cond_destroy(&p->wake);
+        pthread_mutex_destroy(&p->mu);
+        goto no_sync;
+    }
+    p->mem = b->mem;
+    p->cap = cap;
+    p->pid = pid;
+    b->pool = p;
+    return 0;
+no_sync: /* no pool: regions use threads created for them, as before */
+    dfm__free(&b->mem, p->status);
+    dfm__free(&b->mem, p->w);
+    dfm__free(&b->mem, p);
+    return 0;
+}
+
+/* Starts workers up to `need` (lazily: a handle that never runs wide never has threads). */
+static void pool_grow(dfm__pool *p, int need)
+{
+    while (p->started < need) {
+        worker *w = &p->w[p->started];
+        w->pool = p;
+        w->k = p->started + 1;
+        w->seen = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0) return;
+        p->started++;
+    }
+}
+
+int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, void *ctx)
+{
+    int w = dfm__parallel_width(nthreads, n);
+    if (n == 0) return 0;
+    if (w == 1) return fn(ctx, 0, n, 0);
+    dfm__pool *p = b ? b->pool : NULL;
+    if (!p || p->busy || p->cap < w - 1 || p->pid != (long)getpid()) return fork_join(w, n, fn, ctx);
+
+    p->busy = 1;
+    pool_grow(p, w - 1);
+    for (int k = 0; k < w; k++) p->status[k] = 0;
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n = n;
+    p->width = w;
+    int nw = p->started;
+    __atomic_store_n(&p->pending, nw, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&p->gen, 1u, __ATOMIC_ACQ_REL);
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->mu);
+
+    /* Chunk 0 here, and the chunks of workers that could not be started. */
+    p->status[0] = fn(ctx, 0, n / (size_t)w, 0);
+    for (int k = nw + 1; k < w; k++)
+        p->status[k] = fn(ctx, n * (size_t)k / (size_t)w, n * (size_t)(k + 1) / (size_t)w, k);
+    if (nw > 0 && spin_pending(&p->pending) != 0) {
+        pthread_mutex_lock(&p->mu);
+        while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+    p->busy = 0;
+    for (int k = 0; k < w; k++)
+        if (p->status[k]) return p->status[k];
     return 0;
 }

@@ -120,5 +120,5 @@ int dfm_rng_fill(uint64_t seed, unsigned stream, int kind, uint64_t row_offset, 
     if (nthreads < 1 || nthreads > DFM_MAX_THREADS || cols > UINT32_MAX) return DFM_EINVAL;
     if (n == 0) return 0; /* also rows huge with cols == 0: nothing to draw, no loop over rows */
     fill_ctx c = {seed, row_offset, stream, kind, cols, step, out};
-    return dfm__parallel_for(nthreads, rows, fill_range, &c);
+    return dfm__parallel_for(NULL, nthreads, rows, fill_range, &c);
 }
