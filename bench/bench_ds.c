@@ -1,6 +1,9 @@
 /* DS workload (DESIGN.md §6): discrete sampling, B = 32, d = 256, V = 1024, mask source,
  * kappa = t, 64 steps; the model copies fixed logits. The model's time is measured inside the
- * callback and subtracted, so the figure is the library's own time per token-step. */
+ * callback and subtracted, so the figure is the library's own time per token-step.
+ * DS and DS_euler call the model on cache-sized chunks of rows (DFM_OPT_DS_CHUNK_ROWS =
+ * DFM_CHUNK_AUTO); DS_batch calls it once per step with the whole batch (the default), where
+ * the 32 MiB of logits per step come from memory. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,12 +30,12 @@ static int copy_model(const dfm_model_io *io, void *ud)
 {
     model *m = (model *)ud;
     double t0 = now();
-    memcpy(io->out, m->logits, io->rows * io->out_stride * sizeof(float));
+    memcpy(io->out, m->logits + io->row_offset * io->out_stride, io->rows * io->out_stride * sizeof(float));
     m->secs += now() - t0;
     return 0;
 }
 
-static double run(int method, int threads, const float *logits)
+static double run(int method, int threads, long chunk, const float *logits)
 {
     dfm_space *sp = NULL;
     dfm_scheduler *sc = NULL;
@@ -48,6 +51,7 @@ static double run(int method, int threads, const float *logits)
     }
     dfm_sampler_set_steps(s, STEPS);
     dfm_sampler_set_int(s, DFM_OPT_THREADS, threads);
+    dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, chunk);
     static int32_t tok[B * D];
     model m = {logits, 0.0};
     dfm_run_args a;
@@ -59,7 +63,7 @@ static double run(int method, int threads, const float *logits)
     a.tokens = tok;
     a.draw_source = 1;
     double best = INFINITY;
-    for (int rep = 0; rep < 5; rep++) {
+    for (int rep = 0; rep < 10; rep++) {
         m.secs = 0.0;
         double t0 = now();
         int st = dfm_sampler_run(s, &a);
@@ -84,12 +88,16 @@ int main(void)
         x = x * 1664525u + 1013904223u;
         logits[j] = (j % V == V - 1) ? -INFINITY : 4.0f * (float)(x >> 8) / 16777216.0f;
     }
-    double e1 = run(DFM_METHOD_EXACT, 1, logits), e2 = run(DFM_METHOD_EXACT, 2, logits);
+    const long A = DFM_CHUNK_AUTO;
+    double e1 = run(DFM_METHOD_EXACT, 1, A, logits), e2 = run(DFM_METHOD_EXACT, 2, A, logits);
     printf("DS ns_per_token_step=%.1f threads=1\n", e1);
-    printf("DS ns_per_token_step=%.1f threads=2\n", e2);
-    double u1 = run(DFM_METHOD_EULER, 1, logits), u2 = run(DFM_METHOD_EULER, 2, logits);
+    printf("DS ns_per_token_step=%.1f threads=2 (x%.2f)\n", e2, e1 / e2);
+    double b1 = run(DFM_METHOD_EXACT, 1, 0, logits), b2 = run(DFM_METHOD_EXACT, 2, 0, logits);
+    printf("DS_batch ns_per_token_step=%.1f threads=1\n", b1);
+    printf("DS_batch ns_per_token_step=%.1f threads=2 (x%.2f)\n", b2, b1 / b2);
+    double u1 = run(DFM_METHOD_EULER, 1, A, logits), u2 = run(DFM_METHOD_EULER, 2, A, logits);
     printf("DS_euler ns_per_token_step=%.1f threads=1\n", u1);
-    printf("DS_euler ns_per_token_step=%.1f threads=2\n", u2);
+    printf("DS_euler ns_per_token_step=%.1f threads=2 (x%.2f)\n", u2, u1 / u2);
     free(logits);
     return 0;
 }

@@ -65,6 +65,7 @@ static int create(dfm_generator **out, int kind, const dfm_path *path, int param
     c->g_const = g;
     h->impl = c;
     h->b.nthreads = path->b.nthreads;
+    h->b.spin_us = path->b.spin_us;
     h->b.seed = path->b.seed;
     *out = h;
     return 0;
@@ -375,6 +376,7 @@ int dfm_loss_create_mse(dfm_loss **out, const dfm_generator *gen, const dfm_allo
     int st = dfm__loss_new(out, DFM_LOSS_MSE, &mse_ops, gen, mem);
     if (!st) {
         (*out)->b.nthreads = gen->b.nthreads;
+        (*out)->b.spin_us = gen->b.spin_us;
         (*out)->b.seed = gen->b.seed;
     }
     return st;

@@ -66,6 +66,7 @@ void dfm__base_init(dfm_base *b, const dfm_allocator *mem)
 {
     b->mem = *mem;
     b->nthreads = 1;
+    b->spin_us = 1000;
     b->pool = NULL;
     b->seed = 0;
     b->cb_raw = 0;
@@ -105,6 +106,12 @@ int dfm__base_set_int(dfm_base *b, int opt, int64_t value)
     case DFM_OPT_SEED:
         b->seed = (uint64_t)value;
         return 0;
+    case DFM_OPT_SPIN_US:
+        if (value < 0 || value > 1000000)
+            return dfm__fail(b, DFM_EINVAL, "spin must be in [0, 1000000] microseconds, got %lld",
+                             (long long)value);
+        b->spin_us = (int)value;
+        return 0;
     default:
         return DFM_EUNSUPPORTED;
     }
@@ -115,6 +122,7 @@ int dfm__base_get_int(const dfm_base *b, int opt, int64_t *value)
     switch (opt) {
     case DFM_OPT_THREADS: *value = b->nthreads; return 0;
     case DFM_OPT_SEED: *value = (int64_t)b->seed; return 0;
+    case DFM_OPT_SPIN_US: *value = b->spin_us; return 0;
     default: return DFM_EUNSUPPORTED;
     }
 }

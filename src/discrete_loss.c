@@ -377,6 +377,7 @@ static int dl_create(dfm_loss **out, int kind, const dfm__loss_ops *ops, const d
     if (st) return st;
     l->out_stride = stride;
     l->b.nthreads = path->b.nthreads;
+    l->b.spin_us = path->b.spin_us;
     l->b.seed = path->b.seed;
     dl_impl *im = (dl_impl *)dfm__calloc(&l->b.mem, 1, sizeof(dl_impl));
     if (!im) { dfm_loss_free(l); return DFM_ENOMEM; }

@@ -11,6 +11,7 @@
 typedef struct ds_impl {
     double temp, corr, eta;
     int purity;
+    int64_t chunk;      /* rows per model call, 0: all */
     dfm_corrector_fn cfn;
     void *cud;
 } ds_impl;
@@ -55,6 +56,13 @@ static void ds_destroy(dfm_sampler *s)
 static int ds_set_int(dfm_sampler *s, int opt, int64_t v)
 {
     ds_impl *im = (ds_impl *)s->impl;
+    if (opt == DFM_OPT_DS_CHUNK_ROWS) {
+        if (v < DFM_CHUNK_AUTO)
+            return dfm__fail(&s->b, DFM_EINVAL, "chunk rows must be >= 0 or DFM_CHUNK_AUTO, got %lld",
+                             (long long)v);
+        im->chunk = v;
+        return 0;
+    }
     if (opt != DFM_OPT_DS_PURITY) return DFM_EUNSUPPORTED;
     if (v != 0 && v != 1) return dfm__fail(&s->b, DFM_EINVAL, "purity must be 0 or 1");
     if (v) {
@@ -70,6 +78,7 @@ static int ds_set_int(dfm_sampler *s, int opt, int64_t v)
 
 static int ds_get_int(const dfm_sampler *s, int opt, int64_t *v)
 {
+    if (opt == DFM_OPT_DS_CHUNK_ROWS) { *v = ((const ds_impl *)s->impl)->chunk; return 0; }
     if (opt != DFM_OPT_DS_PURITY) return DFM_EUNSUPPORTED;
     *v = ((const ds_impl *)s->impl)->purity;
     return 0;
@@ -115,8 +124,9 @@ typedef struct step_ctx {
     const dfm_sampler *s;
     const dfm__mixture *m;
     const dfm_run_args *a;
-    int32_t *state;
-    const float *out;
+    int32_t *state;          /* the whole batch */
+    const float *out;        /* model output of the current chunk, indexed by r - row0 */
+    size_t row0, nrows;      /* first batch row and rows of the current chunk */
     size_t d, V, stride;
     float *scratch;          /* nthreads x V */
     ds_conf *conf;           /* nthreads x d (purity) */
@@ -174,7 +184,7 @@ static int purity_row(step_ctx *c, size_t r, int tid)
     const dfm_run_args *a = c->a;
     uint64_t seed = c->s->b.seed, grow = (uint64_t)(a->row_offset + r);
     int32_t *x = c->state + r * c->d;
-    const float *z0 = c->out + r * c->stride;
+    const float *z0 = c->out + (r - c->row0) * c->stride;
     float *w = c->scratch + (size_t)tid * c->V;
     ds_conf *cf = c->conf + (size_t)tid * c->d;
     int32_t mask = c->m->mask;
@@ -219,94 +229,115 @@ static int purity_row(step_ctx *c, size_t r, int tid)
     return 0;
 }
 
-static int step_rows(void *vctx, size_t begin, size_t end, int tid)
+/* One row of one step; returns 0 or the status recorded by fail_at. */
+static int step_row(step_ctx *c, size_t r, int tid, int64_t *jumps)
 {
-    step_ctx *c = (step_ctx *)vctx;
     const dfm_run_args *a = c->a;
     uint64_t seed = c->s->b.seed;
     float *w = c->scratch + (size_t)tid * c->V;
     const size_t d = c->d, V = c->V;
-    int64_t jumps = 0;
-    for (size_t r = begin; r < end; r++) {
-        if (c->purity) {
-            int st = purity_row(c, r, tid);
-            if (st) return st;
-            continue;
-        }
-        uint64_t grow = (uint64_t)(a->row_offset + r);
-        int32_t *x = c->state + r * d;
-        const float *z0 = c->out + r * c->stride;
-        const uint8_t *fx = a->fixed ? a->fixed + r * d : NULL;
-        for (size_t i = 0; i < d; i++) {
-            if (fx && fx[i]) continue;
-            const float *z = z0 + i * V;
-            int32_t xi = x[i], y = xi;
-            double u1, u2;
-            if (c->param == DFM_PARAM_RATES) {
-                int bad1 = 0, bad2 = 0;
-                double lam = rate_sum(z, (size_t)xi, &bad1) + rate_sum(z + xi + 1, V - (size_t)xi - 1, &bad2);
-                if (bad1 | bad2) {
-                    long yb = 0;
-                    for (size_t k = 0; k < V; k++)
-                        if (k != (size_t)xi && (!(z[k] >= 0.0f) || z[k] == INFINITY)) { yb = (long)k; break; }
-                    return fail_at(c, tid, DFM_ENUMERIC, r, i, yb);
-                }
-                if (!(lam > 0.0)) continue;
-                dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
-                if (!(u1 < -expm1(-c->h * lam))) continue;
-                memcpy(w, z, V * sizeof(float));
-                w[xi] = 0.0f; /* the diagonal entry is ignored, whatever it holds */
-                int32_t t = dfm__draw_weights_f(w, V, lam, u2);
-                if (w[t] > 0.0f) y = t;
-            } else {
-                int bad;
-                float mx = dfm__max_check(z, V, &bad);
-                if (bad || mx == -INFINITY) return fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
-                dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
-                if (c->method == DFM_METHOD_EXACT) {
-                    if (u1 < c->pj) {
-                        double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
-                        y = dfm__draw_weights_f(w, V, tot, u2);
-                    } else if (c->extra) {
-                        double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
-                        double px = (double)w[xi] / tot, ue1, ue2;
-                        dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &ue1, &ue2);
-                        y = extra_jump(c, w, tot, xi, grow, (uint32_t)i, c->A * (1.0 - px),
-                                       c->B * (1.0 - dfm__mix_p0(c->m, xi)), ue1, ue2);
-                    }
-                } else if (c->final_draw) { /* Euler, last step: x_t = the x1 sample */
+    uint64_t grow = (uint64_t)(a->row_offset + r);
+    int32_t *x = c->state + r * d;
+    const float *z0 = c->out + (r - c->row0) * c->stride;
+    const uint8_t *fx = a->fixed ? a->fixed + r * d : NULL;
+    for (size_t i = 0; i < d; i++) {
+        if (fx && fx[i]) continue;
+        const float *z = z0 + i * V;
+        int32_t xi = x[i], y = xi;
+        double u1, u2;
+        if (c->param == DFM_PARAM_RATES) {
+            int bad1 = 0, bad2 = 0;
+            double lam = rate_sum(z, (size_t)xi, &bad1) + rate_sum(z + xi + 1, V - (size_t)xi - 1, &bad2);
+            if (bad1 | bad2) {
+                long yb = 0;
+                for (size_t k = 0; k < V; k++)
+                    if (k != (size_t)xi && (!(z[k] >= 0.0f) || z[k] == INFINITY)) { yb = (long)k; break; }
+                return fail_at(c, tid, DFM_ENUMERIC, r, i, yb);
+            }
+            if (!(lam > 0.0)) continue;
+            dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
+            if (!(u1 < -expm1(-c->h * lam))) continue;
+            memcpy(w, z, V * sizeof(float));
+            w[xi] = 0.0f; /* the diagonal entry is ignored, whatever it holds */
+            int32_t t = dfm__draw_weights_f(w, V, lam, u2);
+            if (w[t] > 0.0f) y = t;
+        } else {
+            int bad;
+            float mx = dfm__max_check(z, V, &bad);
+            if (bad || mx == -INFINITY) return fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
+            dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
+            if (c->method == DFM_METHOD_EXACT) {
+                if (u1 < c->pj) {
                     double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
                     y = dfm__draw_weights_f(w, V, tot, u2);
-                } else {
-                    /* Euler exactly as flow_matching's MixtureDiscreteEulerSolver: draw x1 ~ p,
-                     * conditional rates u(y) = A delta(y, x1) + B p0(y) for y != x^i, jump with
-                     * probability 1 - exp(-h lambda), lambda = A [x1 != x^i] + B (1 - p0(x^i)),
-                     * target drawn from u. The coin u1 is drawn first: when it cannot fire even
-                     * for the larger lambda, x1 is not needed (same law, no softmax). */
-                    double lb = c->B * (1.0 - dfm__mix_p0(c->m, xi)), l1 = c->A + lb;
-                    if (l1 > 0.0 && u1 < -expm1(-c->h * l1)) {
-                        double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
-                        int32_t x1 = dfm__draw_weights_f(w, V, tot, u2);
-                        double lam = x1 != xi ? l1 : lb;
-                        if (x1 != xi && lb <= 0.0) {
-                            y = x1;
-                        } else if (lam > 0.0 && u1 < -expm1(-c->h * lam)) {
-                            double uk, ut;
-                            dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &uk, &ut);
-                            if (x1 != xi && uk * lam < c->A) y = x1;
-                            else y = dfm__mix_source_draw_except(c->m, xi, ut);
-                        }
+                } else if (c->extra) {
+                    double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
+                    double px = (double)w[xi] / tot, ue1, ue2;
+                    dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &ue1, &ue2);
+                    y = extra_jump(c, w, tot, xi, grow, (uint32_t)i, c->A * (1.0 - px),
+                                   c->B * (1.0 - dfm__mix_p0(c->m, xi)), ue1, ue2);
+                }
+            } else if (c->final_draw) { /* Euler, last step: x_t = the x1 sample */
+                double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
+                y = dfm__draw_weights_f(w, V, tot, u2);
+            } else {
+                /* Euler exactly as flow_matching's MixtureDiscreteEulerSolver: draw x1 ~ p,
+                 * conditional rates u(y) = A delta(y, x1) + B p0(y) for y != x^i, jump with
+                 * probability 1 - exp(-h lambda), lambda = A [x1 != x^i] + B (1 - p0(x^i)),
+                 * target drawn from u. The coin u1 is drawn first: when it cannot fire even
+                 * for the larger lambda, x1 is not needed (same law, no softmax). */
+                double lb = c->B * (1.0 - dfm__mix_p0(c->m, xi)), l1 = c->A + lb;
+                if (l1 > 0.0 && u1 < -expm1(-c->h * l1)) {
+                    double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
+                    int32_t x1 = dfm__draw_weights_f(w, V, tot, u2);
+                    double lam = x1 != xi ? l1 : lb;
+                    if (x1 != xi && lb <= 0.0) {
+                        y = x1;
+                    } else if (lam > 0.0 && u1 < -expm1(-c->h * lam)) {
+                        double uk, ut;
+                        dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &uk, &ut);
+                        if (x1 != xi && uk * lam < c->A) y = x1;
+                        else y = dfm__mix_source_draw_except(c->m, xi, ut);
                     }
                 }
             }
-            if (y != xi) { x[i] = y; jumps++; }
         }
+        if (y != xi) { x[i] = y; (*jumps)++; }
     }
-    c->jumps[tid] += jumps;
     return 0;
 }
 
+static int step_rows(void *vctx, size_t begin, size_t end, int tid)
+{
+    step_ctx *c = (step_ctx *)vctx;
+    int64_t jumps = 0;
+    int st = 0;
+    /* Ranges are mirrored and rows run backwards: the model wrote the chunk's last rows last,
+     * so they are the ones still in cache (the calling thread, tid 0, takes them). A failing
+     * row does not stop the loop, so the error kept is the lowest bad row of the range. */
+    size_t lo = c->row0 + c->nrows - end, hi = c->row0 + c->nrows - begin;
+    for (size_t r = hi; r-- > lo;) {
+        int rs = c->purity ? purity_row(c, r, tid) : step_row(c, r, tid, &jumps);
+        if (rs) st = rs;
+    }
+    c->jumps[tid] += jumps;
+    return st;
+}
+
 /* ---- run ---- */
+
+/* Rows per model call: all (0), the host's count, or DFM_CHUNK_AUTO: about 1 MiB of model
+ * output per thread (a core's L2 on current x86-64 and ARM servers holds it), and at least one
+ * row per thread. */
+static size_t ds_chunk_rows(int64_t opt, size_t rows, size_t stride, int nt)
+{
+    if (opt > 0) return (uint64_t)opt < (uint64_t)rows ? (size_t)opt : rows;
+    if (opt == 0) return rows;
+    size_t row_bytes = stride * sizeof(float), per = (size_t)1 << 20;
+    size_t per_thread = row_bytes >= per ? 1 : per / row_bytes;
+    size_t c = per_thread > rows / (size_t)nt ? rows : per_thread * (size_t)nt;
+    return c < 1 ? 1 : (c > rows ? rows : c);
+}
 
 typedef struct run_buf {
     int32_t *state, *saved;
@@ -368,8 +399,9 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
                              j / d, j % d, (int)a->tokens[j], V);
     }
     int nt = s->b.nthreads < 1 ? 1 : s->b.nthreads;
+    size_t chunk = ds_chunk_rows(im->chunk, rows, stride, nt);
     size_t nout, nsc, nsave = 0;
-    if (dfm__mul(rows, stride, &nout) || dfm__mul((size_t)nt, V, &nsc) ||
+    if (dfm__mul(chunk, stride, &nout) || dfm__mul((size_t)nt, V, &nsc) ||
         (a->n_save && dfm__mul(a->n_save, n, &nsave)))
         return dfm__fail(&s->b, DFM_EOVERFLOW, "buffer sizes overflow");
     b->state = (int32_t *)dfm__calloc(&s->b.mem, n, sizeof(int32_t));
@@ -448,22 +480,30 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
                              "rate coefficients are not finite at t = %g (kappa' = %g); use the exact "
                              "step or a grid avoiding this time", t0, dk0);
         for (size_t r = 0; r < rows; r++) b->tv[r] = t0;
-        dfm_model_io io;
-        memset(&io, 0, sizeof io);
-        io.struct_size = sizeof io;
-        io.rows = rows;
-        io.row_offset = a->row_offset;
-        io.t = b->tv;
-        io.tokens = b->state;
-        io.n_tokens = d;
-        io.out = b->out;
-        io.out_stride = stride;
-        io.branch = DFM_BRANCH_MAIN;
-        io.step = (int)i;
-        int rc = a->model(&io, a->model_data);
-        s->stats[DFM_STAT_MODEL_CALLS]++;
-        if (rc) return dfm__fail_callback(&s->b, rc, "model");
-        st = dfm__parallel_for(&s->b, nt, rows, step_rows, &c);
+        /* The model sees the batch in chunks of rows; each chunk is stepped while its logits
+         * are still in cache. Rows are independent, so the chunking never changes results. */
+        for (size_t r0 = 0; r0 < rows; r0 += chunk) {
+            size_t cr = rows - r0 < chunk ? rows - r0 : chunk;
+            dfm_model_io io;
+            memset(&io, 0, sizeof io);
+            io.struct_size = sizeof io;
+            io.rows = cr;
+            io.row_offset = a->row_offset + r0;
+            io.t = b->tv + r0;
+            io.tokens = b->state + r0 * d;
+            io.n_tokens = d;
+            io.out = b->out;
+            io.out_stride = stride;
+            io.branch = DFM_BRANCH_MAIN;
+            io.step = (int)i;
+            int rc = a->model(&io, a->model_data);
+            s->stats[DFM_STAT_MODEL_CALLS]++;
+            if (rc) return dfm__fail_callback(&s->b, rc, "model");
+            c.row0 = r0;
+            c.nrows = cr;
+            st = dfm__parallel_for(&s->b, nt, cr, step_rows, &c);
+            if (st) break;
+        }
         if (st) {
             const ds_err *e = NULL;
             for (int k = 0; k < nt; k++)

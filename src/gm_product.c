@@ -100,6 +100,7 @@ static int pp_sample_impl(dfm_path *p, const dfm_path_sample_args *a, const doub
         dfm_path *q = pp->parts[k];
         q->b.seed = dfm__gm_part_seed(p->b.seed, k);
         q->b.nthreads = p->b.nthreads;
+        q->b.spin_us = p->b.spin_us;
         for (size_t r = 0; r < rows; r++) tk[r] = part_t ? part_t[r * n + k] : a->t[r];
         dfm_path_sample_args pa;
         memset(&pa, 0, sizeof pa);
@@ -413,6 +414,7 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
         dfm_loss *q = pl->parts[k];
         q->reduction = l->reduction;
         q->b.nthreads = l->b.nthreads;
+        q->b.spin_us = l->b.spin_us;
         for (size_t r = 0; r < rows; r++) tk[r] = part_t ? part_t[r * n + k] : a->t[r];
         dfm_loss_args pa;
         memset(&pa, 0, sizeof pa);

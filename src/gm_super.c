@@ -134,6 +134,7 @@ int dfm_generator_create_superposition(dfm_generator **out, const dfm_generator 
     g->impl = s;
     s->cont = cont0;
     g->b.nthreads = gens[0]->b.nthreads;
+    g->b.spin_us = gens[0]->b.spin_us;
     g->b.seed = gens[0]->b.seed;
     for (size_t k = 0; k < n; k++) {
         s->w[k] = weights ? weights[k] : 1.0 / (double)n;

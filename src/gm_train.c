@@ -190,6 +190,7 @@ static int draw(dfm_trainer *tr, size_t rows, size_t row_offset, const int32_t *
     }
     tr->path->b.seed = tr->b.seed;
     tr->path->b.nthreads = tr->b.nthreads;
+    tr->path->b.spin_us = tr->b.spin_us;
     st = dfm_path_sample_parts(tr->path, &pa, tr->part_times && np > 1 ? pt : NULL);
     if (st) {
         tr->b.cb_raw = tr->path->b.cb_raw;
@@ -326,6 +327,7 @@ int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
         la.values = b.values;
         la.loss = &loss;
         tr->loss->b.nthreads = tr->b.nthreads;
+        tr->loss->b.spin_us = tr->b.spin_us;
         st = dfm_loss_eval_parts(tr->loss, &la, tr->part_times && np > 1 ? b.pt : NULL);
         if (st) {
             tr->b.cb_raw = tr->loss->b.cb_raw;

@@ -55,6 +55,7 @@ int dfm_path_clone(dfm_path **out, const dfm_path *p, const dfm_allocator *mem)
     int st = dfm__path_new(&q, p->kind, p->ops, &p->space, p->has_sched ? &p->sched : NULL, mem);
     if (st) return st;
     q->b.nthreads = p->b.nthreads;
+    q->b.spin_us = p->b.spin_us;
     q->b.seed = p->b.seed;
     if (p->ops->clone_impl) {
         st = p->ops->clone_impl(q, p);
@@ -148,6 +149,7 @@ int dfm_generator_clone(dfm_generator **out, const dfm_generator *g, const dfm_a
     int st = dfm__gen_new(&q, g->kind, g->param, g->out_stride, g->ops, g->path, mem);
     if (st) return st;
     q->b.nthreads = g->b.nthreads;
+    q->b.spin_us = g->b.spin_us;
     q->b.seed = g->b.seed;
     if (g->ops->clone_impl) {
         st = g->ops->clone_impl(q, g);
@@ -251,6 +253,7 @@ int dfm_loss_clone(dfm_loss **out, const dfm_loss *l, const dfm_allocator *mem)
     int st = dfm__loss_new(&q, l->kind, l->ops, l->gen, mem);
     if (st) return st;
     q->b.nthreads = l->b.nthreads;
+    q->b.spin_us = l->b.spin_us;
     q->b.seed = l->b.seed;
     q->reduction = l->reduction;
     q->out_stride = l->out_stride;
@@ -338,6 +341,7 @@ int dfm_sampler_create(dfm_sampler **out, const dfm_generator *g, int method,
     s->method = method;
     s->n_steps = 64;
     s->b.nthreads = g->b.nthreads;
+    s->b.spin_us = g->b.spin_us;
     s->b.seed = g->b.seed;
     st = dfm_generator_clone(&s->gen, g, &s->b.mem);
     if (st == 0) st = g->ops->sampler_init(s, method);

@@ -32,6 +32,7 @@ typedef struct dfm__pool dfm__pool;
 typedef struct dfm_base {
     dfm_allocator mem;
     int nthreads;          /* DFM_OPT_THREADS */
+    int spin_us;           /* DFM_OPT_SPIN_US */
     dfm__pool *pool;       /* persistent workers (parallel.c), NULL until a wide call needs them */
     uint64_t seed;         /* DFM_OPT_SEED */
     int cb_raw;            /* raw value returned by the last failed callback (0: none) */

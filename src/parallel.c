@@ -68,9 +68,6 @@ static int fork_join(int w, size_t n, dfm__range_fn fn, void *ctx)
 
 /* ---- the persistent pool ---- */
 
-/* Spin budget before sleeping, in nanoseconds: longer than the gap between two regions of a
- * sampler step (a model call on a chunk of rows), far shorter than a host's idle time. */
-#define SPIN_NS 200000L
 
 typedef struct worker {
     struct dfm__pool *pool;
@@ -90,6 +87,7 @@ struct dfm__pool {
     unsigned gen;     /* job generation (atomic) */
     int pending;      /* started workers that have not finished the job (atomic) */
     int quit;         /* atomic */
+    long spin_ns;     /* spin budget before sleeping (DFM_OPT_SPIN_US), atomic */
     dfm__range_fn fn; /* the job, written before gen moves */
     void *ctx;
     size_t n;
@@ -114,10 +112,13 @@ static long now_ns(void)
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* Spin until *p != v (gen) or == 0 (pending), for at most SPIN_NS; returns the last value. */
-static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit)
+/* Spin until *p != v (gen) or == 0 (pending), for at most spin ns; returns the last value.
+ * The budget is meant to cover the gap between two regions of a sampler step (a model call on
+ * a chunk of rows); a host's idle time is far longer and finds the workers asleep. */
+static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, long spin)
 {
     long t0 = 0;
+    if (spin <= 0) return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     for (unsigned i = 0;; i++) {
         unsigned g = __atomic_load_n(p, __ATOMIC_ACQUIRE);
         if (g != v || __atomic_load_n(quit, __ATOMIC_ACQUIRE)) return g;
@@ -125,14 +126,15 @@ static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit)
         if ((i & 255u) == 255u) {
             long t = now_ns();
             if (t0 == 0) t0 = t;
-            else if (t - t0 > SPIN_NS) return g;
+            else if (t - t0 > spin) return g;
         }
     }
 }
 
-static int spin_pending(const int *p)
+static int spin_pending(const int *p, long spin)
 {
     long t0 = 0;
+    if (spin <= 0) return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     for (unsigned i = 0;; i++) {
         int v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
         if (v == 0) return 0;
@@ -140,7 +142,7 @@ static int spin_pending(const int *p)
         if ((i & 255u) == 255u) {
             long t = now_ns();
             if (t0 == 0) t0 = t;
-            else if (t - t0 > SPIN_NS) return v;
+            else if (t - t0 > spin) return v;
         }
     }
 }
@@ -150,7 +152,7 @@ static void *worker_main(void *arg)
     worker *me = (worker *)arg;
     dfm__pool *p = me->pool;
     for (;;) {
-        unsigned g = spin_gen(&p->gen, me->seen, &p->quit);
+        unsigned g = spin_gen(&p->gen, me->seen, &p->quit, __atomic_load_n(&p->spin_ns, __ATOMIC_RELAXED));
         if (g == me->seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
             pthread_mutex_lock(&p->mu);
             while ((g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE)) == me->seen &&
@@ -265,6 +267,7 @@ int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, voi
     p->ctx = ctx;
     p->n = n;
     p->width = w;
+    __atomic_store_n(&p->spin_ns, (long)b->spin_us * 1000L, __ATOMIC_RELAXED);
     int nw = p->started;
     __atomic_store_n(&p->pending, nw, __ATOMIC_RELEASE);
     __atomic_add_fetch(&p->gen, 1u, __ATOMIC_ACQ_REL);
@@ -275,7 +278,7 @@ int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, voi
     p->status[0] = fn(ctx, 0, n / (size_t)w, 0);
     for (int k = nw + 1; k < w; k++)
         p->status[k] = fn(ctx, n * (size_t)k / (size_t)w, n * (size_t)(k + 1) / (size_t)w, k);
-    if (nw > 0 && spin_pending(&p->pending) != 0) {
+    if (nw > 0 && spin_pending(&p->pending, (long)b->spin_us * 1000L) != 0) {
         pthread_mutex_lock(&p->mu);
         while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);

@@ -646,6 +646,125 @@ START_TEST(reproducible_any_split)
 }
 END_TEST
 
+/* Chunked model calls (DFM_OPT_DS_CHUNK_ROWS): every chunking and thread count gives the same
+ * samples; the model sees consecutive row ranges of at most the chunk size, in order; a bad
+ * output in a later chunk is reported by its batch row and leaves the tokens untouched. */
+typedef struct chunk_spy { target *T; dfm_model_fn inner; size_t max_rows, next_row; int step;
+                           long calls; int order_ok; size_t bad_row; } chunk_spy;
+static int chunk_spy_model(const dfm_model_io *io, void *ud)
+{
+    chunk_spy *c = (chunk_spy *)ud;
+    if (io->step != c->step) { c->step = io->step; c->next_row = 0; }
+    if (io->row_offset != c->next_row) c->order_ok = 0;
+    c->next_row = io->row_offset + io->rows;
+    if (io->rows > c->max_rows) c->max_rows = io->rows;
+    c->calls++;
+    int rc = c->inner(io, c->T);
+    if (rc) return rc;
+    if (c->bad_row != (size_t)-1 && io->step == 1 && c->bad_row >= io->row_offset &&
+        c->bad_row < io->row_offset + io->rows)
+        io->out[(c->bad_row - io->row_offset) * io->out_stride + 2 * (size_t)c->T->V + 1] = NAN;
+    return 0;
+}
+
+static void chunk_run(dfm_sampler *s, chunk_spy *c, int32_t *tok, size_t n)
+{
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = chunk_spy_model;
+    a.model_data = c;
+    a.rows = n;
+    a.tokens = tok;
+    a.draw_source = 1;
+    c->max_rows = 0;
+    c->calls = 0;
+    c->order_ok = 1;
+    c->step = -1;
+    ck_assert_msg(dfm_sampler_run(s, &a) == 0, "%s", dfm_sampler_last_error(s));
+}
+
+START_TEST(chunked_model_calls)
+{
+    /* exact + eta, Euler + corrector, purity, direct rates */
+    const int method[4] = {DFM_METHOD_EXACT, DFM_METHOD_EULER, DFM_METHOD_EXACT, DFM_METHOD_EULER};
+    const int source[4] = {DFM_SOURCE_UNIFORM, DFM_SOURCE_CUSTOM, DFM_SOURCE_MASK, DFM_SOURCE_MASK};
+    const int param[4] = {DFM_PARAM_LOGITS, DFM_PARAM_LOGITS, DFM_PARAM_LOGITS, DFM_PARAM_RATES};
+    const int64_t chunks[5] = {1, 7, 50, DFM_CHUNK_AUTO, 1000};
+    enum { N = 101, STEPS = 12 };
+    for (int v = 0; v < 4; v++) {
+        target T;
+        target_init(&T, 3, source[v], DFM_SCHED_CONDOT);
+        dfm_sampler *s = target_sampler(&T, param[v], method[v]);
+        dfm_sampler_set_steps(s, STEPS);
+        if (v == 0) ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_ETA, 0.7), 0);
+        if (v == 1) ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_CORRECTOR, 0.5), 0);
+        if (v == 2) ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_PURITY, 1), 0);
+        chunk_spy c = {&T, param[v] == DFM_PARAM_RATES ? exact_rates_model : exact_model,
+                       0, 0, -1, 0, 1, (size_t)-1};
+        int32_t ref[N * 3], tok[N * 3];
+        chunk_run(s, &c, ref, N);
+        ck_assert_int_eq(c.calls, STEPS);
+        ck_assert_uint_eq(c.max_rows, N);
+        for (int k = 0; k < 5; k++)
+            for (int th = 1; th <= 3; th++) {
+                ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, chunks[k]), 0);
+                ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_THREADS, th), 0);
+                chunk_run(s, &c, tok, N);
+                ck_assert_msg(memcmp(ref, tok, sizeof ref) == 0, "variant %d chunk %lld threads %d",
+                              v, (long long)chunks[k], th);
+                ck_assert(c.order_ok);
+                if (chunks[k] > 0) {
+                    size_t ch = (size_t)chunks[k] < N ? (size_t)chunks[k] : N;
+                    ck_assert_uint_eq(c.max_rows, ch);
+                    ck_assert_int_eq(c.calls, STEPS * (long)((N + ch - 1) / ch));
+                } else { /* AUTO: about 1 MiB per thread, here all rows */
+                    ck_assert_uint_eq(c.max_rows, N);
+                }
+                int64_t got = 0;
+                ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &got), 0);
+                ck_assert_int_eq(got, c.calls);
+            }
+        dfm_sampler_free(s);
+        dfm_scheduler_free(T.sched);
+    }
+
+    /* a NaN logit in batch row 37 (chunk 8, so the fifth call): the error names row 37; the
+     * tokens keep their entry values */
+    target T;
+    target_init(&T, 3, DFM_SOURCE_MASK, DFM_SCHED_CONDOT);
+    dfm_sampler *s = target_sampler(&T, DFM_PARAM_LOGITS, DFM_METHOD_EXACT);
+    dfm_sampler_set_steps(s, STEPS);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, 8), 0);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_THREADS, 2), 0);
+    chunk_spy c = {&T, exact_model, 0, 0, -1, 0, 1, 37};
+    int32_t tok[N * 3], keep[N * 3];
+    for (int j = 0; j < N * 3; j++) tok[j] = keep[j] = T.mask;
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = chunk_spy_model;
+    a.model_data = &c;
+    a.rows = N;
+    a.tokens = tok;
+    c.step = -1;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ENUMERIC);
+    ck_assert_msg(strstr(dfm_sampler_last_error(s), "row 37 coord 2") != NULL, "%s",
+                  dfm_sampler_last_error(s));
+    ck_assert_mem_eq(tok, keep, sizeof tok);
+    /* option bounds */
+    int64_t v = 0;
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, -2), DFM_EINVAL);
+    ck_assert_int_eq(dfm_sampler_get_int(s, DFM_OPT_DS_CHUNK_ROWS, &v), 0);
+    ck_assert_int_eq(v, 8);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, DFM_CHUNK_AUTO), 0);
+    ck_assert_int_eq(dfm_sampler_get_int(s, DFM_OPT_DS_CHUNK_ROWS, &v), 0);
+    ck_assert_int_eq(v, DFM_CHUNK_AUTO);
+    dfm_sampler_free(s);
+    dfm_scheduler_free(T.sched);
+}
+END_TEST
+
 /* dfm_path_sample: x_t ~ p_t(. | x1) per coordinate, and x0 given is used. */
 START_TEST(path_sample_marginals)
 {
@@ -1055,6 +1174,7 @@ int main(void)
     tcase_add_test(tc, intermediate_marginals);
     tcase_add_test(tc, direct_rates_euler);
     tcase_add_test(tc, fixed_positions);
+    tcase_add_test(tc, chunked_model_calls);
     tcase_add_test(tc, reproducible_any_split);
     suite_add_tcase(su, tc);
     TCase *tp = tu_tcase("path_and_errors");

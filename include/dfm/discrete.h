@@ -65,6 +65,9 @@ DFM_API int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t,
 #define DFM_OPT_DS_CORRECTOR   151 /* double c >= 0 (default 0): divergence-free corrector weight */
 #define DFM_OPT_DS_ETA         152 /* double eta >= 0 (default 0): detailed-balance stochasticity */
 #define DFM_OPT_DS_PURITY      153 /* int 0/1 (default 0): purity unmasking (mask source, EXACT) */
+#define DFM_OPT_DS_CHUNK_ROWS  154 /* int: rows per model call (default 0 = the whole batch), or
+                                      * DFM_CHUNK_AUTO; see docs/discrete.md */
+#define DFM_CHUNK_AUTO (-1)          /* about 1 MiB of model output per thread per call */
 
 /** Time-dependent corrector weight c(t) >= 0 (finite); return 0, or nonzero to fail the run
  * with DFM_ECALLBACK. */
