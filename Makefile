@@ -104,6 +104,10 @@ dfm.pc: dfm.pc.in include/dfm/common.h Makefile
 _build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/libdfm.so | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
+# test_kernels checks internal kernels: it links the static library, where they are visible.
+_build/tests/test_kernels: tests/test_kernels.c tests/testutil.h $(HDRS) $(STLIB) | _build/tests
+	$(CC) $(TEST_CFLAGS) $< -o $@ $(STLIB) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
+
 check: all $(TEST_BINS)
 	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" sh tests/run-all.sh $(TEST_BINS)
 

@@ -63,7 +63,7 @@ static double run(int method, int threads, long chunk, const float *logits)
     a.tokens = tok;
     a.draw_source = 1;
     double best = INFINITY;
-    for (int rep = 0; rep < 10; rep++) {
+    for (int rep = 0; rep < 25; rep++) {
         m.secs = 0.0;
         double t0 = now();
         int st = dfm_sampler_run(s, &a);

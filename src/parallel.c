@@ -13,6 +13,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +83,7 @@ struct dfm__pool {
     int started;      /* workers running: 1 .. started have threads */
     int busy;         /* a region is running (a nested region falls back) */
     long pid;         /* process that created the threads (a forked child has none) */
+    long ncpu;        /* online processors when the pool was made */
     pthread_mutex_t mu;
     pthread_cond_t wake, done;
     unsigned gen;     /* job generation (atomic) */
@@ -127,6 +129,7 @@ static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, long sp
             long t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return g;
+            if ((i & 4095u) == 4095u) sched_yield(); /* a thread waiting for this core runs */
         }
     }
 }
@@ -143,6 +146,7 @@ static int spin_pending(const int *p, long spin)
             long t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return v;
+            if ((i & 4095u) == 4095u) sched_yield();
         }
     }
 }
@@ -229,6 +233,7 @@ int dfm__pool_prepare(dfm_base *b, int nthreads)
     p->mem = b->mem;
     p->cap = cap;
     p->pid = pid;
+    p->ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     b->pool = p;
     return 0;
 no_sync: /* no pool: regions use threads created for them, as before */
@@ -267,7 +272,10 @@ int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, voi
     p->ctx = ctx;
     p->n = n;
     p->width = w;
-    __atomic_store_n(&p->spin_ns, (long)b->spin_us * 1000L, __ATOMIC_RELAXED);
+    /* More threads than processors: a spinning thread would hold a core that a working one
+     * needs, so everyone sleeps at once. */
+    long spin = p->ncpu > 0 && w > p->ncpu ? 0 : (long)b->spin_us * 1000L;
+    __atomic_store_n(&p->spin_ns, spin, __ATOMIC_RELAXED);
     int nw = p->started;
     __atomic_store_n(&p->pending, nw, __ATOMIC_RELEASE);
     __atomic_add_fetch(&p->gen, 1u, __ATOMIC_ACQ_REL);
@@ -278,7 +286,7 @@ int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, voi
     p->status[0] = fn(ctx, 0, n / (size_t)w, 0);
     for (int k = nw + 1; k < w; k++)
         p->status[k] = fn(ctx, n * (size_t)k / (size_t)w, n * (size_t)(k + 1) / (size_t)w, k);
-    if (nw > 0 && spin_pending(&p->pending, (long)b->spin_us * 1000L) != 0) {
+    if (nw > 0 && spin_pending(&p->pending, spin) != 0) {
         pthread_mutex_lock(&p->mu);
         while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);

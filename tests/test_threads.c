@@ -9,6 +9,8 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define N_HOST_THREADS 4
 #define N_REPEAT 3
@@ -451,12 +453,127 @@ START_TEST(internal_threads_split_invariant)
 }
 END_TEST
 
+/* The per-handle worker pool (docs/threading.md): one sampler and one loss run many times while
+ * their thread count changes up and down and the spin budget is 0 or large; every run equals the
+ * one-thread reference. After fork() the child runs the same handles (it gets a fresh pool) and
+ * the parent keeps using its own. */
+#if defined(__SANITIZE_THREAD__)
+#  define TH_NO_FORK 1
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define TH_NO_FORK 1
+#  endif
+#endif
+
+typedef struct pool_fix {
+    dfm_space *sp; dfm_scheduler *sc; dfm_path *p; dfm_generator *g; dfm_sampler *s; dfm_loss *l;
+} pool_fix;
+enum { PR = 37, PD = 6, PV = 7 };
+
+static void pool_run(pool_fix *f, int32_t *tok, float *grad, double *loss)
+{
+    th_run(f->s, &th_logits, PR, tok, NULL, 1);
+    static float out[PR * PD * PV];
+    int32_t x1[PR * PD], xt[PR * PD];
+    double t[PR];
+    for (int i = 0; i < PR * PD * PV; i++) out[i] = 0.05f * (float)(i % 17) - 0.4f;
+    for (int i = 0; i < PR * PD; i++) { x1[i] = i % (PV - 1); xt[i] = i % 3 ? x1[i] : PV - 1; }
+    for (int r = 0; r < PR; r++) t[r] = 0.9 * r / (double)PR;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la; la.rows = PR; la.t = t; la.x1_tokens = x1; la.xt_tokens = xt;
+    la.out = out; la.grad = grad; la.loss = loss;
+    ck_assert_msg(dfm_loss_eval(f->l, &la) == 0, "%s", dfm_loss_last_error(f->l));
+}
+
+static void pool_threads(pool_fix *f, int n, int spin)
+{
+    ck_assert_int_eq(dfm_sampler_set_int(f->s, DFM_OPT_THREADS, n), 0);
+    ck_assert_int_eq(dfm_loss_set_int(f->l, DFM_OPT_THREADS, n), 0);
+    ck_assert_int_eq(dfm_sampler_set_int(f->s, DFM_OPT_SPIN_US, spin), 0);
+    ck_assert_int_eq(dfm_loss_set_int(f->l, DFM_OPT_SPIN_US, spin), 0);
+}
+
+START_TEST(worker_pool)
+{
+    pool_fix f;
+    memset(&f, 0, sizeof f);
+    ck_assert_int_eq(dfm_space_create_discrete(&f.sp, PV, PD, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_cosine(&f.sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&f.p, f.sp, f.sc, DFM_SOURCE_MASK, PV - 1, NULL, NULL), 0);
+    ck_assert_int_eq(dfm_generator_create_factorized(&f.g, f.p, DFM_PARAM_LOGITS, NULL), 0);
+    f.s = th_sampler(f.g, DFM_METHOD_EXACT, 16);
+    ck_assert_int_eq(dfm_sampler_set_int(f.s, DFM_OPT_DS_CHUNK_ROWS, 5), 0);
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&f.l, f.p, NULL), 0);
+
+    int64_t v = -1;
+    ck_assert_int_eq(dfm_sampler_get_int(f.s, DFM_OPT_SPIN_US, &v), 0);
+    ck_assert_int_eq(v, 1000);
+    ck_assert_int_eq(dfm_sampler_set_int(f.s, DFM_OPT_SPIN_US, -1), DFM_EINVAL);
+    ck_assert_int_eq(dfm_loss_set_int(f.l, DFM_OPT_SPIN_US, 1000001), DFM_EINVAL);
+
+    static int32_t ref_tok[PR * PD], tok[PR * PD];
+    static float ref_grad[PR * PD * PV], grad[PR * PD * PV];
+    double ref_loss = 0.0, loss = 0.0;
+    pool_run(&f, ref_tok, ref_grad, &ref_loss);
+    const int seq[9][2] = {{2, 1000}, {4, 0}, {3, 200000}, {2, 0}, {1, 1000}, {8, 50}, {2, 1000},
+                           {2, 1000}, {5, 0}};
+    for (int k = 0; k < 9; k++) {
+        pool_threads(&f, seq[k][0], seq[k][1]);
+        for (int rep = 0; rep < 3; rep++) {
+            pool_run(&f, tok, grad, &loss);
+            ck_assert_msg(memcmp(tok, ref_tok, sizeof tok) == 0, "threads %d: samples differ", seq[k][0]);
+            ck_assert_msg(memcmp(grad, ref_grad, sizeof grad) == 0, "threads %d: gradients differ", seq[k][0]);
+            ck_assert(loss == ref_loss);
+        }
+    }
+    /* clones inherit threads and spin, and have their own pool */
+    dfm_loss *lc = NULL;
+    ck_assert_int_eq(dfm_loss_clone(&lc, f.l, NULL), 0);
+    ck_assert_int_eq(dfm_loss_get_int(lc, DFM_OPT_SPIN_US, &v), 0);
+    ck_assert_int_eq(v, 0);
+    dfm_loss *keep = f.l;
+    f.l = lc;
+    pool_run(&f, tok, grad, &loss);
+    ck_assert(memcmp(grad, ref_grad, sizeof grad) == 0);
+    f.l = keep;
+    dfm_loss_free(lc);
+
+#ifndef TH_NO_FORK
+    pool_threads(&f, 2, 1000);
+    pool_run(&f, tok, grad, &loss); /* the parent's workers are running */
+    pid_t pid = fork();
+    ck_assert(pid >= 0);
+    if (pid == 0) {
+        memset(tok, 0, sizeof tok);
+        pool_run(&f, tok, grad, &loss);
+        int ok = memcmp(tok, ref_tok, sizeof tok) == 0 && memcmp(grad, ref_grad, sizeof grad) == 0;
+        dfm_sampler_free(f.s);
+        dfm_loss_free(f.l);
+        _exit(ok ? 0 : 3);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    pool_run(&f, tok, grad, &loss);
+    ck_assert(memcmp(tok, ref_tok, sizeof tok) == 0);
+#endif
+    dfm_loss_free(f.l);
+    dfm_sampler_free(f.s);
+    dfm_generator_free(f.g);
+    dfm_path_free(f.p);
+    dfm_scheduler_free(f.sc);
+    dfm_space_free(f.sp);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
     TCase *tc = tu_tcase("threads");
     tcase_add_test(tc, threads_agree_with_serial);
     tcase_add_test(tc, internal_threads_split_invariant);
+    tcase_add_test(tc, worker_pool);
     suite_add_tcase(s, tc);
     return tu_run(s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }
