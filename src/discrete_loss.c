@@ -1,11 +1,12 @@
 /* Discrete losses on mixture paths (generalized KL, cross-entropy), the training-time sampler for
  * t and the discrete ELBO estimator. See docs/discrete_loss.md for the math and references.
  *
- * Evaluation runs in two phases over rows (dfm__parallel_for): phase A reads every counted
- * coordinate's logits once to find its max and to reject NaN/+Inf (so nothing is written when
- * the input is bad); phase B computes exp(z - max) straight into the host's gradient buffer,
- * the loss value in double and then rescales that buffer in place into the gradient (the row of
- * V floats is still in L1). Per-coordinate values are summed per row, then rows in order, so the
+ * Evaluation runs in two phases over rows (dfm__parallel_for): phase A streams every counted
+ * coordinate's logits forwards once to find its max and to reject NaN/+Inf (so nothing is
+ * written when the input is bad); phase B, rows backwards so that it starts with what phase A
+ * left in cache, computes exp(z - max) straight into the host's gradient buffer, the loss value
+ * in double and then rescales that buffer in place into the gradient (the row of V floats is
+ * still in L1). Per-coordinate values are summed per row, then rows in order, so the
  * loss is bit-identical for any thread count. */
 #include "discrete_impl.h"
 #include "rng_impl.h"
@@ -109,17 +110,13 @@ static int dl_phase_a(void *ctx, size_t r0, size_t r1, int tid)
     (void)tid;
     dl_eval *e = (dl_eval *)ctx;
     int st = 0;
-    /* Backwards, so that the rows phase B reads first are the ones still in cache. */
-    for (size_t r = r1; r-- > r0;) {
-        for (size_t i = e->d; i-- > 0;) {
+    for (size_t r = r0; r < r1; r++) {
+        for (size_t i = 0; i < e->d; i++) {
             size_t k = r * e->d + i;
             if (!dl_counted(e, k)) continue;
-            if (i > 0) dl_prefetch(e->out + r * e->stride + (i - 1) * (size_t)e->V, (size_t)e->V);
-            else if (r > r0) dl_prefetch(e->out + (r - 1) * e->stride + (e->d - 1) * (size_t)e->V,
-                                         (size_t)e->V);
             float m;
             int w = dl_check_coord(e, e->out + r * e->stride + i * (size_t)e->V, k, &m);
-            if (w) { e->bad[r] = i; e->bad_what[r] = w; st = DFM_ENUMERIC; } /* lowest i wins */
+            if (w && e->bad[r] == SIZE_MAX) { e->bad[r] = i; e->bad_what[r] = w; st = DFM_ENUMERIC; }
             e->mx[k] = m;
         }
     }
@@ -132,7 +129,10 @@ static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
     dl_eval *e = (dl_eval *)ctx;
     const size_t V = (size_t)e->V;
     float *scr = e->scratch + (size_t)tid * V;
-    for (size_t r = r0; r < r1; r++) {
+    int st = 0;
+    /* Rows backwards: phase A read them forwards, so the last ones are still in cache. A bad
+     * row (no phase A) does not stop the loop: the lowest bad row of the range is recorded. */
+    for (size_t r = r1; r-- > r0;) {
         double rs = 0.0;
         double c = e->gkl ? e->c[r] : 1.0;
         double wc = e->w * c;
@@ -141,7 +141,7 @@ static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
             const float *z = e->out + r * e->stride + i * V;
             float *g = e->grad ? e->grad + r * e->stride + i * V : scr;
             if (i + 1 < e->d) dl_prefetch(z + V, V);
-            else if (r + 1 < r1) dl_prefetch(e->out + (r + 1) * e->stride, V);
+            else if (r > r0) dl_prefetch(e->out + (r - 1) * e->stride, V);
             if (!dl_counted(e, k)) {
                 e->vals[k] = 0.0;
                 if (e->grad) memset(g, 0, V * sizeof(float));
@@ -152,7 +152,7 @@ static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
                 m = e->mx[k];
             } else {
                 int w = dl_check_coord(e, z, k, &m);
-                if (w) { e->bad[r] = i; e->bad_what[r] = w; return DFM_ENUMERIC; }
+                if (w) { e->bad[r] = i; e->bad_what[r] = w; st = DFM_ENUMERIC; break; }
             }
             /* The two logits the value needs are read first: grad may alias out (in place). */
             int32_t b = e->x1[k], a = e->gkl ? e->xt[k] : b;
@@ -191,7 +191,7 @@ static int dl_phase_b(void *ctx, size_t r0, size_t r1, int tid)
         }
         e->rowsum[r] = rs;
     }
-    return 0;
+    return st;
 }
 
 static const char *bad_text(int what)

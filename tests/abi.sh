@@ -4,7 +4,8 @@
 #  2. the map lists exactly the functions the public headers declare with DFM_API;
 #  3. SONAME is libdfm.so.0;
 #  4. the public headers compile as C99 -pedantic -Werror and as C++11 -Werror;
-#  5. a C++ program links against the library and calls it.
+#  5. a C++ program links against the library and calls it;
+#  6. no two DFM_OPT_* options share an id.
 set -eu
 CC=${CC:-cc}
 CXX=${CXX:-c++}
@@ -19,6 +20,10 @@ if grep -v '^dfm_' "$tmp/exported"; then echo "non-dfm_ symbols exported"; exit 
 if grep '^dfm__' "$tmp/exported"; then echo "internal dfm__ symbols exported"; exit 1; fi
 diff -u "$tmp/map" "$tmp/exported" || { echo "exported symbols differ from lib/dfm.map"; exit 1; }
 diff -u "$tmp/map" "$tmp/headers" || { echo "lib/dfm.map differs from the DFM_API declarations"; exit 1; }
+
+# option ids are frozen and shared by every handle's setters: no two options may share one
+dup=$(grep -h '^#define DFM_OPT_[A-Z0-9_]* *[0-9]' include/dfm/*.h | awk '{print $3}' | sort | uniq -d)
+[ -z "$dup" ] || { echo "option ids used twice: $dup"; exit 1; }
 
 soname=$(objdump -p "$L"/libdfm.so | awk '/SONAME/ {print $2}')
 [ "$soname" = libdfm.so.0 ] || { echo "SONAME is $soname"; exit 1; }

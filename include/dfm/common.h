@@ -111,7 +111,7 @@ typedef int (*dfm_progress_fn)(int step, int n_steps, double t, void *user_data)
  * continuous 300-399, generator matching 400-499. Values are frozen. */
 #define DFM_OPT_THREADS 1 /* int, 1..DFM_MAX_THREADS: internal worker threads (default 1) */
 #define DFM_OPT_SEED    2 /* int64 seed of the counter-based random streams (default 0) */
-#define DFM_OPT_SPIN_US 3 /* int 0..1000000: microseconds an idle worker thread (and the calling
+#define DFM_OPT_SPIN_US 4 /* int 0..1000000: microseconds an idle worker thread (and the calling
                            * thread waiting for workers) spins before sleeping (default 1000);
                            * never changes results */
 #define DFM_MAX_THREADS 256

@@ -24,10 +24,11 @@ REDUCTIONS = {"mean": C.REDUCE_MEAN, "sum": C.REDUCE_SUM, "none": C.REDUCE_NONE}
 
 # Named options: name -> (id, "i" int / "d" double).
 OPTIONS = {
-    "threads": (C.OPT_THREADS, "i"), "seed": (C.OPT_SEED, "i"),
+    "threads": (C.OPT_THREADS, "i"), "seed": (C.OPT_SEED, "i"), "spin_us": (C.OPT_SPIN_US, "i"),
     "reduction": (C.OPT_REDUCTION, "i"),
     "temperature": (C.OPT_DS_TEMPERATURE, "d"), "corrector": (C.OPT_DS_CORRECTOR, "d"),
     "eta": (C.OPT_DS_ETA, "d"), "purity": (C.OPT_DS_PURITY, "i"),
+    "chunk_rows": (C.OPT_DS_CHUNK_ROWS, "i"),
     "rate_bound": (C.OPT_CT_RATE_BOUND, "d"), "bound_safety": (C.OPT_CT_BOUND_SAFETY, "d"),
     "tmax": (C.OPT_CT_TMAX, "d"), "max_events": (C.OPT_CT_MAX_EVENTS, "i"),
     "atol": (C.OPT_ATOL, "d"), "rtol": (C.OPT_RTOL, "d"), "max_steps": (C.OPT_MAX_STEPS, "i"),

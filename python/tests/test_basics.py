@@ -22,6 +22,22 @@ class TestVersion(unittest.TestCase):
         self.assertEqual(dfm.version_number(), maj * 10000 + mnr * 100 + pat)
         self.assertEqual(dfm.__version__, want)
 
+    def test_constants_match_headers(self):
+        # every integer #define DFM_* of the public headers, with its value (versions aside)
+        want = {}
+        hdir = os.path.join(ROOT, "include", "dfm")
+        for name in sorted(os.listdir(hdir)):
+            if not name.endswith(".h"):
+                continue
+            with open(os.path.join(hdir, name)) as f:
+                for m in re.finditer(r"^#define DFM_(\w+)\s+\(?(-?(?:0x[0-9a-fA-F]+|\d+))\)?", f.read(), re.M):
+                    if not m.group(1).startswith("VERSION_"):
+                        want[m.group(1)] = int(m.group(2), 0)
+        from dfm import constants
+        for k, v in want.items():
+            self.assertTrue(hasattr(constants, k), "dfm.constants lacks %s" % k)
+            self.assertEqual(getattr(constants, k), v, k)
+
     def test_strerror(self):
         n = dfm.status_count()
         self.assertEqual(n, dfm.STATUS_COUNT)
