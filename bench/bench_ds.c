@@ -91,13 +91,13 @@ int main(void)
     const long A = DFM_CHUNK_AUTO;
     double e1 = run(DFM_METHOD_EXACT, 1, A, logits), e2 = run(DFM_METHOD_EXACT, 2, A, logits);
     printf("DS ns_per_token_step=%.1f threads=1\n", e1);
-    printf("DS ns_per_token_step=%.1f threads=2 (x%.2f)\n", e2, e1 / e2);
+    printf("DS ns_per_token_step=%.1f threads=2 speedup=%.2f\n", e2, e1 / e2);
     double b1 = run(DFM_METHOD_EXACT, 1, 0, logits), b2 = run(DFM_METHOD_EXACT, 2, 0, logits);
     printf("DS_batch ns_per_token_step=%.1f threads=1\n", b1);
-    printf("DS_batch ns_per_token_step=%.1f threads=2 (x%.2f)\n", b2, b1 / b2);
+    printf("DS_batch ns_per_token_step=%.1f threads=2 speedup=%.2f\n", b2, b1 / b2);
     double u1 = run(DFM_METHOD_EULER, 1, A, logits), u2 = run(DFM_METHOD_EULER, 2, A, logits);
     printf("DS_euler ns_per_token_step=%.1f threads=1\n", u1);
-    printf("DS_euler ns_per_token_step=%.1f threads=2 (x%.2f)\n", u2, u1 / u2);
+    printf("DS_euler ns_per_token_step=%.1f threads=2 speedup=%.2f\n", u2, u1 / u2);
     free(logits);
     return 0;
 }

@@ -405,6 +405,23 @@ START_TEST(bad_input)
     ck_assert_ptr_nonnull(strstr(dfm_loss_last_error(l), "row 1 coordinate 2"));
     a.grad = NULL;
     ck_assert_int_eq(dfm_loss_eval(l, &a), DFM_ENUMERIC);
+    ck_assert_ptr_nonnull(strstr(dfm_loss_last_error(l), "row 1 coordinate 2"));
+    /* Two bad rows: the lowest row and coordinate is reported, with or without a gradient and
+     * for 1 or 2 threads (rows are scanned in different orders by the two phases). */
+    float zk0 = q.z[0 * 15 + 1 * V + 0];
+    q.z[0 * 15 + 1 * V + 0] = NAN;
+    for (int th = 1; th <= 2; th++) {
+        ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, th), 0);
+        a.grad = NULL;
+        ck_assert_int_eq(dfm_loss_eval(l, &a), DFM_ENUMERIC);
+        ck_assert_msg(strstr(dfm_loss_last_error(l), "row 0 coordinate 1") != NULL, "%s",
+                      dfm_loss_last_error(l));
+        a.grad = g;
+        ck_assert_int_eq(dfm_loss_eval(l, &a), DFM_ENUMERIC);
+        ck_assert_ptr_nonnull(strstr(dfm_loss_last_error(l), "row 0 coordinate 1"));
+    }
+    ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, 1), 0);
+    q.z[0 * 15 + 1 * V + 0] = zk0;
     a.grad = g;
     q.z[1 * 15 + 2 * V + 3] = INFINITY;
     ck_assert_int_eq(dfm_loss_eval(l, &a), DFM_ENUMERIC);
