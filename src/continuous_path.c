@@ -306,12 +306,50 @@ int dfm_affine_convert(dfm_path *p, int from, int to, size_t rows, const double 
 
 /* ---- path sample ---- */
 
+/* max |x| of finite floats (exact: the max of the magnitudes, no rounding). */
+DFM_CLONES_V4
+static float max_abs_f(const float *x, size_t n)
+{
+    float m[DFM__VB] = {0};
+    size_t i = 0;
+    for (; i + DFM__VB <= n; i += DFM__VB)
+        for (int k = 0; k < DFM__VB; k++) {
+            float v = fabsf(x[i + (size_t)k]);
+            m[k] = v > m[k] ? v : m[k];
+        }
+    float mm = 0.0f;
+    for (; i < n; i++) mm = fabsf(x[i]) > mm ? fabsf(x[i]) : mm;
+    for (int k = 0; k < DFM__VB; k++) mm = m[k] > mm ? m[k] : mm;
+    return mm;
+}
+
 typedef struct sample_ctx {
     const dfm_path *p;
     const dfm_path_sample_args *a;
     const double *co; /* rows x 4: alpha, sigma, d_alpha, d_sigma */
     size_t d;
+    float *bound;     /* rows x 2: max |x1|, max |x0| (-1: not finite), from bound_range */
 } sample_ctx;
+
+/* Per-row validation, in parallel: finiteness and max |x| of x1 (and a given x0). */
+static int bound_range(void *vctx, size_t begin, size_t end, int tid)
+{
+    const sample_ctx *c = (const sample_ctx *)vctx;
+    const dfm_path_sample_args *a = c->a;
+    size_t d = c->d;
+    (void)tid;
+    for (size_t r = begin; r < end; r++) {
+        const float *x1 = a->x1_reals + r * d;
+        c->bound[2 * r] = dfm__all_finite_f(x1, d) ? max_abs_f(x1, d) : -1.0f;
+        if (a->x0_reals) {
+            const float *x0 = a->x0_reals + r * d;
+            c->bound[2 * r + 1] = dfm__all_finite_f(x0, d) ? max_abs_f(x0, d) : -1.0f;
+        } else {
+            c->bound[2 * r + 1] = 6.0f;
+        }
+    }
+    return 0;
+}
 
 DFM_CLONES_V4
 static void affine_row(size_t d, const float *restrict x1, const float *restrict x0, float a,
@@ -379,16 +417,25 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
     size_t bytes;
     if (dfm__mul3(a->rows, 4, sizeof(double), &bytes))
         return dfm__fail(&p->b, DFM_EOVERFLOW, "rows too large");
-    if (!dfm__all_finite_f(a->x1_reals, n))
-        return dfm__fail(&p->b, DFM_ENUMERIC, "args->x1_reals has a NaN or Inf");
-    if (a->x0_reals && !dfm__all_finite_f(a->x0_reals, n))
-        return dfm__fail(&p->b, DFM_ENUMERIC, "args->x0_reals has a NaN or Inf");
+    (void)n;
     double *co = (double *)dfm__alloc(&p->b.mem, bytes);
-    if (!co) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate %zu bytes", bytes);
-    int st = 0;
+    float *bound = (float *)dfm__calloc(&p->b.mem, a->rows, 2 * sizeof(float));
+    if (!co || !bound) {
+        dfm__free(&p->b.mem, co);
+        dfm__free(&p->b.mem, bound);
+        return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate %zu bytes", bytes);
+    }
+    sample_ctx c = {p, a, co, d, bound};
+    int st = dfm__parallel_for(&p->b, p->b.nthreads, a->rows, bound_range, &c);
+    for (size_t r = 0; r < a->rows && !st; r++) {
+        if (bound[2 * r] < 0.0f)
+            st = dfm__fail(&p->b, DFM_ENUMERIC, "args->x1_reals has a NaN or Inf (row %zu)", r);
+        else if (bound[2 * r + 1] < 0.0f)
+            st = dfm__fail(&p->b, DFM_ENUMERIC, "args->x0_reals has a NaN or Inf (row %zu)", r);
+    }
     double last_t = -1.0;
     dfm_sched_values v = {0, 0, 0, 0};
-    for (size_t r = 0; r < a->rows; r++) {
+    for (size_t r = 0; r < a->rows && !st; r++) {
         if (a->t[r] != last_t) {
             st = dfm__sched_eval(&p->sched, a->t[r], &v, &p->b.cb_raw);
             if (st == DFM_ECALLBACK) {
@@ -411,31 +458,21 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
      * |coef| max|x1| + |coef| max|x0| (a drawn x0 is a Box-Muller normal of 24-bit uniforms,
      * |x0| < 6); the coefficients themselves must be floats (a huge kappa' near t = 0). */
     for (size_t r = 0; r < a->rows && !st; r++) {
-        const double *c = co + 4 * r;
-        double m1 = 0.0, m0 = a->x0_reals ? 0.0 : 6.0;
-        for (size_t j = 0; j < d; j++) {
-            double v1 = fabs((double)a->x1_reals[r * d + j]);
-            if (v1 > m1) m1 = v1;
-            if (a->x0_reals) {
-                double v0 = fabs((double)a->x0_reals[r * d + j]);
-                if (v0 > m0) m0 = v0;
-            }
-        }
-        int bad = !(fabs(c[0]) <= FLT_MAX && fabs(c[1]) <= FLT_MAX &&
-                    fabs(c[0]) * m1 + fabs(c[1]) * m0 <= FLT_MAX);
+        const double *cr = co + 4 * r;
+        double m1 = (double)bound[2 * r], m0 = (double)bound[2 * r + 1];
+        int bad = !(fabs(cr[0]) <= FLT_MAX && fabs(cr[1]) <= FLT_MAX &&
+                    fabs(cr[0]) * m1 + fabs(cr[1]) * m0 <= FLT_MAX);
         if (a->target_reals)
-            bad |= !(fabs(c[2]) <= FLT_MAX && fabs(c[3]) <= FLT_MAX &&
-                     fabs(c[2]) * m1 + fabs(c[3]) * m0 <= FLT_MAX);
+            bad |= !(fabs(cr[2]) <= FLT_MAX && fabs(cr[3]) <= FLT_MAX &&
+                     fabs(cr[2]) * m1 + fabs(cr[3]) * m0 <= FLT_MAX);
         if (bad)
             st = dfm__fail(&p->b, DFM_ENUMERIC,
                            "x_t or the target velocity overflows float at row %zu (t = %g)", r,
                            a->t[r]);
     }
-    if (!st) {
-        sample_ctx c = {p, a, co, d};
-        st = dfm__parallel_for(&p->b, p->b.nthreads, a->rows, sample_range, &c);
-    }
+    if (!st) st = dfm__parallel_for(&p->b, p->b.nthreads, a->rows, sample_range, &c);
     dfm__free(&p->b.mem, co);
+    dfm__free(&p->b.mem, bound);
     return st;
 }
 

@@ -108,7 +108,9 @@ int dfm_path_sample(dfm_path *p, const dfm_path_sample_args *a)
     if (!p->ops->sample) return dfm__fail(&p->b, DFM_EUNSUPPORTED, "path kind cannot sample");
     int pst = dfm__pool_prepare(&p->b, p->b.nthreads);
     if (pst) return pst;
-    return p->ops->sample(p, a);
+    int st = p->ops->sample(p, a);
+    dfm__pool_park(&p->b);
+    return st;
 }
 
 /* ---- generator ---- */
@@ -322,7 +324,9 @@ int dfm_loss_eval(dfm_loss *l, const dfm_loss_args *a)
     if (!l->ops->eval) return dfm__fail(&l->b, DFM_EUNSUPPORTED, "loss kind cannot evaluate");
     int pst = dfm__pool_prepare(&l->b, l->b.nthreads);
     if (pst) return pst;
-    return l->ops->eval(l, a);
+    int st = l->ops->eval(l, a);
+    dfm__pool_park(&l->b);
+    return st;
 }
 
 /* ---- sampler ---- */
@@ -474,7 +478,9 @@ int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
     if (!s->ops || !s->ops->run) return dfm__fail(&s->b, DFM_EUNSUPPORTED, "no run method");
     int pst = dfm__pool_prepare(&s->b, s->b.nthreads);
     if (pst) return pst;
-    return s->ops->run(s, a);
+    int st = s->ops->run(s, a);
+    dfm__pool_park(&s->b);
+    return st;
 }
 
 int dfm_sampler_get_stat(const dfm_sampler *s, int stat, int64_t *value)

@@ -87,6 +87,8 @@ int dfm__parallel_width(int nthreads, size_t n);
  * the start of a call that will run wide. A no-op for nthreads <= 1. DFM_ENOMEM (message on b)
  * when the pool cannot be allocated. */
 int dfm__pool_prepare(dfm_base *b, int nthreads);
+/* The handle's call is over: workers stop spinning and sleep until the next region. */
+void dfm__pool_park(dfm_base *b);
 /* Stop and join the workers and free the pool (with the handle). */
 void dfm__pool_free(dfm_base *b);
 

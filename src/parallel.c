@@ -9,7 +9,9 @@
  * > 1, freed with the handle): nthreads - 1 workers wait for a job generation counter to move.
  * Both sides spin for a short while before sleeping on a condition variable, because a sampler
  * runs many short regions back to back (one per step or per model chunk) and a futex wake-up
- * costs as much as a small region. */
+ * costs as much as a small region. When the handle's call returns the workers are parked (they
+ * stop spinning at once), so a host that uses several handles in turn never has idle workers
+ * of one handle competing with the working threads of another. */
 #include "internal.h"
 
 #include <pthread.h>
@@ -117,9 +119,9 @@ static long now_ns(void)
 /* Spin until *p != v (gen) or == 0 (pending), for at most spin ns; returns the last value.
  * The budget is meant to cover the gap between two regions of a sampler step (a model call on
  * a chunk of rows); a host's idle time is far longer and finds the workers asleep. */
-static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, long spin)
+static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, const long *spin_ns)
 {
-    long t0 = 0;
+    long t0 = 0, spin = __atomic_load_n(spin_ns, __ATOMIC_RELAXED);
     if (spin <= 0) return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     for (unsigned i = 0;; i++) {
         unsigned g = __atomic_load_n(p, __ATOMIC_ACQUIRE);
@@ -129,7 +131,8 @@ static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, long sp
             long t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return g;
-            if ((i & 4095u) == 4095u) sched_yield(); /* a thread waiting for this core runs */
+            spin = __atomic_load_n(spin_ns, __ATOMIC_RELAXED); /* 0 once the call has returned */
+            sched_yield(); /* a runnable thread waiting for this core goes first */
         }
     }
 }
@@ -146,7 +149,7 @@ static int spin_pending(const int *p, long spin)
             long t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return v;
-            if ((i & 4095u) == 4095u) sched_yield();
+            sched_yield();
         }
     }
 }
@@ -156,7 +159,7 @@ static void *worker_main(void *arg)
     worker *me = (worker *)arg;
     dfm__pool *p = me->pool;
     for (;;) {
-        unsigned g = spin_gen(&p->gen, me->seen, &p->quit, __atomic_load_n(&p->spin_ns, __ATOMIC_RELAXED));
+        unsigned g = spin_gen(&p->gen, me->seen, &p->quit, &p->spin_ns);
         if (g == me->seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
             pthread_mutex_lock(&p->mu);
             while ((g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE)) == me->seen &&
@@ -197,6 +200,11 @@ static void pool_destroy(dfm__pool *p)
     dfm__free(&m, p->status);
     dfm__free(&m, p->w);
     dfm__free(&m, p);
+}
+
+void dfm__pool_park(dfm_base *b)
+{
+    if (b && b->pool) __atomic_store_n(&b->pool->spin_ns, 0L, __ATOMIC_RELAXED);
 }
 
 void dfm__pool_free(dfm_base *b)
