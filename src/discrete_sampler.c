@@ -127,6 +127,7 @@ typedef struct step_ctx {
     int32_t *state;          /* the whole batch */
     const float *out;        /* model output of the current chunk, indexed by r - row0 */
     size_t row0, nrows;      /* first batch row and rows of the current chunk */
+    size_t nblk, nitems;     /* coordinate blocks per row; work items of the chunk */
     size_t d, V, stride;
     float *scratch;          /* nthreads x V */
     ds_conf *conf;           /* nthreads x d (purity) */
@@ -139,8 +140,11 @@ typedef struct step_ctx {
     double A, B;             /* Euler: rate on p (y != x) and on p0; exact: the extra part only */
 } step_ctx;
 
+/* Records an error at (row r, coordinate i) unless this thread already has a lower one. */
 static int fail_at(step_ctx *c, int tid, int code, size_t r, size_t i, long y)
 {
+    const ds_err *e = &c->err[tid];
+    if (e->code && (e->row < r || (e->row == r && e->coord <= i))) return code;
     c->err[tid].code = code;
     c->err[tid].row = r;
     c->err[tid].coord = i;
@@ -229,8 +233,8 @@ static int purity_row(step_ctx *c, size_t r, int tid)
     return 0;
 }
 
-/* One row of one step; returns 0 or the status recorded by fail_at. */
-static int step_row(step_ctx *c, size_t r, int tid, int64_t *jumps)
+/* Coordinates [i0, i1) of row r for one step; returns 0 or the status recorded by fail_at. */
+static int step_row(step_ctx *c, size_t r, size_t i0, size_t i1, int tid, int64_t *jumps)
 {
     const dfm_run_args *a = c->a;
     uint64_t seed = c->s->b.seed;
@@ -240,7 +244,7 @@ static int step_row(step_ctx *c, size_t r, int tid, int64_t *jumps)
     int32_t *x = c->state + r * d;
     const float *z0 = c->out + (r - c->row0) * c->stride;
     const uint8_t *fx = a->fixed ? a->fixed + r * d : NULL;
-    for (size_t i = 0; i < d; i++) {
+    for (size_t i = i0; i < i1; i++) {
         if (fx && fx[i]) continue;
         const float *z = z0 + i * V;
         int32_t xi = x[i], y = xi;
@@ -307,17 +311,27 @@ static int step_row(step_ctx *c, size_t r, int tid, int64_t *jumps)
     return 0;
 }
 
-static int step_rows(void *vctx, size_t begin, size_t end, int tid)
+/* Work items of a chunk, claimed dynamically by the threads: blocks of DS_BLOCK coordinates of
+ * a row (whole rows under purity), numbered from the chunk's last block backwards, since the
+ * model wrote the last rows last and they are the ones still in cache. A failing item does not
+ * stop the others: each thread keeps its lowest bad (row, coordinate). */
+#define DS_BLOCK 32
+
+static int step_items(void *vctx, size_t begin, size_t end, int tid)
 {
     step_ctx *c = (step_ctx *)vctx;
     int64_t jumps = 0;
     int st = 0;
-    /* Ranges are mirrored and rows run backwards: the model wrote the chunk's last rows last,
-     * so they are the ones still in cache (the calling thread, tid 0, takes them). A failing
-     * row does not stop the loop, so the error kept is the lowest bad row of the range. */
-    size_t lo = c->row0 + c->nrows - end, hi = c->row0 + c->nrows - begin;
-    for (size_t r = hi; r-- > lo;) {
-        int rs = c->purity ? purity_row(c, r, tid) : step_row(c, r, tid, &jumps);
+    for (size_t j = begin; j < end; j++) {
+        size_t item = c->nitems - 1 - j;
+        int rs;
+        if (c->purity) {
+            rs = purity_row(c, c->row0 + item, tid);
+        } else {
+            size_t r = c->row0 + item / c->nblk, i0 = (item % c->nblk) * DS_BLOCK;
+            size_t i1 = c->d - i0 < DS_BLOCK ? c->d : i0 + DS_BLOCK;
+            rs = step_row(c, r, i0, i1, tid, &jumps);
+        }
         if (rs) st = rs;
     }
     c->jumps[tid] += jumps;
@@ -432,6 +446,7 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
     c.d = d; c.V = V; c.stride = stride; c.scratch = b->scratch; c.conf = b->conf;
     c.err = b->err; c.jumps = b->jumps; c.method = s->method; c.param = g->param;
     c.purity = purity;
+    c.nblk = (d + DS_BLOCK - 1) / DS_BLOCK;
     c.scale = (float)(1.0 / im->temp);
 
     size_t ks = 0;
@@ -501,13 +516,16 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
             if (rc) return dfm__fail_callback(&s->b, rc, "model");
             c.row0 = r0;
             c.nrows = cr;
-            st = dfm__parallel_for(&s->b, nt, cr, step_rows, &c);
+            c.nitems = purity ? cr : cr * c.nblk;
+            st = dfm__parallel_dynamic(&s->b, nt, c.nitems, 1, step_items, &c);
             if (st) break;
         }
         if (st) {
             const ds_err *e = NULL;
             for (int k = 0; k < nt; k++)
-                if (b->err[k].code && (!e || b->err[k].row < e->row)) e = &b->err[k];
+                if (b->err[k].code && (!e || b->err[k].row < e->row ||
+                                       (b->err[k].row == e->row && b->err[k].coord < e->coord)))
+                    e = &b->err[k];
             if (e && g->param == DFM_PARAM_RATES)
                 return dfm__fail(&s->b, e->code, "model rate of row %zu coord %zu to token %ld is "
                                  "negative, NaN or Inf (step %zu)", e->row, e->coord, e->y, i);

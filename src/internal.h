@@ -81,6 +81,12 @@ static inline int dfm__time_ok(double t) { return t >= 0.0 && t <= 1.0; }
  * supplies the handle's worker pool; without one, threads are created for the region. */
 typedef int (*dfm__range_fn)(void *ctx, size_t begin, size_t end, int tid);
 int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, void *ctx);
+/* Dynamic distribution: fn(ctx, begin, end, tid) on grain-sized ranges claimed by whichever
+ * thread is free (robust to a thread that starts late or is descheduled). Every range is
+ * processed even when some return nonzero; returns a nonzero status if any did (callers that
+ * report errors pick the lowest failing item themselves). */
+int dfm__parallel_dynamic(dfm_base *b, int nthreads, size_t n, size_t grain, dfm__range_fn fn,
+                          void *ctx);
 /* How many threads parallel_for will really use for n items (<= nthreads, >= 1). */
 int dfm__parallel_width(int nthreads, size_t n);
 /* Give b a pool of nthreads - 1 workers (threads start on first use) unless it has one; call at

@@ -96,6 +96,8 @@ struct dfm__pool {
     void *ctx;
     size_t n;
     int width;
+    size_t grain;     /* 0: static chunks; else grain-sized claims with stealing */
+    uint64_t *range;  /* cap + 1 packed (lo << 32 | hi) item ranges, one per thread (atomic) */
     int *status;      /* cap + 1 */
     worker *w;        /* cap, index k - 1 */
 };
@@ -154,6 +156,42 @@ static int spin_pending(const int *p, long spin)
     }
 }
 
+/* Dynamic mode: thread k owns the static range k and takes grains from its front (its data is
+ * the one it would have had statically, so caches stay warm); a thread whose range is empty
+ * steals grains from the back of the next non-empty range. Every item is processed whatever
+ * fn returns. Ranges are packed (lo << 32 | hi) and changed by compare-and-swap. */
+static int take(uint64_t *r, size_t g, int back, size_t *b, size_t *e)
+{
+    uint64_t v = __atomic_load_n(r, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t lo = v >> 32, hi = v & 0xFFFFFFFFu, nv;
+        if (lo >= hi) return 0;
+        if (back) {
+            uint64_t nl = hi - lo > g ? hi - g : lo;
+            nv = (lo << 32) | nl;
+            *b = (size_t)nl; *e = (size_t)hi;
+        } else {
+            uint64_t nh = hi - lo > g ? lo + g : hi;
+            nv = (nh << 32) | hi;
+            *b = (size_t)lo; *e = (size_t)nh;
+        }
+        if (__atomic_compare_exchange_n(r, &v, nv, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return 1;
+    }
+}
+
+static int claim_loop(dfm__pool *p, int tid)
+{
+    int st = 0, w = p->width;
+    size_t b, e;
+    for (;;) {
+        int got = take(&p->range[tid], p->grain, 0, &b, &e);
+        for (int k = 1; !got && k < w; k++) got = take(&p->range[(tid + k) % w], p->grain, 1, &b, &e);
+        if (!got) return st;
+        int s = p->fn(p->ctx, b, e, tid);
+        if (s && !st) st = s;
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *me = (worker *)arg;
@@ -172,7 +210,8 @@ static void *worker_main(void *arg)
         int k = me->k;
         if (k < p->width) {
             size_t n = p->n, w = (size_t)p->width;
-            p->status[k] = p->fn(p->ctx, n * (size_t)k / w, n * (size_t)(k + 1) / w, k);
+            if (p->grain) p->status[k] = claim_loop(p, k);
+            else p->status[k] = p->fn(p->ctx, n * (size_t)k / w, n * (size_t)(k + 1) / w, k);
         }
         if (__atomic_sub_fetch(&p->pending, 1, __ATOMIC_ACQ_REL) == 0) {
             pthread_mutex_lock(&p->mu);
@@ -198,6 +237,7 @@ static void pool_destroy(dfm__pool *p)
     /* In a forked child the workers do not exist: only the memory is released. */
     dfm_allocator m = p->mem;
     dfm__free(&m, p->status);
+    dfm__free(&m, p->range);
     dfm__free(&m, p->w);
     dfm__free(&m, p);
 }
@@ -224,10 +264,11 @@ int dfm__pool_prepare(dfm_base *b, int nthreads)
     dfm__pool *p = (dfm__pool *)dfm__calloc(&b->mem, 1, sizeof *p);
     if (p) {
         p->status = (int *)dfm__calloc(&b->mem, (size_t)cap + 1, sizeof(int));
+        p->range = (uint64_t *)dfm__calloc(&b->mem, (size_t)cap + 1, sizeof(uint64_t));
         p->w = (worker *)dfm__calloc(&b->mem, (size_t)cap, sizeof(worker));
     }
-    if (!p || !p->status || !p->w) {
-        if (p) { dfm__free(&b->mem, p->status); dfm__free(&b->mem, p->w); }
+    if (!p || !p->status || !p->w || !p->range) {
+        if (p) { dfm__free(&b->mem, p->status); dfm__free(&b->mem, p->w); dfm__free(&b->mem, p->range); }
         dfm__free(&b->mem, p);
         return dfm__fail(b, DFM_ENOMEM, "cannot allocate the worker pool for %d threads", nthreads);
     }
@@ -245,6 +286,7 @@ int dfm__pool_prepare(dfm_base *b, int nthreads)
     b->pool = p;
     return 0;
 no_sync: /* no pool: regions use threads created for them, as before */
+    dfm__free(&b->mem, p->range);
     dfm__free(&b->mem, p->status);
     dfm__free(&b->mem, p->w);
     dfm__free(&b->mem, p);
@@ -264,13 +306,44 @@ static void pool_grow(dfm__pool *p, int need)
     }
 }
 
+/* Static ranges, each cut into grain-sized calls (the dynamic mode without a pool). */
+typedef struct grained { dfm__range_fn fn; void *ctx; size_t grain; } grained;
+static int grained_range(void *vctx, size_t begin, size_t end, int tid)
+{
+    const grained *g = (const grained *)vctx;
+    int st = 0;
+    for (size_t i = begin; i < end; i += g->grain) {
+        int s = g->fn(g->ctx, i, end - i < g->grain ? end : i + g->grain, tid);
+        if (s && !st) st = s;
+    }
+    return st;
+}
+
+static int run_region(dfm_base *b, int nthreads, size_t n, size_t grain, dfm__range_fn fn,
+                      void *ctx);
+
 int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, void *ctx)
 {
-    int w = dfm__parallel_width(nthreads, n);
+    return run_region(b, nthreads, n, 0, fn, ctx);
+}
+
+int dfm__parallel_dynamic(dfm_base *b, int nthreads, size_t n, size_t grain, dfm__range_fn fn,
+                          void *ctx)
+{
+    return run_region(b, nthreads, n, grain ? grain : 1, fn, ctx);
+}
+
+static int run_region(dfm_base *b, int nthreads, size_t n, size_t grain, dfm__range_fn fn,
+                      void *ctx)
+{
+    size_t ngrains = grain ? (n + grain - 1) / grain : n;
+    int w = dfm__parallel_width(nthreads, ngrains);
     if (n == 0) return 0;
-    if (w == 1) return fn(ctx, 0, n, 0);
+    grained gr = {fn, ctx, grain};
+    if (w == 1) return grain ? grained_range(&gr, 0, n, 0) : fn(ctx, 0, n, 0);
     dfm__pool *p = b ? b->pool : NULL;
-    if (!p || p->busy || p->cap < w - 1 || p->pid != (long)getpid()) return fork_join(w, n, fn, ctx);
+    if (!p || p->busy || p->cap < w - 1 || p->pid != (long)getpid() || (uint64_t)n > 0xFFFFFFFFu)
+        return grain ? fork_join(w, n, grained_range, &gr) : fork_join(w, n, fn, ctx);
 
     p->busy = 1;
     pool_grow(p, w - 1);
@@ -280,6 +353,12 @@ int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, voi
     p->ctx = ctx;
     p->n = n;
     p->width = w;
+    p->grain = grain;
+    for (int k = 0; k < w; k++) {
+        uint64_t lo = (uint64_t)(n * (size_t)k / (size_t)w), hi = (uint64_t)(n * (size_t)(k + 1) / (size_t)w);
+        /* the range of a thread that could not be started is taken by the others */
+        __atomic_store_n(&p->range[k], (lo << 32) | hi, __ATOMIC_RELAXED);
+    }
     /* More threads than processors: a spinning thread would hold a core that a working one
      * needs, so everyone sleeps at once. */
     long spin = p->ncpu > 0 && w > p->ncpu ? 0 : (long)b->spin_us * 1000L;
@@ -291,9 +370,13 @@ int dfm__parallel_for(dfm_base *b, int nthreads, size_t n, dfm__range_fn fn, voi
     pthread_mutex_unlock(&p->mu);
 
     /* Chunk 0 here, and the chunks of workers that could not be started. */
-    p->status[0] = fn(ctx, 0, n / (size_t)w, 0);
-    for (int k = nw + 1; k < w; k++)
-        p->status[k] = fn(ctx, n * (size_t)k / (size_t)w, n * (size_t)(k + 1) / (size_t)w, k);
+    if (grain) {
+        p->status[0] = claim_loop(p, 0);
+    } else {
+        p->status[0] = fn(ctx, 0, n / (size_t)w, 0);
+        for (int k = nw + 1; k < w; k++)
+            p->status[k] = fn(ctx, n * (size_t)k / (size_t)w, n * (size_t)(k + 1) / (size_t)w, k);
+    }
     if (nw > 0 && spin_pending(&p->pending, spin) != 0) {
         pthread_mutex_lock(&p->mu);
         while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&p->done, &p->mu);
