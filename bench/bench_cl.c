@@ -68,7 +68,7 @@ static void cl(int threads)
     la.rows = B; la.t = t; la.x0_reals = x0; la.x1_reals = x1; la.xt_reals = xt; la.out = out;
     la.grad = grad; la.loss = &loss;
     double best = 1e30;
-    for (int rep = 0; rep < 30; rep++) {
+    for (int rep = 0; rep < 100; rep++) {
         pa.draw = (uint32_t)rep;
         double t0 = now();
         if (dfm_path_sample(p, &pa) || dfm_loss_eval(l, &la)) {

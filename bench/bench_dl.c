@@ -18,7 +18,7 @@ static double now(void)
 int main(void)
 {
     const size_t B = 32, D = 256;
-    const int V = 1024, ITERS = 40;
+    const int V = 1024, ITERS = 100;
     dfm_space *sp = NULL;
     dfm_scheduler *sc = NULL;
     dfm_path *p = NULL;
