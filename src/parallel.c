@@ -134,7 +134,7 @@ static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, const l
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return g;
             spin = __atomic_load_n(spin_ns, __ATOMIC_RELAXED); /* 0 once the call has returned */
-            sched_yield(); /* a runnable thread waiting for this core goes first */
+            if ((i & 2047u) == 2047u) sched_yield(); /* a runnable thread waiting here goes first */
         }
     }
 }
@@ -151,7 +151,7 @@ static int spin_pending(const int *p, long spin)
             long t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return v;
-            sched_yield();
+            if ((i & 2047u) == 2047u) sched_yield();
         }
     }
 }
