@@ -91,7 +91,7 @@ struct dfm__pool {
     unsigned gen;     /* job generation (atomic) */
     int pending;      /* started workers that have not finished the job (atomic) */
     int quit;         /* atomic */
-    long spin_ns;     /* spin budget before sleeping (DFM_OPT_SPIN_US), atomic */
+    int spin_us;      /* spin budget before sleeping (DFM_OPT_SPIN_US), atomic */
     dfm__range_fn fn; /* the job, written before gen moves */
     void *ctx;
     size_t n;
@@ -111,44 +111,44 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static long now_ns(void)
+static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
 }
 
 /* Spin until *p != v (gen) or == 0 (pending), for at most spin ns; returns the last value.
  * The budget is meant to cover the gap between two regions of a sampler step (a model call on
  * a chunk of rows); a host's idle time is far longer and finds the workers asleep. */
-static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, const long *spin_ns)
+static unsigned spin_gen(const unsigned *p, unsigned v, const int *quit, const int *spin_us)
 {
-    long t0 = 0, spin = __atomic_load_n(spin_ns, __ATOMIC_RELAXED);
+    int64_t t0 = 0, spin = (int64_t)__atomic_load_n(spin_us, __ATOMIC_RELAXED) * 1000;
     if (spin <= 0) return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     for (unsigned i = 0;; i++) {
         unsigned g = __atomic_load_n(p, __ATOMIC_ACQUIRE);
         if (g != v || __atomic_load_n(quit, __ATOMIC_ACQUIRE)) return g;
         cpu_relax();
         if ((i & 255u) == 255u) {
-            long t = now_ns();
+            int64_t t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return g;
-            spin = __atomic_load_n(spin_ns, __ATOMIC_RELAXED); /* 0 once the call has returned */
+            spin = (int64_t)__atomic_load_n(spin_us, __ATOMIC_RELAXED) * 1000; /* 0: call returned */
             if ((i & 2047u) == 2047u) sched_yield(); /* a runnable thread waiting here goes first */
         }
     }
 }
 
-static int spin_pending(const int *p, long spin)
+static int spin_pending(const int *p, int64_t spin)
 {
-    long t0 = 0;
+    int64_t t0 = 0;
     if (spin <= 0) return __atomic_load_n(p, __ATOMIC_ACQUIRE);
     for (unsigned i = 0;; i++) {
         int v = __atomic_load_n(p, __ATOMIC_ACQUIRE);
         if (v == 0) return 0;
         cpu_relax();
         if ((i & 255u) == 255u) {
-            long t = now_ns();
+            int64_t t = now_ns();
             if (t0 == 0) t0 = t;
             else if (t - t0 > spin) return v;
             if ((i & 2047u) == 2047u) sched_yield();
@@ -160,8 +160,23 @@ static int spin_pending(const int *p, long spin)
  * the one it would have had statically, so caches stay warm); a thread whose range is empty
  * steals grains from the back of the next non-empty range. Every item is processed whatever
  * fn returns. Ranges are packed (lo << 32 | hi) and changed by compare-and-swap. */
+#if defined(__GCC_HAVE_SYNC_COMPARE_AND_SWAP_8)
+#define HAVE_CAS8 1
+#endif
+
 static int take(uint64_t *r, size_t g, int back, size_t *b, size_t *e)
 {
+#ifndef HAVE_CAS8
+    /* no 64-bit compare-and-swap without libatomic: a range is only ever taken by its owner,
+     * from the front, so the mode degrades to static chunks */
+    if (back) return 0;
+    uint64_t v = *r, lo = v >> 32, hi = v & 0xFFFFFFFFu;
+    if (lo >= hi) return 0;
+    uint64_t nh = hi - lo > g ? lo + g : hi;
+    *r = (nh << 32) | hi;
+    *b = (size_t)lo; *e = (size_t)nh;
+    return 1;
+#else
     uint64_t v = __atomic_load_n(r, __ATOMIC_RELAXED);
     for (;;) {
         uint64_t lo = v >> 32, hi = v & 0xFFFFFFFFu, nv;
@@ -177,6 +192,7 @@ static int take(uint64_t *r, size_t g, int back, size_t *b, size_t *e)
         }
         if (__atomic_compare_exchange_n(r, &v, nv, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return 1;
     }
+#endif
 }
 
 static int claim_loop(dfm__pool *p, int tid)
@@ -197,7 +213,7 @@ static void *worker_main(void *arg)
     worker *me = (worker *)arg;
     dfm__pool *p = me->pool;
     for (;;) {
-        unsigned g = spin_gen(&p->gen, me->seen, &p->quit, &p->spin_ns);
+        unsigned g = spin_gen(&p->gen, me->seen, &p->quit, &p->spin_us);
         if (g == me->seen && !__atomic_load_n(&p->quit, __ATOMIC_ACQUIRE)) {
             pthread_mutex_lock(&p->mu);
             while ((g = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE)) == me->seen &&
@@ -244,7 +260,7 @@ static void pool_destroy(dfm__pool *p)
 
 void dfm__pool_park(dfm_base *b)
 {
-    if (b && b->pool) __atomic_store_n(&b->pool->spin_ns, 0L, __ATOMIC_RELAXED);
+    if (b && b->pool) __atomic_store_n(&b->pool->spin_us, 0, __ATOMIC_RELAXED);
 }
 
 void dfm__pool_free(dfm_base *b)
@@ -357,12 +373,16 @@ static int run_region(dfm_base *b, int nthreads, size_t n, size_t grain, dfm__ra
     for (int k = 0; k < w; k++) {
         uint64_t lo = (uint64_t)(n * (size_t)k / (size_t)w), hi = (uint64_t)(n * (size_t)(k + 1) / (size_t)w);
         /* the range of a thread that could not be started is taken by the others */
+#ifdef HAVE_CAS8
         __atomic_store_n(&p->range[k], (lo << 32) | hi, __ATOMIC_RELAXED);
+#else
+        p->range[k] = (lo << 32) | hi;
+#endif
     }
     /* More threads than processors: a spinning thread would hold a core that a working one
      * needs, so everyone sleeps at once. */
-    long spin = p->ncpu > 0 && w > p->ncpu ? 0 : (long)b->spin_us * 1000L;
-    __atomic_store_n(&p->spin_ns, spin, __ATOMIC_RELAXED);
+    int spin_us = p->ncpu > 0 && w > p->ncpu ? 0 : b->spin_us;
+    __atomic_store_n(&p->spin_us, spin_us, __ATOMIC_RELAXED);
     int nw = p->started;
     __atomic_store_n(&p->pending, nw, __ATOMIC_RELEASE);
     __atomic_add_fetch(&p->gen, 1u, __ATOMIC_ACQ_REL);
@@ -377,7 +397,7 @@ static int run_region(dfm_base *b, int nthreads, size_t n, size_t grain, dfm__ra
         for (int k = nw + 1; k < w; k++)
             p->status[k] = fn(ctx, n * (size_t)k / (size_t)w, n * (size_t)(k + 1) / (size_t)w, k);
     }
-    if (nw > 0 && spin_pending(&p->pending, spin) != 0) {
+    if (nw > 0 && spin_pending(&p->pending, (int64_t)spin_us * 1000) != 0) {
         pthread_mutex_lock(&p->mu);
         while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE) != 0) pthread_cond_wait(&p->done, &p->mu);
         pthread_mutex_unlock(&p->mu);
