@@ -114,6 +114,24 @@ class TestExactTarget(unittest.TestCase):
         e = s2.run(exact_model(Q), rows=2000).tokens
         self.assertFalse(np.array_equal(a, e))
 
+    def test_chunked_model_calls(self):
+        _, _, s = make(steps=10, seed=7)
+        a = s.run(exact_model(Q), rows=300).tokens
+        calls = []
+
+        def model(t, tokens, reals, out, info):
+            calls.append((info.step, info.row_offset, info.rows))
+            exact_model(Q)(t, tokens, reals, out)
+        s.set_option("chunk_rows", 64)
+        s.threads = 2
+        self.assertEqual(s.get_option("chunk_rows"), 64)
+        b = s.run(model, rows=300).tokens
+        self.assertTrue(np.array_equal(a, b))
+        self.assertEqual(len(calls), 10 * 5)
+        self.assertEqual([c[1:] for c in calls[:5]], [(0, 64), (64, 64), (128, 64), (192, 64), (256, 44)])
+        s.set_option("chunk_rows", dfm.CHUNK_AUTO)
+        self.assertTrue(np.array_equal(a, s.run(exact_model(Q), rows=300).tokens))
+
     def test_start_states_are_not_modified_and_fixed_positions_hold(self):
         _, _, s = make(steps=10)
         x0 = np.zeros((500, D), np.int32)
