@@ -5,8 +5,10 @@
  * held-out part with a fixed seed.
  * Model: examples/mlp.h, an MLP over per-position letter embeddings and sinusoidal time features
  * that outputs posterior logits p_{1|t}(. | x_t) for every position.
- * Flow: a mixture path from the all-mask source (kappa_t = t^2 by default), trained with the
- * generalized-KL loss, sampled with the exact mixture step.
+ * Flow: a mixture path from the all-mask source (kappa_t = t by default), trained with the
+ * generalized-KL loss (by default weighted over time so that every hidden letter counts once),
+ * sampled with the exact mixture step at a letter temperature (the letters' distribution is
+ * sharpened, the end-of-word probability is the model's).
  * Report: the rate of generated words that are real words (valid_word_rate), the rate of
  * generated words that are not in the training split (novel_rate), and the valid rate of a
  * character-bigram model fitted to the training split (bigram_valid_word_rate), plus a per-length
@@ -195,6 +197,49 @@ static int model_fn(const dfm_model_io *io, void *user_data)
     return st;
 }
 
+/* ---- sampling at a letter temperature ----
+ * A plain temperature (p^(1/T), DFM_OPT_DS_TEMPERATURE) also sharpens the choice between "the
+ * word ends here" (one token, PAD) and "a letter follows" (26 tokens), and below 1 it makes the
+ * words shorter than the data's. The letter temperature sharpens only the letters: at a hidden
+ * position with posterior p, the end token keeps p(PAD) and the letters share 1 - p(PAD) in
+ * proportion to p(y)^(1/T). The logits written are those log-probabilities. */
+typedef struct sample_model {
+    mlp *net;
+    double letter_temperature; /* T > 0; 1 leaves the posterior as it is */
+} sample_model;
+
+static void temper_letters(float *out, const int32_t *xt, size_t rows, int L, double T)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (int i = 0; i < L; i++) {
+            if (xt[r * (size_t)L + (size_t)i] != MASK) continue; /* exact there already */
+            float *z = out + (r * (size_t)L + (size_t)i) * VOCAB;
+            double mz = z[PAD], ma = -INFINITY, se = 0.0, sa = 0.0;
+            for (int y = 0; y < PAD; y++) {
+                if (z[y] > mz) mz = z[y];
+                if (z[y] / T > ma) ma = z[y] / T;
+            }
+            for (int y = 0; y < PAD; y++) {
+                se += exp(z[y] - mz);
+                sa += exp(z[y] / T - ma);
+            }
+            if (!(sa > 0.0) || !(se > 0.0)) continue; /* no letter possible: leave as is */
+            double spad = exp(z[PAD] - mz), lz = log(se + spad);
+            double log_letters = log(se) - lz; /* log(1 - p(PAD)) */
+            for (int y = 0; y < PAD; y++) z[y] = (float)(z[y] / T - ma - log(sa) + log_letters);
+            z[PAD] = (float)(z[PAD] - mz - lz);
+        }
+}
+
+static int sample_model_fn(const dfm_model_io *io, void *user_data)
+{
+    const sample_model *sm = user_data;
+    int st = model_fn(io, sm->net);
+    if (st == 0 && sm->letter_temperature != 1.0)
+        temper_letters(io->out, io->tokens, io->rows, (int)io->n_tokens, sm->letter_temperature);
+    return st;
+}
+
 /* ---- the bigram baseline ----
  * Counts of (previous, next) letter pairs in the training words, with a start state (26) and an
  * end state (PAD). Sampling walks the chain from start to end; walks longer than L letters are
@@ -255,22 +300,27 @@ static void usage(FILE *f)
             "usage: words [options]\n"
             "  --dict PATH          word list, one word per line (default /usr/share/dict/words)\n"
             "  --max-len L          longest word kept, 2..%d (default 8)\n"
-            "  --steps N            training steps (default 4000)\n"
+            "  --steps N            training steps (default 5500)\n"
             "  --batch B            words per training step (default 512)\n"
-            "  --lr LR              Adam learning rate, decayed linearly to 0 (default 2e-3)\n"
-            "  --kappa K            scheduler: quadratic (t^2, default), linear (t), cosine\n"
-            "  --hidden H           width of the hidden layers (default 384)\n"
-            "  --layers N           hidden layers (default 3)\n"
+            "  --lr LR              Adam learning rate, decayed linearly to 0 (default 3e-3)\n"
+            "  --kappa K            scheduler: linear (t, default), quadratic (t^2), cosine\n"
+            "  --weight W           loss weight over time: letter (every hidden letter counts\n"
+            "                       once, default) or elbo (the plain generalized-KL loss)\n"
+            "  --hidden H           width of the hidden layers (default 512)\n"
+            "  --layers N           hidden layers (default 2)\n"
             "  --embed E            letter embedding width (default 32)\n"
-            "  --temperature T      sampling temperature, p = softmax(logits / T) (default 1)\n"
+            "  --letter-temperature T  sharpen the letters only, keeping the model's end-of-word\n"
+            "                       probability (default 0.4; 1 = the model's posterior)\n"
+            "  --temperature T      sampler temperature on every token, p = softmax(logits / T)\n"
+            "                       (default 1)\n"
             "  --purity 0|1         unmask the most confident positions first (default 0)\n"
             "  --save PATH          save the trained network\n"
             "  --load PATH          load a saved network instead of training\n"
             "  --eps E              training times are drawn on [0, 1 - E] (default 0.05)\n"
             "  --max-seconds S      stop training after S seconds even if steps remain, so the\n"
-            "                       demo ends on a busy machine too; 0 = no limit (default 100)\n"
+            "                       demo ends on a busy machine too; 0 = no limit (default 125)\n"
             "  --samples N          words to generate (default 5000)\n"
-            "  --sample-steps K     sampler steps (default 32)\n"
+            "  --sample-steps K     sampler steps (default 64)\n"
             "  --threads T          threads for BLAS and libdfm (default 2)\n"
             "  --seed S             seed of everything random (default 1)\n"
             "  --log-every N        print the loss every N steps (default 250)\n",
@@ -282,11 +332,13 @@ int main(int argc, char **argv)
     ex_set_prog(argv[0]);
     const char *dict = "/usr/share/dict/words", *save_path = NULL, *load_path = NULL;
     int purity = 0;
-    long L = 8, steps = 4000, batch = 512, samples = 5000, sample_steps = 32, threads = 2,
-         seed = 1, log_every = 250, hidden = 384, layers = 3, embed = 32;
-    double lr = 2e-3, temperature = 1.0, eps = 0.05, max_seconds = 100.0;
-    int kappa_kind = 0;
+    long L = 8, steps = 5500, batch = 512, samples = 5000, sample_steps = 64, threads = 2,
+         seed = 1, log_every = 250, hidden = 512, layers = 2, embed = 32;
+    double lr = 3e-3, temperature = 1.0, letter_temperature = 0.4, eps = 0.05,
+           max_seconds = 125.0;
+    int kappa_kind = 1, weight_kind = 0;
     static const char *const kappas[] = {"quadratic", "linear", "cosine"};
+    static const char *const weights[] = {"letter", "elbo"};
     static const char *const zero_one[] = {"0", "1"};
     for (int i = 1; i < argc; i++) {
         const char *v;
@@ -302,11 +354,14 @@ int main(int argc, char **argv)
         else if (OPT("--batch")) bad = ex_parse_long("--batch", v, 1, 1 << 20, &batch);
         else if (OPT("--lr")) bad = ex_parse_double("--lr", v, 1e-7, 1.0, &lr);
         else if (OPT("--kappa")) bad = ex_parse_choice("--kappa", v, kappas, 3, &kappa_kind);
+        else if (OPT("--weight")) bad = ex_parse_choice("--weight", v, weights, 2, &weight_kind);
         else if (OPT("--hidden")) bad = ex_parse_long("--hidden", v, 8, 8192, &hidden);
         else if (OPT("--layers")) bad = ex_parse_long("--layers", v, 1, 16, &layers);
         else if (OPT("--embed")) bad = ex_parse_long("--embed", v, 1, 1024, &embed);
         else if (OPT("--temperature"))
             bad = ex_parse_double("--temperature", v, 1e-3, 100.0, &temperature);
+        else if (OPT("--letter-temperature"))
+            bad = ex_parse_double("--letter-temperature", v, 1e-2, 100.0, &letter_temperature);
         else if (OPT("--save")) save_path = v;
         else if (OPT("--load")) load_path = v;
         else if (OPT("--purity")) bad = ex_parse_choice("--purity", v, zero_one, 2, &purity);
@@ -381,7 +436,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* 3. The model: per-position letter embeddings + time features -> 3 x 384 Swish -> logits. */
+    /* 3. The model: per-position letter embeddings + time features -> 2 x 512 Swish -> logits. */
     mlp_config cfg = {.n_tokens = d, .vocab = VOCAB, .embed_dim = (int)embed,
                       .embed_per_position = 1, .time_freqs = 4, .time_dim = 0,
                       .n_hidden = (int)layers, .hidden = (int)hidden,
@@ -399,10 +454,11 @@ int main(int argc, char **argv)
         }
         steps = 0;
     }
-    printf("model: MLP, %zu parameters; mask source, kappa = %s, generalized-KL loss, "
-           "batch %zu, %ld steps, %ld thread(s)\n",
-           mlp_param_count(net), kappa_kind == 0 ? "t^2" : kappa_kind == 1 ? "t" : "sin(pi t/2)",
-           B, steps, threads);
+    printf("model: MLP %ld x %ld, %zu parameters; mask source, kappa = %s, generalized-KL loss "
+           "(%s weight), batch %zu, %ld steps, %ld thread(s)\n",
+           layers, hidden, mlp_param_count(net),
+           kappa_kind == 0 ? "t^2" : kappa_kind == 1 ? "t" : "sin(pi t/2)",
+           weight_kind == 0 ? "letter" : "elbo", B, steps, threads);
 
     int32_t *x1 = malloc(B * (size_t)d * sizeof *x1), *xt = malloc(B * (size_t)d * sizeof *xt);
     double *t = malloc(B * sizeof *t);
@@ -418,7 +474,7 @@ int main(int argc, char **argv)
                                 (double)n_train);
             memcpy(x1 + r * (size_t)d, w.tok + train[k] * (size_t)d, (size_t)d * sizeof *x1);
         }
-        /* t on [0, 1 - 1e-3]: the loss weight kappa'/(1 - kappa) is infinite at t = 1. */
+        /* t on [0, 1 - eps]: the loss weight kappa'/(1 - kappa) is infinite at t = 1. */
         st = dfm_time_sample((uint64_t)seed, (uint32_t)s, DFM_TIME_STRATIFIED, (double)B, 0, eps,
                              0, B, t);
         dfm_path_sample_args ps = {.struct_size = sizeof ps, .rows = B, .draw = (uint32_t)s,
@@ -436,6 +492,15 @@ int main(int argc, char **argv)
         if ((st = dfm_loss_eval(loss, &la)) != 0) {
             ex_error("loss: %s", dfm_loss_last_error(loss));
             return 1;
+        }
+        if (weight_kind == 0) { /* every hidden letter counts once: row r's loss times */
+            for (size_t r = 0; r < B; r++) { /* lambda(t) = (1 - kappa_t) / kappa'_t */
+                dfm_sched_values sv;
+                double lam = 0.0;
+                if (dfm_scheduler_eval(sched, t[r], &sv, NULL) == 0 && sv.d_alpha > 0.0)
+                    lam = (1.0 - sv.alpha) / sv.d_alpha;
+                for (size_t j = 0; j < row; j++) grad[r * row + j] *= (float)lam;
+            }
         }
         mlp_zero_grad(net);
         mlp_backward(net, grad, row, NULL);
@@ -467,8 +532,9 @@ int main(int argc, char **argv)
     int32_t *gen_tok = malloc(N * (size_t)d * sizeof *gen_tok);
     if (!gen_tok) { ex_error("out of memory"); return 1; }
     double ts0 = ex_now();
-    dfm_run_args ra = {.struct_size = sizeof ra, .model = model_fn, .model_data = net, .rows = N,
-                       .tokens = gen_tok, .draw_source = 1};
+    sample_model sm = {net, letter_temperature};
+    dfm_run_args ra = {.struct_size = sizeof ra, .model = sample_model_fn, .model_data = &sm,
+                       .rows = N, .tokens = gen_tok, .draw_source = 1};
     if ((st = dfm_sampler_run(sampler, &ra)) != 0) {
         ex_error("sampling: %s", dfm_sampler_last_error(sampler));
         return 1;
