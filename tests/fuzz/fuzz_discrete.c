@@ -78,7 +78,13 @@ static void fuzz_sampler(fz *in, dfm_generator *g, size_t d, size_t V, int sourc
         else if (what == 2) st = dfm_sampler_set_double(s, DFM_OPT_DS_CORRECTOR, fz_double(in));
         else if (what == 3) st = dfm_sampler_set_double(s, DFM_OPT_DS_ETA, fz_double(in));
         else if (what == 4) st = dfm_sampler_set_int(s, DFM_OPT_DS_PURITY, fz_int(in, -1, 2));
-        else if (what == 5) st = dfm_sampler_set_int(s, DFM_OPT_THREADS, 1 + (int)fz_below(in, 3));
+        else if (what == 5) {
+            st = dfm_sampler_set_int(s, DFM_OPT_THREADS, 1 + (int)fz_below(in, 3));
+            /* rows per model call: any int (below DFM_CHUNK_AUTO is an error) */
+            int ch = fz_int(in, -2, 40);
+            int cs = dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, ch);
+            FZ_ASSERT((cs == 0) == (ch >= DFM_CHUNK_AUTO) || cs == DFM_EUNSUPPORTED);
+        }
         else if (what == 6) {
             size_t n = 2 + fz_below(in, 68);
             for (size_t i = 0; i < n; i++) grid[i] = fz_u8(in) % 16 ? (double)i / (double)(n - 1) : fz_time(in);
