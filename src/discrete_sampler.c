@@ -126,7 +126,7 @@ typedef struct step_ctx {
     const dfm_run_args *a;
     int32_t *state;          /* the whole batch */
     const float *out;        /* model output of the current chunk, indexed by r - row0 */
-    size_t row0, nrows;      /* first batch row and rows of the current chunk */
+    size_t row0;             /* first batch row of the current chunk */
     size_t nblk, nitems;     /* coordinate blocks per row; work items of the chunk */
     size_t d, V, stride;
     float *scratch;          /* nthreads x V */
@@ -515,7 +515,6 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
             s->stats[DFM_STAT_MODEL_CALLS]++;
             if (rc) return dfm__fail_callback(&s->b, rc, "model");
             c.row0 = r0;
-            c.nrows = cr;
             c.nitems = purity ? cr : cr * c.nblk;
             st = dfm__parallel_dynamic(&s->b, nt, c.nitems, 1, step_items, &c);
             if (st) break;
