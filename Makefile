@@ -38,18 +38,22 @@ BLAS_LIBS   := $(if $(BLAS_PC),$(shell $(PKG_CONFIG) --libs $(BLAS_PC)))
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
+SRCS := $(addprefix src/,$(shell cat src/sources.list))
+# One folder per layer or module (docs/architecture.md).
+SRC_DIRS := $(sort $(dir $(SRCS)))
+SRC_INC  := $(patsubst %/,-I%,$(SRC_DIRS))
+
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wvla
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 # WERROR=1 turns warnings in the library's own sources into errors (CI does this).
 LIB_WERROR := $(if $(WERROR),-Werror)
 LIB_CFLAGS := $(LIB_WERROR) -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
-              -Iinclude -Isrc $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
+              -Iinclude $(SRC_INC) $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
 LIB_LIBS   := $(BLAS_LIBS) -lpthread -lm
 
-SRCS := $(addprefix src/,$(shell cat src/sources.list))
 OBJS := $(patsubst src/%.c,_build/obj/%.o,$(SRCS))
-HDRS := $(wildcard include/dfm/*.h) $(wildcard src/*.h)
+HDRS := $(wildcard include/dfm/*.h) $(wildcard src/*/*.h)
 
 SHLIB := lib/libdfm.so.$(VERSION)
 STLIB := lib/libdfm.a
@@ -76,7 +80,8 @@ all: $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc
 deps:
 	@sh tools/deps.sh $(DEB_PKGS)
 
-_build/obj/%.o: src/%.c $(HDRS) | _build/obj
+_build/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
 _build/obj _build/tests _build/examples _build/bench lib:
