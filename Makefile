@@ -38,10 +38,8 @@ BLAS_LIBS   := $(if $(BLAS_PC),$(shell $(PKG_CONFIG) --libs $(BLAS_PC)))
 CHECK_CFLAGS := $(shell $(PKG_CONFIG) --cflags check 2>/dev/null)
 CHECK_LIBS   := $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
 
+# Sources: one folder per layer or module (docs/architecture.md); includes name the folder.
 SRCS := $(addprefix src/,$(shell cat src/sources.list))
-# One folder per layer or module (docs/architecture.md).
-SRC_DIRS := $(sort $(dir $(SRCS)))
-SRC_INC  := $(patsubst %/,-I%,$(SRC_DIRS))
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wvla
 OPT     ?= -O2
@@ -49,7 +47,7 @@ CFLAGS  ?= $(OPT) -g
 # WERROR=1 turns warnings in the library's own sources into errors (CI does this).
 LIB_WERROR := $(if $(WERROR),-Werror)
 LIB_CFLAGS := $(LIB_WERROR) -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
-              -Iinclude $(SRC_INC) $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
+              -Iinclude -Isrc $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
 LIB_LIBS   := $(BLAS_LIBS) -lpthread -lm
 
 OBJS := $(patsubst src/%.c,_build/obj/%.o,$(SRCS))

@@ -117,7 +117,7 @@ FUZZ_BINS := $(addprefix _build/fuzz/bin/fuzz_,$(FUZZ_HARNESSES))
 
 _build/fuzz/bin/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(HDRS) _build/fuzz/libdfm.a
 	@mkdir -p $(@D)
-	$(FUZZ_CC) -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude $(SRC_INC) -Itests/fuzz $(WARN) \
+	$(FUZZ_CC) -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc -Itests/fuzz $(WARN) \
 	  -Wno-missing-prototypes $(BLAS_CFLAGS) -O1 $(FUZZ_EXE_FLAGS) $< -o $@ \
 	  _build/fuzz/libdfm.a $(BLAS_LIBS) -lpthread -lm
 
@@ -157,6 +157,7 @@ abi-check: all
 # ---- source hygiene ----
 check-hygiene:
 	@sh tools/src-hygiene.sh src
+	@sh tools/src-layers.sh src
 
 # ---- everything CI runs ----
 reliability:

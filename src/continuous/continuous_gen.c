@@ -1,6 +1,6 @@
 /* Velocity (ODE) and diffusion (SDE) generators on affine paths, the schedule transform, and
  * the conditional flow matching MSE loss (Lipman et al. 2024, §4; Song et al. 2021). */
-#include "continuous_impl.h"
+#include "continuous/continuous_impl.h"
 
 #include <math.h>
 

@@ -3,7 +3,7 @@
 #ifndef DFM_CONTINUOUS_IMPL_H
 #define DFM_CONTINUOUS_IMPL_H
 
-#include "handles.h"
+#include "handles/handles.h"
 
 /* The element kernels (normal draws above all: 8 64-bit multiplies per instruction and
  * three-way XORs) gain from AVX-512: an extra x86-64-v4 clone where GCC offers it. */

@@ -1,8 +1,8 @@
 /* Affine Gaussian paths on R^D (Lipman et al. 2024, "Flow Matching Guide and Code", §4):
  * X_t = alpha_t X1 + sigma_t X0, conditional velocity alpha'_t X1 + sigma'_t X0, the
  * conversions between parameterizations (§4.8) and a vectorised position-keyed normal fill. */
-#include "continuous_impl.h"
-#include "rng_impl.h"
+#include "continuous/continuous_impl.h"
+#include "core/rng_impl.h"
 
 #include <float.h>
 #include <math.h>

@@ -1,8 +1,8 @@
 /* ODE samplers (Euler, midpoint, RK4, adaptive Dormand-Prince 5(4); Dormand & Prince 1980,
  * Hairer, Norsett & Wanner, "Solving ODEs I", II.4 for the step control), the Euler-Maruyama
  * SDE sampler, and the log-likelihood under the flow (Chen et al. 2018; Song et al. 2021). */
-#include "continuous_impl.h"
-#include "rng_impl.h"
+#include "continuous/continuous_impl.h"
+#include "core/rng_impl.h"
 
 #include <float.h>
 #include <math.h>

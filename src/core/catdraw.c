@@ -1,8 +1,8 @@
 /* Vectorisable exp, log-sum-exp and exact categorical draws from logits. These are the inner
  * loops of every discrete sampler and loss, so they are written for the auto-vectoriser and
  * multiversioned (DFM_CLONES). */
-#include "internal.h"
-#include "rng_impl.h"
+#include "core/internal.h"
+#include "core/rng_impl.h"
 
 #include <float.h>
 #include <math.h>

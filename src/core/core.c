@@ -1,5 +1,5 @@
 /* Versions, status strings, allocators and the per-handle error pattern. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

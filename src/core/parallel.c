@@ -12,7 +12,7 @@
  * costs as much as a small region. When the handle's call returns the workers are parked (they
  * stop spinning at once), so a host that uses several handles in turn never has idle workers
  * of one handle competing with the working threads of another. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <pthread.h>
 #include <sched.h>

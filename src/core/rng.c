@@ -1,6 +1,6 @@
 /* Public wrappers of the counter-based generator (rng_impl.h, catdraw.c). */
-#include "internal.h"
-#include "rng_impl.h"
+#include "core/internal.h"
+#include "core/rng_impl.h"
 
 #include <math.h>
 

@@ -5,8 +5,8 @@
  *   0xC1 source draws, 0xC2 Euler steps (counter = interval), 0xC3 thinning accept / destination
  *   and 0xC4 candidate times (counter = the row's candidate count), 0xC5 Gillespie holding
  *   times and destinations (counter = the row's event count). */
-#include "ctmc_impl.h"
-#include "rng_impl.h"
+#include "ctmc/ctmc_impl.h"
+#include "core/rng_impl.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef DFM_CTMC_IMPL_H
 #define DFM_CTMC_IMPL_H
 
-#include "handles.h"
+#include "handles/handles.h"
 
 /* Data of a DFM_PATH_FINITE or DFM_PATH_METRIC path (p->impl). */
 typedef struct dfm__ctpath {

@@ -3,7 +3,7 @@
  * revisited", SIAM J. Matrix Anal. Appl. 26(4)), an LU solve written here (no LAPACK), an RK4
  * integrator for time-dependent Q, kinetic-optimal rates, the Bregman divergence and the
  * flattening helpers. */
-#include "ctmc_impl.h"
+#include "ctmc/ctmc_impl.h"
 
 #include <cblas.h>
 #include <math.h>

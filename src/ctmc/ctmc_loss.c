@@ -1,7 +1,7 @@
 /* Bregman generator-matching loss on direct rates (Holderrieth et al. 2024, "Generator
  * Matching", Prop. 2 with phi(x) = sum x log x): D(a, b) = sum_y a_y log(a_y / b_y) - a_y + b_y,
  * a = the path's conditional rates Q_t(x_t, . | x1), b = the model's rates. */
-#include "ctmc_impl.h"
+#include "ctmc/ctmc_impl.h"
 
 #include <math.h>
 

@@ -2,8 +2,8 @@
  * (Shaul et al. 2024, "Flow Matching with General Discrete Paths: A Kinetic-Optimal
  * Perspective"): creation, conditional sampling, conditional probabilities and rates.
  * Random stream 0xC0 (keyed by global row, coordinate, draw) is used by dfm_path_sample. */
-#include "ctmc_impl.h"
-#include "rng_impl.h"
+#include "ctmc/ctmc_impl.h"
+#include "core/rng_impl.h"
 
 #include <math.h>
 

@@ -1,6 +1,6 @@
 /* Factorized generators on [V]^d built on a mixture path, and the marginal rates helper. */
-#include "discrete_common.h"
-#include "rng_impl.h"
+#include "discrete/discrete_impl.h"
+#include "core/rng_impl.h"
 
 #include <float.h>
 #include <math.h>

@@ -8,8 +8,8 @@
  * in double and then rescales that buffer in place into the gradient (the row of V floats is
  * still in L1). Per-coordinate values are summed per row, then rows in order, so the
  * loss is bit-identical for any thread count. */
-#include "discrete_impl.h"
-#include "rng_impl.h"
+#include "discrete/discrete_impl.h"
+#include "core/rng_impl.h"
 
 #include <float.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* Discrete mixture path (Gat et al. 2024, "Discrete Flow Matching"):
  * p_t(x^i | x1) = (1 - kappa_t) p0(x^i) + kappa_t delta(x^i, x1^i), kappa_t = alpha_t. */
-#include "discrete_common.h"
-#include "rng_impl.h"
+#include "discrete/discrete_impl.h"
+#include "core/rng_impl.h"
 
 #include <math.h>
 

@@ -1,8 +1,8 @@
 /* Samplers of factorized generators on [V]^d: the exact mixture step, the Euler step of
  * flow_matching, Euler on direct rates; corrector, eta stochasticity, purity, temperature,
  * fixed positions, intermediate states, progress. See docs/discrete.md for the math. */
-#include "discrete_common.h"
-#include "rng_impl.h"
+#include "discrete/discrete_impl.h"
+#include "core/rng_impl.h"
 
 #include <float.h>
 #include <math.h>

@@ -3,7 +3,7 @@
 #ifndef DFM_GM_IMPL_H
 #define DFM_GM_IMPL_H
 
-#include "handles.h"
+#include "handles/handles.h"
 
 #define DFM__GM_MAXP DFM_MAX_PARTS
 

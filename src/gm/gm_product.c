@@ -1,7 +1,7 @@
 /* Product (multimodal) paths, generators and losses: each part keeps its own path, generator
  * or loss; the product gathers part k's slices of tokens, reals and model output, runs the
  * part, and scatters the results back (docs/gm.md). */
-#include "gm_impl.h"
+#include "gm/gm_impl.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,10 +2,10 @@
  * step for all parts; discrete parts take the exact mixture step or an Euler step in the
  * (superposed, clamped) rates, continuous parts an Euler(-Maruyama) step with the superposed
  * drift and diffusion (docs/gm.md). */
-#include "gm_impl.h"
-#include "continuous_impl.h"
-#include "discrete_common.h"
-#include "rng_impl.h"
+#include "gm/gm_impl.h"
+#include "continuous/continuous_impl.h"
+#include "discrete/discrete_impl.h"
+#include "core/rng_impl.h"
 
 #include <math.h>
 

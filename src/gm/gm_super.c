@@ -1,7 +1,7 @@
 /* Superposition of generators on one space, classifier-free guidance, and the backward-time
  * generator of a mixture path (docs/gm.md). */
-#include "gm_impl.h"
-#include "continuous_impl.h"
+#include "gm/gm_impl.h"
+#include "continuous/continuous_impl.h"
 
 #include <math.h>
 

@@ -1,6 +1,6 @@
 /* The training step (time, x0 and x_t drawn by libdfm; forward and backward by the host) and
  * the general generator-matching loss for host-defined conditional generators (docs/gm.md). */
-#include "gm_impl.h"
+#include "gm/gm_impl.h"
 
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /* Generic functions of the polymorphic handles: lifetime, copies, options, error detail. */
-#include "handles.h"
+#include "handles/handles.h"
 
 #include <math.h>
 

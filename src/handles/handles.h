@@ -4,9 +4,9 @@
 #ifndef DFM_HANDLES_H
 #define DFM_HANDLES_H
 
-#include "internal.h"
-#include "scheduler_impl.h"
-#include "space_impl.h"
+#include "core/internal.h"
+#include "handles/scheduler_impl.h"
+#include "handles/space_impl.h"
 
 typedef struct dfm__path_ops {
     void (*destroy)(dfm_path *p);                        /* free p->impl (may be NULL) */

@@ -1,7 +1,7 @@
 /* Schedulers (Lipman et al. 2024, "Flow Matching Guide and Code", §4.8 and the flow_matching
  * scheduler definitions): alpha_t, sigma_t and their derivatives, and kappa^{-1}. */
-#include "internal.h"
-#include "scheduler_impl.h"
+#include "core/internal.h"
+#include "handles/scheduler_impl.h"
 
 #include <math.h>
 

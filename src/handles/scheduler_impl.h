@@ -2,7 +2,7 @@
 #ifndef DFM_SCHEDULER_IMPL_H
 #define DFM_SCHEDULER_IMPL_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 struct dfm_scheduler {
     dfm_allocator mem;

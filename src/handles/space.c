@@ -1,6 +1,6 @@
 /* State spaces: discrete [V]^d, Euclidean R^D and their products. */
-#include "internal.h"
-#include "space_impl.h"
+#include "core/internal.h"
+#include "handles/space_impl.h"
 
 static int alloc_space(dfm_space **out, const dfm_allocator *mem)
 {

@@ -2,7 +2,7 @@
 #ifndef DFM_SPACE_IMPL_H
 #define DFM_SPACE_IMPL_H
 
-#include "internal.h"
+#include "core/internal.h"
 
 struct dfm_space {
     dfm_allocator mem;

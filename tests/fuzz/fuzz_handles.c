@@ -14,7 +14,7 @@
  * and its outputs unwritten; a failed dfm_sampler_set_grid keeps the previous grid; option
  * getters return what setters accepted; no leak. */
 #include "fuzz_input.h"
-#include "handles.h"
+#include "handles/handles.h"
 
 #define PROBE_KIND 99
 
