@@ -29,10 +29,10 @@ extern "C" {
 
 /* Version: the one source of truth (read by the Makefile and meson.build). */
 #define DFM_VERSION_MAJOR 0
-#define DFM_VERSION_MINOR 1
+#define DFM_VERSION_MINOR 2
 #define DFM_VERSION_PATCH 0
 #define DFM_VERSION_NUMBER (DFM_VERSION_MAJOR * 10000 + DFM_VERSION_MINOR * 100 + DFM_VERSION_PATCH)
-#define DFM_VERSION_STRING "0.1.0"
+#define DFM_VERSION_STRING "0.2.0"
 
 /** Run-time version: DFM_VERSION_NUMBER of the library actually linked. */
 DFM_API unsigned dfm_version_number(void);
