@@ -111,8 +111,10 @@ _build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/
 _build/tests/test_kernels: tests/test_kernels.c tests/testutil.h $(HDRS) $(STLIB) | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ $(STLIB) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
+# DFM_OBJ_DIR: tests/layers.sh also checks that no two source files call each other in a loop.
 check: all $(TEST_BINS)
-	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" sh tests/run-all.sh $(TEST_BINS)
+	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" DFM_OBJ_DIR="$(CURDIR)/_build/obj" \
+	  sh tests/run-all.sh $(TEST_BINS)
 
 # ---- examples ----
 _build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so | _build/examples

@@ -57,11 +57,13 @@ if [ -n "$obj" ]; then
     : > "$tmp.def"; : > "$tmp.use"
     for o in "$obj"/*/*.o; do
         [ -f "$o" ] || continue
-        nobj=$((nobj + 1))
         rel=${o#"$obj"/}
+        [ -f "$src/${rel%.o}.c" ] || continue # left over from a source that was moved away
+        nobj=$((nobj + 1))
         nm --defined-only "$o" | awk -v f="$rel" '$2 ~ /^[TDBRVW]$/ { print $3, f }' >> "$tmp.def"
         nm --undefined-only "$o" | awk -v f="$rel" '{ print $NF, f }' >> "$tmp.use"
     done
+    if [ "$nobj" -eq 0 ]; then echo "src-layers: no objects of $src/ in $obj (build first)"; fail=1; fi
     # pairs "user definer" for every symbol one object defines and another uses
     awk 'NR == FNR { def[$1] = $2; next } ($1 in def) && def[$1] != $2 { print $2, def[$1] }' \
         "$tmp.def" "$tmp.use" | sort -u > "$tmp.dep"

@@ -38,7 +38,7 @@ int dfm__affine_pair(int param, const dfm_sched_values *v, double c1[2], double 
 /* Coefficients of out = A x_t + B y converting param from -> to; DFM_ERANGE if undefined. */
 int dfm__affine_convert_coef(int from, int to, const dfm_sched_values *v, double *A, double *B);
 /* Coefficients of the velocity (gg == 0) or the SDE drift v + gg * score (gg = +-g^2/2) of
- * generator g at sampling time r. Errors are recorded on b. */
+ * generator g at sampling time r (continuous_coef.c). Errors are recorded on b. */
 int dfm__cgen_coef(dfm_base *b, const dfm_generator *g, double r, double gg, dfm__acoef *c);
 /* g(t) of a diffusion generator (errors on b). */
 int dfm__cgen_g(dfm_base *b, const dfm_generator *g, double t, double *gval);

@@ -46,34 +46,37 @@ typedef struct dfm__gm_pgen {
     void *ptud;
 } dfm__gm_pgen;
 
-/* Product path helpers (gm_product.c). */
-int dfm__gm_is_product_path(const dfm_path *p);
-const dfm__gm_ppath *dfm__gm_ppath_of(const dfm_path *p);
+/* ---- gm_kinds.c: kinds, leaves, strides, slots (calls no other file of gm/) ---- */
 /* Build the slot table of n spaces (outputs get strides[k]; strides may be NULL). */
 void dfm__gm_slots(const dfm_space *const *spaces, const size_t *strides, size_t n,
                    dfm__gm_slot *slot);
+int dfm__gm_is_sup(const dfm_generator *g);
+int dfm__gm_is_bwd(const dfm_generator *g);
+int dfm__gm_is_pgen(const dfm_generator *g);
+/* Stride of g's slice in the call of branch b (plain generators: MAIN only). */
+size_t dfm__gm_branch_stride(const dfm_generator *g, int b);
+/* 1 if g is a leaf a superposition or product may hold: factorized mixture (logits or rates),
+ * backward mixture, velocity or diffusion without a sampling scheduler; *cont = its modality. */
+int dfm__gm_leaf_kind(const dfm_generator *g, int *cont);
+/* 1 if g is a leaf the joint sampler can step (dfm__gm_leaf_kind); 2 for a superposition of
+ * those; 0 otherwise. *cont = its modality. */
+int dfm__gm_steppable(const dfm_generator *g, int *cont, dfm_base *err);
 /* Seed of product part k. */
 static inline uint64_t dfm__gm_part_seed(uint64_t seed, size_t k)
 {
     return seed ^ (DFM_GM_PART_SEED_MUL * (uint64_t)(k + 1));
 }
 
+/* ---- gm_product.c: product paths, generators and losses ---- */
+int dfm__gm_is_product_path(const dfm_path *p);
+const dfm__gm_ppath *dfm__gm_ppath_of(const dfm_path *p);
 /* 1 if loss q fits a part with space sp (else a reason in why); parts of a product loss. */
 int dfm__gm_loss_fits(const dfm_loss *q, const dfm_space *sp, char *why, size_t nwhy);
 size_t dfm__gm_loss_n_parts(const dfm_loss *l);
 /* 1 if product loss l has the part layout of path p. */
 int dfm__gm_loss_matches(const dfm_loss *l, const dfm_path *p);
 
-/* Generators (gm_super.c). */
-int dfm__gm_is_sup(const dfm_generator *g);
-int dfm__gm_is_bwd(const dfm_generator *g);
-int dfm__gm_is_pgen(const dfm_generator *g);
-/* Stride of g's slice in the call of branch b (plain generators: MAIN only). */
-size_t dfm__gm_branch_stride(const dfm_generator *g, int b);
-/* 1 if g is a leaf the joint sampler can step: factorized mixture, backward, velocity,
- * diffusion; 2 for a superposition of those; 0 otherwise. *cont = its modality. */
-int dfm__gm_steppable(const dfm_generator *g, int *cont, dfm_base *err);
-/* Sampler init (gm_sampler.c). */
+/* ---- gm_sampler.c: the joint sampler, reached from the generators' ops tables only ---- */
 int dfm__gm_sampler_init(dfm_sampler *s, int method);
 
 #endif

@@ -6,24 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 
-/* ---- layout ---- */
-
-void dfm__gm_slots(const dfm_space *const *spaces, const size_t *strides, size_t n,
-                   dfm__gm_slot *slot)
-{
-    size_t to = 0, ro = 0, oo = 0;
-    for (size_t k = 0; k < n; k++) {
-        slot[k].tok_off = to;
-        slot[k].n_tok = spaces[k]->n_tokens;
-        slot[k].real_off = ro;
-        slot[k].n_real = spaces[k]->n_reals;
-        slot[k].out_off = oo;
-        slot[k].stride = strides ? strides[k] : 0;
-        to += slot[k].n_tok;
-        ro += slot[k].n_real;
-        oo += slot[k].stride;
-    }
-}
+/* ---- part slices ---- */
 
 /* Copy columns [off, off + n) of rows x width src into rows x n dst (and back). */
 static void gather(void *dst, const void *src, size_t rows, size_t width, size_t off, size_t n,
@@ -272,8 +255,6 @@ static int pg_clone(dfm_generator *dst, const dfm_generator *src)
 
 static const dfm__gen_ops pg_ops = {pg_destroy, pg_clone, dfm__gm_sampler_init, NULL, NULL, NULL,
                                     NULL};
-
-int dfm__gm_is_pgen(const dfm_generator *g) { return g && g->ops == &pg_ops; }
 
 int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const *parts, size_t n,
                                  const dfm_allocator *mem)

@@ -1,25 +1,8 @@
-/* Superposition of generators on one space, classifier-free guidance, and the backward-time
- * generator of a mixture path (docs/gm.md). */
+/* Superposition of generators on one space (weights, weight functions, branch inputs) and
+ * classifier-free guidance (docs/gm.md). */
 #include "gm/gm_impl.h"
-#include "continuous/continuous_impl.h"
 
 #include <math.h>
-
-/* ---- backward mixture generator: no model output, only usable inside a superposition ---- */
-
-static const dfm__gen_ops bwd_ops = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-
-int dfm__gm_is_bwd(const dfm_generator *g) { return g && g->ops == &bwd_ops; }
-
-int dfm_generator_create_mixture_backward(dfm_generator **out, const dfm_path *path,
-                                          const dfm_allocator *mem)
-{
-    if (!out) return DFM_EINVAL;
-    *out = NULL;
-    if (!path) return DFM_EINVAL;
-    if (path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
-    return dfm__gen_new(out, DFM_GEN_FACTORIZED, DFM_PARAM_RATES, 0, &bwd_ops, path, mem);
-}
 
 /* ---- superposition ---- */
 
@@ -50,40 +33,6 @@ static int sup_clone(dfm_generator *dst, const dfm_generator *src)
 
 static const dfm__gen_ops sup_ops = {sup_destroy, sup_clone, dfm__gm_sampler_init, NULL, NULL,
                                      NULL, NULL};
-
-int dfm__gm_is_sup(const dfm_generator *g) { return g && g->ops == &sup_ops; }
-
-size_t dfm__gm_branch_stride(const dfm_generator *g, int b)
-{
-    if (dfm__gm_is_sup(g)) return ((const dfm__gm_sup *)g->impl)->bstride[b ? 1 : 0];
-    if (dfm__gm_is_pgen(g)) return ((const dfm__gm_pgen *)g->impl)->bstride[b ? 1 : 0];
-    return b == DFM_BRANCH_MAIN ? g->out_stride : 0;
-}
-
-static int leaf_kind(const dfm_generator *g, int *cont)
-{
-    if (dfm__gm_is_bwd(g)) { *cont = 0; return 1; }
-    if (g->kind == DFM_GEN_FACTORIZED && g->path && g->path->kind == DFM_PATH_MIXTURE &&
-        (g->param == DFM_PARAM_LOGITS || g->param == DFM_PARAM_RATES)) {
-        *cont = 0;
-        return 1;
-    }
-    if ((g->kind == DFM_GEN_VELOCITY || g->kind == DFM_GEN_DIFFUSION) && g->path &&
-        g->path->kind == DFM_PATH_AFFINE && g->impl &&
-        !((const dfm__cgen *)g->impl)->has_tr) {
-        *cont = 1;
-        return 1;
-    }
-    return 0;
-}
-
-int dfm__gm_steppable(const dfm_generator *g, int *cont, dfm_base *err)
-{
-    (void)err;
-    if (!g) return 0;
-    if (dfm__gm_is_sup(g)) { *cont = ((const dfm__gm_sup *)g->impl)->cont; return 2; }
-    return leaf_kind(g, cont);
-}
 
 static void sup_layout(dfm_generator *g)
 {
@@ -117,7 +66,7 @@ int dfm_generator_create_superposition(dfm_generator **out, const dfm_generator 
     for (size_t k = 0; k < n; k++) {
         int cont;
         if (!gens[k] || !gens[k]->path) return DFM_EINVAL;
-        if (!leaf_kind(gens[k], &cont)) return DFM_EUNSUPPORTED;
+        if (!dfm__gm_leaf_kind(gens[k], &cont)) return DFM_EUNSUPPORTED;
         if (cont0 >= 0 && cont != cont0) return DFM_EINVAL;
         if (!same_space(&gens[k]->path->space, &gens[0]->path->space)) return DFM_EINVAL;
         if (weights && !isfinite(weights[k])) return DFM_EINVAL;
