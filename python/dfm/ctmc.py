@@ -6,6 +6,7 @@ import numpy as np
 from . import _lib
 from ._util import (F64, I32, Callback, Handle, arr, check_size, create, ptr, raise_error,
                     view)
+from . import _states
 from .handles import Space, _isa
 
 L = _lib.lib
@@ -18,11 +19,7 @@ def max_states():
 def n_states(space):
     """S = V^d of a single-part discrete space."""
     _isa(space, Space, "space")
-    n = ctypes.c_size_t()
-    st = L.dfm_ctmc_n_states(space._ptr, ctypes.byref(n))
-    if st:
-        raise_error(st, "dfm_ctmc_n_states")
-    return n.value
+    return _states.n_states(space._ptr)
 
 
 def flatten(space, tokens):

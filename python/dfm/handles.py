@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _lib
 from . import constants as C
+from ._states import n_states
 from ._util import (F32, F64, I32, U8, Callback, Handle, arr, check_size, clear, create,
                     io_views, model_callback, progress_callback, ptr, raise_error,
                     scalar_callback, view)
@@ -433,8 +434,7 @@ class Path(_Options, Handle):
 
     def _n_cond(self):
         if self.kind == C.PATH_FINITE:
-            from .ctmc import n_states
-            return n_states(self.space)
+            return n_states(L.dfm_path_space(self._ptr))
         return self.vocab
 
     def cond_probs(self, t, x1):
