@@ -18,7 +18,8 @@ PKG_CONFIG ?= pkg-config
 
 # Debian packages for the build, tests, examples and benchmarks (installed by `make deps`).
 DEB_PKGS := build-essential libopenblas-dev check pkg-config meson ninja-build libpng-dev \
-            wamerican python3 python3-numpy python3-scipy
+            wamerican python3 python3-numpy python3-scipy \
+            python3-venv python3-pip python3-setuptools python3-wheel
 
 # On a fresh machine the first make installs what the build needs (as root with apt-get), or
 # prints the exact command and stops, before anything is configured.

@@ -1,49 +1,113 @@
 """Loading of libdfm and the ctypes mirror of its C ABI (structures, callbacks, prototypes).
 
-The library is found, in order, at:
-  1. $DFM_LIBRARY (a path to the shared object),
-  2. $DFM_LIBDIR/libdfm.so.0,
-  3. the source tree layout: <repo>/lib/libdfm.so.0 next to <repo>/python/dfm,
-  4. the system loader's libdfm.so.0 (an installed libdfm).
+The library is searched, in order (docs/python.md, "Which libdfm is loaded"):
+  1. $DFM_LIBRARY: the path of the shared object (nothing else is tried);
+  2. $DFM_LIBDIR/libdfm.so.0;
+  3. the library the package was installed with: the copy bundled by `pip install ./python`
+     (dfm/_libs/libdfm.so.0), or the libdir recorded by `make install-python`;
+  4. the source tree: <repo>/lib/libdfm.so.0, when the package is <repo>/python/dfm;
+  5. $(pkg-config --variable=libdir dfm)/libdfm.so.0;
+  6. libdfm.so.0 through the system loader (ld.so.cache, LD_LIBRARY_PATH).
+The first file that exists and loads is used; it must be libdfm major.minor = the version these
+mirrors were written for (_version.MIRROR_VERSION), else ImportError.
 """
 import ctypes
 import os
+import subprocess
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char_p, c_double, c_float, c_int, c_int32,
                     c_int64, c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p)
 
+from ._version import MIRROR_VERSION
+
 SONAME = "libdfm.so.0"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _candidates():
-    env = os.environ.get("DFM_LIBRARY")
-    if env:
-        return [env]
-    out = []
-    libdir = os.environ.get("DFM_LIBDIR")
+def _pkg_config_libdir():
+    """libdir of an installed dfm.pc, or None (no pkg-config, no dfm.pc)."""
+    try:
+        r = subprocess.run([os.environ.get("PKG_CONFIG") or "pkg-config", "--variable=libdir",
+                            "dfm"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = r.stdout.decode("utf-8", "replace").strip()
+    return out if r.returncode == 0 and out else None
+
+
+def _installed_libdir(here):
+    """The libdir `make install-python` recorded in dfm/_install.py, or None."""
+    try:
+        with open(os.path.join(here, "_install.py")) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    ns = {}
+    exec(compile(text, "_install.py", "exec"), ns)   # noqa: S102 -- written by our setup.py
+    return ns.get("LIBDIR") or None
+
+
+def candidates(environ=None, here=HERE, pkg_config=_pkg_config_libdir):
+    """Yields (origin, path) in search order; pkg-config runs only when it is reached."""
+    env = os.environ if environ is None else environ
+    if env.get("DFM_LIBRARY"):
+        yield "DFM_LIBRARY", env["DFM_LIBRARY"]
+        return
+    if env.get("DFM_LIBDIR"):
+        yield "DFM_LIBDIR", os.path.join(env["DFM_LIBDIR"], SONAME)
+    yield "bundled", os.path.join(here, "_libs", SONAME)
+    libdir = _installed_libdir(here)
     if libdir:
-        out.append(os.path.join(libdir, SONAME))
-    here = os.path.dirname(os.path.abspath(__file__))
-    out.append(os.path.normpath(os.path.join(here, "..", "..", "lib", SONAME)))
-    out.append(SONAME)
-    return out
+        yield "install-python", os.path.join(libdir, SONAME)
+    tree = os.path.normpath(os.path.join(here, "..", ".."))
+    if os.path.exists(os.path.join(tree, "include", "dfm", "common.h")):
+        yield "source tree", os.path.join(tree, "lib", SONAME)
+    libdir = pkg_config()
+    if libdir:
+        yield "pkg-config", os.path.join(libdir, SONAME)
+    yield "system loader", SONAME
 
 
-def _load():
-    errors = []
-    cands = _candidates()
-    for i, path in enumerate(cands):
-        if os.sep in path and not os.path.exists(path) and i + 1 < len(cands):
-            errors.append("%s: not found" % path)
+def check_version(lib, path):
+    """Raises ImportError unless lib is libdfm with the major.minor these mirrors were written
+    for (a newer patch release is fine: patches change no structure or prototype)."""
+    try:
+        lib.dfm_version_number.restype = c_uint
+        lib.dfm_version_number.argtypes = []
+        number = lib.dfm_version_number()
+    except AttributeError:
+        raise ImportError("%s is not libdfm (it has no dfm_version_number)" % path) from None
+    got = (number // 10000, number // 100 % 100, number % 100)
+    if got[:2] != MIRROR_VERSION[:2]:
+        raise ImportError(
+            "libdfm %d.%d.%d at %s does not match this dfm package, written for libdfm %d.%d "
+            "(its ctypes structures and prototypes mirror that version's headers): install "
+            "the package from the same source tree as the library, or point DFM_LIBRARY at a "
+            "libdfm %d.%d" % (got + (path,) + MIRROR_VERSION[:2] + MIRROR_VERSION[:2]))
+    return got
+
+
+def load(environ=None, here=HERE, pkg_config=_pkg_config_libdir):
+    """(CDLL, path, origin) of the first candidate that exists and loads; its version is
+    checked. ImportError listing every place tried when none loads."""
+    tried = []
+    for origin, path in candidates(environ, here, pkg_config):
+        if os.sep in path and not os.path.exists(path):
+            tried.append("%s (%s): not found" % (path, origin))
             continue
         try:
-            return ctypes.CDLL(path), path
+            lib = ctypes.CDLL(path)
         except OSError as e:
-            errors.append("%s: %s" % (path, e))
-    raise OSError("libdfm shared library not found (set DFM_LIBRARY to its path): "
-                  + "; ".join(errors))
+            tried.append("%s (%s): %s" % (path, origin, e))
+            continue
+        check_version(lib, path)
+        return lib, path, origin
+    raise ImportError("libdfm shared library not found (build it with `make`, install it with "
+                      "`make install`, or set DFM_LIBRARY to its path); tried: "
+                      + "; ".join(tried))
 
 
-lib, path = _load()
+lib, path, origin = load()
 
 # ---- structures (mirrors of the public headers, every field in order) ----
 
@@ -425,7 +489,16 @@ _PROTOS = {
     "dfm_loss_create_gm": (c_int, [HP, H, c_int, cond_target_fn, c_void_p, A]),
 }
 
-for _name, (_res, _args) in _PROTOS.items():
-    _f = getattr(lib, _name)
-    _f.restype = _res
-    _f.argtypes = _args
+def _bind(lib, path):
+    missing = [name for name in _PROTOS if not hasattr(lib, name)]
+    if missing:
+        raise ImportError("libdfm at %s lacks %s: it was built from older sources than this "
+                          "package (rebuild it, or point DFM_LIBRARY at a matching build)"
+                          % (path, ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")))
+    for name, (res, args) in _PROTOS.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+
+
+_bind(lib, path)
