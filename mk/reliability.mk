@@ -55,7 +55,7 @@ VALGRIND_ENV := CK_FORK=no DFM_TEST_SCALE=$(VALGRIND_TEST_SCALE) OPENBLAS_NUM_TH
 # Suites run under ThreadSanitizer: the concurrency suite, the fault scenarios (failures inside
 # worker threads) and the module suites that run samplers / losses with DFM_OPT_THREADS = 2;
 # modules append theirs (TSAN_TESTS += ...).
-TSAN_TESTS += test_threads test_faults test_discrete test_discrete_loss test_continuous test_ctmc
+TSAN_TESTS += test_threads test_faults test_discrete test_discrete_loss test_continuous test_ctmc test_misuse
 
 # Suites start longest first so that the two runners (REL_JOBS) finish together.
 REL_SLOW := test_ctmc test_discrete test_continuous test_mlp test_faults test_rng test_discrete_loss

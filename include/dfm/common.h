@@ -99,11 +99,14 @@ typedef struct dfm_model_io {
 
 /** The model callback. Return 0 on success; any nonzero value aborts the running operation with
  * DFM_ECALLBACK and the raw value stays queryable on the handle that called it.
- * The callback must not free or reconfigure the handle that calls it. */
+ * On the handle that calls it, the callback may only query (const functions) and request a
+ * stop: reconfiguring or rerunning it gives DFM_ESTATE, freeing it is ignored and makes the
+ * running call return DFM_ESTATE (docs/errors.md). */
 typedef int (*dfm_model_fn)(const dfm_model_io *io, void *user_data);
 
 /** Progress callback, called once per sampler step after the step is done.
- * Return 0 to continue, nonzero to stop (the run then returns DFM_ESTOPPED). */
+ * Return 0 to continue, nonzero to stop (the run then returns DFM_ESTOPPED and the value is
+ * kept: dfm_sampler_callback_status). */
 typedef int (*dfm_progress_fn)(int step, int n_steps, double t, void *user_data);
 
 /* Options shared by every handle that takes options (set through dfm_<handle>_set_int / _double).

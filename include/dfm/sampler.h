@@ -71,9 +71,11 @@ DFM_API int dfm_sampler_get_double(const dfm_sampler *s, int option, double *val
 /** Run. Inputs are never modified except tokens/reals, which receive the samples only on success.
  * May be called again; each run is reproducible from the seed. */
 DFM_API int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *args);
-/** Statistics of the last run (DFM_STAT_*). */
+/** Statistics of the last run (DFM_STAT_*); from inside a callback: of the run so far. */
 DFM_API int dfm_sampler_get_stat(const dfm_sampler *s, int stat, int64_t *value);
-/** Ask a running sampler to stop after the current step (safe from inside its callbacks). */
+/** Ask a running sampler to stop after the current step (DFM_ESTOPPED). Safe from inside its
+ * callbacks and from any other thread. A request made while no run is in progress stops the
+ * next run before it starts; every run clears the request when it returns. */
 DFM_API void dfm_sampler_request_stop(dfm_sampler *s);
 
 #ifdef __cplusplus

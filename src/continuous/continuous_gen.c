@@ -93,6 +93,7 @@ static int is_cgen(const dfm_generator *g)
 int dfm_generator_set_diffusion_fn(dfm_generator *g, dfm_diffusion_fn fn, void *user_data)
 {
     if (!g) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!is_cgen(g) || g->kind != DFM_GEN_DIFFUSION)
         return dfm__fail(&g->b, DFM_EINVAL, "not a diffusion generator");
@@ -105,6 +106,7 @@ int dfm_generator_set_diffusion_fn(dfm_generator *g, dfm_diffusion_fn fn, void *
 int dfm_generator_set_sampling_scheduler(dfm_generator *g, const dfm_scheduler *sched)
 {
     if (!g) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!is_cgen(g)) return dfm__fail(&g->b, DFM_EINVAL, "not a velocity or diffusion generator");
     dfm__cgen *c = (dfm__cgen *)g->impl;

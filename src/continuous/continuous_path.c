@@ -238,11 +238,9 @@ static const char *param_name(int p)
     }
 }
 
-int dfm_affine_convert(dfm_path *p, int from, int to, size_t rows, const double *t,
-                       const float *xt, const float *in, float *out)
+static int affine_convert(dfm_path *p, int from, int to, size_t rows, const double *t,
+                          const float *xt, const float *in, float *out)
 {
-    if (!p) return DFM_EINVAL;
-    dfm__clear(&p->b);
     if (p->kind != DFM_PATH_AFFINE)
         return dfm__fail(&p->b, DFM_EINVAL, "conversions need an affine path");
     if (!param_ok(from) || !param_ok(to))
@@ -302,6 +300,15 @@ int dfm_affine_convert(dfm_path *p, int from, int to, size_t rows, const double 
     }
     dfm__free(&p->b.mem, co);
     return st;
+}
+
+int dfm_affine_convert(dfm_path *p, int from, int to, size_t rows, const double *t,
+                       const float *xt, const float *in, float *out)
+{
+    if (!p) return DFM_EINVAL;
+    int st = dfm__enter(&p->b, __func__);
+    if (st) return st;
+    return dfm__leave(&p->b, affine_convert(p, from, to, rows, t, xt, in, out));
 }
 
 /* ---- path sample ---- */

@@ -490,10 +490,8 @@ static int fixed_rk(ode *o, work *wk, const tableau *tb, const double *pts, cons
         run_k(o, &c);
         s->stats[DFM_STAT_STEPS]++;
         if (save_at && save_at[i + 1]) save_state(o, wk, save_at[i + 1] - 1);
-        if (progress && progress((int)i, (int)(npts - 1), pts[i + 1], pdata))
-            return dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback at t = %g",
-                             pts[i + 1]);
-        if (s->stop) return dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", pts[i + 1]);
+        if ((st = dfm__step_done(s, progress, pdata, (int)i, (int)(npts - 1), pts[i + 1])))
+            return st;
     }
     return 0;
 }
@@ -611,10 +609,7 @@ static int dopri5(ode *o, work *wk, const csamp *cs, double t0, double t1, const
             if (hit && ks >= n_save && stop_t == t1) t = t1;
             double fac = err == 0.0 ? 5.0 : fmin(5.0, fmax(0.2, 0.9 * pow(err, -0.2)));
             h = h * fac;
-            if (progress && progress(naccept - 1, 0, t, pdata))
-                return dfm__fail(&s->b, DFM_ESTOPPED,
-                                 "stopped by the progress callback at t = %g", t);
-            if (s->stop) return dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", t);
+            if ((st = dfm__step_done(s, progress, pdata, naccept - 1, 0, t))) return st;
         } else {
             s->stats[DFM_STAT_REJECTED]++;
             double fac = isfinite(err) ? fmax(0.2, 0.9 * pow(err, -0.2)) : 0.2;
@@ -693,10 +688,8 @@ static int run_em(ode *o, work *wk, float *noise, const double *pts, const size_
         dfm__parallel_for(&s->b, s->b.nthreads, o->rows, em_range, &e);
         s->stats[DFM_STAT_STEPS]++;
         if (save_at[i + 1]) save_state(o, wk, save_at[i + 1] - 1);
-        if (progress && progress((int)i, (int)(npts - 1), pts[i + 1], pdata))
-            return dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback at t = %g",
-                             pts[i + 1]);
-        if (s->stop) return dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", pts[i + 1]);
+        if ((st = dfm__step_done(s, progress, pdata, (int)i, (int)(npts - 1), pts[i + 1])))
+            return st;
     }
     return 0;
 }
@@ -867,10 +860,8 @@ int dfm__cont_sampler_init(dfm_sampler *s, int method)
 
 /* ---- log-likelihood ---- */
 
-int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
+static int log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
 {
-    if (!s) return DFM_EINVAL;
-    dfm__clear(&s->b);
     if (s->ops != &cont_ops || s->gen->kind != DFM_GEN_VELOCITY)
         return dfm__fail(&s->b, DFM_EUNSUPPORTED, "the log-likelihood needs an ODE sampler of a "
                                                   "velocity generator");
@@ -967,6 +958,7 @@ int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
     if (a->log_p0) {
         int r = a->log_p0(o.xin, a->rows, d, lp0, a->log_p0_data);
         if (r) { st = dfm__fail_callback(&s->b, r, "log_p0"); goto done; }
+        if ((st = dfm__callback_freed())) goto done;
     } else {
         const double c = -0.5 * (double)d * log(2.0 * 3.14159265358979323846);
         for (size_t r = 0; r < a->rows; r++) {
@@ -1000,4 +992,13 @@ done:
     dfm__free(&s->b.mem, lp0);
     dfm__free(&s->b.mem, wk.blk);
     return st;
+}
+
+int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
+{
+    if (!s) return DFM_EINVAL;
+    int st = dfm__sampler_enter(s, __func__);
+    if (st == 0) st = log_likelihood(s, a);
+    else if (st != DFM_ESTOPPED) return st; /* refused: the handle is running */
+    return dfm__sampler_leave(s, st);
 }

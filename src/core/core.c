@@ -70,6 +70,9 @@ void dfm__base_init(dfm_base *b, const dfm_allocator *mem)
     b->pool = NULL;
     b->seed = 0;
     b->cb_raw = 0;
+    b->running = NULL;
+    b->free_refused = NULL;
+    b->outer = NULL;
     b->err[0] = '\0';
 }
 
@@ -86,6 +89,64 @@ void dfm__clear(dfm_base *b)
 {
     b->err[0] = '\0';
     b->cb_raw = 0;
+}
+
+int dfm__refuse(dfm_base *b, const char *call)
+{
+    return dfm__fail(b, DFM_ESTATE, "%s called from inside a callback of this handle's %s: a "
+                     "running handle may only be queried (getters, last_error, callback_status, "
+                     "request_stop)", call, b->running);
+}
+
+int dfm__refuse_free(dfm_base *b, const char *call)
+{
+    if (!b->running) return 0;
+    b->free_refused = call;
+    dfm__fail(b, DFM_ESTATE, "%s called from inside a callback of this handle's %s was ignored: "
+              "free the handle after that call returns", call, b->running);
+    return 1;
+}
+
+#ifdef DFM_TLS
+static DFM_TLS dfm_base *tls_running; /* innermost handle whose call runs on this thread */
+#endif
+
+int dfm__callback_freed(void)
+{
+#ifdef DFM_TLS
+    if (tls_running && tls_running->free_refused) return DFM_ESTATE;
+#endif
+    return 0;
+}
+
+int dfm__enter(dfm_base *b, const char *call)
+{
+    if (DFM_UNLIKELY(b->running != NULL)) return dfm__refuse(b, call);
+    dfm__clear(b);
+    b->running = call;
+#ifdef DFM_TLS
+    b->outer = tls_running;
+    tls_running = b;
+#endif
+    return 0;
+}
+
+int dfm__leave(dfm_base *b, int st)
+{
+    const char *call = b->running;
+    b->running = NULL;
+#ifdef DFM_TLS
+    tls_running = b->outer;
+#endif
+    b->outer = NULL;
+    if (DFM_UNLIKELY(b->free_refused != NULL)) {
+        const char *fr = b->free_refused;
+        b->free_refused = NULL;
+        return dfm__fail(b, DFM_ESTATE, "%s called from inside a callback of this handle's %s "
+                         "was ignored: free the handle after that call returns", fr, call);
+    }
+    if (st == 0) b->err[0] = '\0'; /* a refused nested call's message, if any */
+    return st;
 }
 
 int dfm__fail_callback(dfm_base *b, int raw, const char *what)

@@ -29,6 +29,19 @@
 typedef struct dfm__pool dfm__pool;
 
 /* What every handle starts with: its allocator, options common to all, and its error detail. */
+/* Thread-local storage (dfm_last_error, the running handle): C11 _Thread_local, GNU __thread
+ * or MSVC __declspec(thread); without any (or with -DDFM_NO_TLS) DFM_TLS is undefined and the
+ * features that need it degrade as docs/errors.md says. */
+#if !defined(DFM_NO_TLS)
+#  if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#    define DFM_TLS _Thread_local
+#  elif defined(__GNUC__)
+#    define DFM_TLS __thread
+#  elif defined(_MSC_VER)
+#    define DFM_TLS __declspec(thread)
+#  endif
+#endif
+
 typedef struct dfm_base {
     dfm_allocator mem;
     int nthreads;          /* DFM_OPT_THREADS */
@@ -36,6 +49,10 @@ typedef struct dfm_base {
     dfm__pool *pool;       /* persistent workers (parallel.c), NULL until a wide call needs them */
     uint64_t seed;         /* DFM_OPT_SEED */
     int cb_raw;            /* raw value returned by the last failed callback (0: none) */
+    const char *running;   /* the public call in progress on this handle (its host callbacks may
+                            * be running), or NULL: see dfm__enter */
+    const char *free_refused; /* the dfm_*_free refused inside that call's callbacks, or NULL */
+    struct dfm_base *outer; /* the handle running on this thread when this one entered */
     char err[DFM_ERROR_MAX];
 } dfm_base;
 
@@ -53,6 +70,24 @@ int dfm__fail(dfm_base *b, int code, const char *fmt, ...) DFM_PRINTF(3, 4);
 void dfm__clear(dfm_base *b);
 /* Record a callback failure (raw value kept) and return DFM_ECALLBACK. */
 int dfm__fail_callback(dfm_base *b, int raw, const char *what);
+/* Re-entrancy (docs/threading.md). A public call that may run host callbacks marks its handle
+ * for its duration: dfm__enter refuses (DFM_ESTATE) when the handle is already running, else
+ * marks it and clears the error detail; dfm__leave unmarks it and returns st, turned into
+ * DFM_ESTATE when a free was refused meanwhile (a refused call's message is dropped on
+ * success). Calls that reconfigure, run or free a handle check it first: DFM__NOT_RUNNING(b)
+ * returns DFM_ESTATE from the calling function; dfm__refuse_free returns 1 (and records the
+ * misuse for dfm__leave) when the free must not happen. */
+int dfm__enter(dfm_base *b, const char *call);
+int dfm__leave(dfm_base *b, int st);
+int dfm__refuse(dfm_base *b, const char *call);
+int dfm__refuse_free(dfm_base *b, const char *call);
+/* After a host callback returns: DFM_ESTATE when it freed (tried to free) the handle whose call
+ * is running on this thread, so that the call stops before writing its outputs; else 0. */
+int dfm__callback_freed(void);
+#define DFM__NOT_RUNNING(b)                                                                      \
+    do {                                                                                         \
+        if (DFM_UNLIKELY((b)->running != NULL)) return dfm__refuse((b), __func__);               \
+    } while (0)
 /* Base options (threads, seed). Returns DFM_EUNSUPPORTED when opt is not a base option. */
 int dfm__base_set_int(dfm_base *b, int opt, int64_t value);
 int dfm__base_get_int(const dfm_base *b, int opt, int64_t *value);

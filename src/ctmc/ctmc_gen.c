@@ -843,14 +843,8 @@ static int ct_run(dfm_sampler *s, const dfm_run_args *a)
             a0 = b0;
             if (b0 >= tb) break;
         }
-        if (s->stop) {
-            st = dfm__fail(&s->b, DFM_ESTOPPED, "stopped at step %zu", k);
-            goto done;
-        }
-        if (a->progress && a->progress((int)k, (int)nsteps, tb, a->progress_data)) {
-            st = dfm__fail(&s->b, DFM_ESTOPPED, "progress callback stopped the run at step %zu", k);
-            goto done;
-        }
+        st = dfm__step_done(s, a->progress, a->progress_data, (int)k, (int)nsteps, tb);
+        if (st) goto done;
     }
     memcpy(a->tokens, R.cur, rows * d * sizeof(int32_t));
     if (a->n_save) memcpy(a->saved_tokens, saved, a->n_save * rows * d * sizeof(int32_t));

@@ -95,7 +95,7 @@ int dfm_ctmc_create(dfm_ctmc **out, size_t n, const dfm_allocator *mem)
 
 void dfm_ctmc_free(dfm_ctmc *w)
 {
-    if (!w) return;
+    if (!w || dfm__refuse_free(&w->b, __func__)) return;
     dfm__pool_free(&w->b);
     dfm_allocator m = w->b.mem;
     dfm__free(&m, w->work);
@@ -289,6 +289,7 @@ static int expm_core(dfm_ctmc *w, double *A, double *E)
 int dfm_ctmc_expm(dfm_ctmc *w, const double *A, double h, double *E)
 {
     if (!w) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&w->b);
     dfm__clear(&w->b);
     if (!A || !E) return dfm__fail(&w->b, DFM_EINVAL, "A or E is NULL");
     if (A == E) return dfm__fail(&w->b, DFM_EINVAL, "A and E may not alias");
@@ -358,6 +359,7 @@ static int kernel_into(dfm_ctmc *w, const double *Q, double h, double *K)
 int dfm_ctmc_kernel(dfm_ctmc *w, const double *Q, double h, double *K)
 {
     if (!w) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&w->b);
     dfm__clear(&w->b);
     if (!Q || !K) return dfm__fail(&w->b, DFM_EINVAL, "Q or K is NULL");
     if (!(h >= 0.0) || !isfinite(h))
@@ -404,6 +406,7 @@ int dfm_ctmc_propagate(dfm_ctmc *w, const double *p0, size_t m, const double *Q,
                        double *pt)
 {
     if (!w) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&w->b);
     dfm__clear(&w->b);
     if (!Q || (m && (!p0 || !pt))) return dfm__fail(&w->b, DFM_EINVAL, "p0, Q or pt is NULL");
     if (!(h >= 0.0) || !isfinite(h))
@@ -427,6 +430,7 @@ static int ode_rates(dfm_ctmc *w, dfm_rate_matrix_fn fn, void *user, double t, d
     memset(Q, 0, n * n * sizeof(double));
     int raw = fn(t, Q, n, user);
     if (raw) return dfm__fail_callback(&w->b, raw, "rate matrix");
+    if ((raw = dfm__callback_freed())) return raw;
     for (size_t i = 0; i < n; i++) {
         double sum = 0.0;
         for (size_t j = 0; j < n; j++) {
@@ -443,11 +447,9 @@ static int ode_rates(dfm_ctmc *w, dfm_rate_matrix_fn fn, void *user, double t, d
     return 0;
 }
 
-int dfm_ctmc_propagate_ode(dfm_ctmc *w, const double *p0, size_t m, dfm_rate_matrix_fn fn,
-                           void *user_data, double t0, double t1, size_t n_steps, double *pt)
+static int propagate_ode(dfm_ctmc *w, const double *p0, size_t m, dfm_rate_matrix_fn fn,
+                         void *user_data, double t0, double t1, size_t n_steps, double *pt)
 {
-    if (!w) return DFM_EINVAL;
-    dfm__clear(&w->b);
     if (!fn || (m && (!p0 || !pt))) return dfm__fail(&w->b, DFM_EINVAL, "p0, fn or pt is NULL");
     if (!isfinite(t0) || !isfinite(t1) || t1 < t0)
         return dfm__fail(&w->b, DFM_EINVAL, "need finite t0 <= t1, got %g, %g", t0, t1);
@@ -480,6 +482,15 @@ int dfm_ctmc_propagate_ode(dfm_ctmc *w, const double *p0, size_t m, dfm_rate_mat
         if (!isfinite(P[i])) return dfm__fail(&w->b, DFM_ENUMERIC, "the ODE solution diverged");
     if (m) memcpy(pt, P, mn * sizeof(double));
     return 0;
+}
+
+int dfm_ctmc_propagate_ode(dfm_ctmc *w, const double *p0, size_t m, dfm_rate_matrix_fn fn,
+                           void *user_data, double t0, double t1, size_t n_steps, double *pt)
+{
+    if (!w) return DFM_EINVAL;
+    int st = dfm__enter(&w->b, __func__);
+    if (st) return st;
+    return dfm__leave(&w->b, propagate_ode(w, p0, m, fn, user_data, t0, t1, n_steps, pt));
 }
 
 /* ---- kinetic-optimal rates and the Bregman divergence ---- */

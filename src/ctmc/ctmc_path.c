@@ -59,6 +59,7 @@ int dfm__finite_cond(dfm_base *b, const dfm_path *p, double t, int32_t x1, doubl
     memset(dp, 0, S * sizeof(double));
     int raw = m->fn(t, x1, pr, dp, S, m->user);
     if (raw) return dfm__fail_callback(b, raw, "conditional path");
+    if ((raw = dfm__callback_freed())) return raw;
     double sum = 0.0;
     for (size_t x = 0; x < S; x++) {
         if (!isfinite(pr[x]) || pr[x] < 0.0 || !isfinite(dp[x]))
@@ -284,8 +285,6 @@ int dfm_path_create_metric(dfm_path **out, const dfm_space *space, const dfm_sch
 
 static int cond_common(dfm_path *p, double t, int32_t x1, void *buf, size_t *n)
 {
-    if (!p) return DFM_EINVAL;
-    dfm__clear(&p->b);
     if (p->kind != DFM_PATH_FINITE && p->kind != DFM_PATH_METRIC)
         return dfm__fail(&p->b, DFM_EUNSUPPORTED, "not a finite or metric path");
     if (!buf) return dfm__fail(&p->b, DFM_EINVAL, "output is NULL");
@@ -297,7 +296,7 @@ static int cond_common(dfm_path *p, double t, int32_t x1, void *buf, size_t *n)
     return 0;
 }
 
-int dfm_path_cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
+static int cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
 {
     size_t n;
     int st = cond_common(p, t, x1, probs, &n);
@@ -317,7 +316,7 @@ int dfm_path_cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
     return st;
 }
 
-int dfm_path_cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
+static int cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
 {
     size_t n;
     int st = cond_common(p, t, x1, Q, &n);
@@ -400,4 +399,20 @@ int dfm__ct_cond_row(dfm_base *b, dfm_path *p, double t, int32_t x1, int32_t z, 
         stride *= V;
     }
     return 0;
+}
+
+int dfm_path_cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
+{
+    if (!p) return DFM_EINVAL;
+    int st = dfm__enter(&p->b, __func__);
+    if (st) return st;
+    return dfm__leave(&p->b, cond_probs(p, t, x1, probs));
+}
+
+int dfm_path_cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
+{
+    if (!p) return DFM_EINVAL;
+    int st = dfm__enter(&p->b, __func__);
+    if (st) return st;
+    return dfm__leave(&p->b, cond_rates(p, t, x1, Q));
 }

@@ -21,11 +21,9 @@ int dfm_generator_create_factorized(dfm_generator **out, const dfm_path *path, i
     return dfm__gen_new(out, DFM_GEN_FACTORIZED, param, stride, &factorized_ops, path, mem);
 }
 
-int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int32_t *tokens,
-                      const float *logits, float *rates)
+static int mixture_rates(dfm_generator *g, size_t rows, const double *t, const int32_t *tokens,
+                         const float *logits, float *rates)
 {
-    if (!g) return DFM_EINVAL;
-    dfm__clear(&g->b);
     if (g->ops != &factorized_ops || g->param != DFM_PARAM_LOGITS || !g->path)
         return dfm__fail(&g->b, DFM_EINVAL, "not a factorized generator with posterior logits");
     if (rows == 0) return 0;
@@ -91,4 +89,13 @@ int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int3
     }
     dfm__free(&g->b.mem, coef);
     return 0;
+}
+
+int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int32_t *tokens,
+                      const float *logits, float *rates)
+{
+    if (!g) return DFM_EINVAL;
+    int st = dfm__enter(&g->b, __func__);
+    if (st) return st;
+    return dfm__leave(&g->b, mixture_rates(g, rows, t, tokens, logits, rates));
 }

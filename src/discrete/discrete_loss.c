@@ -451,10 +451,8 @@ static double elbo_source_term(double k0, double p0b)
     return v;
 }
 
-int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
+static int elbo_run(dfm_loss *l, const dfm_elbo_args *a)
 {
-    if (!l) return DFM_EINVAL;
-    dfm__clear(&l->b);
     if (l->ops != &gkl_ops)
         return dfm__fail(&l->b, DFM_EUNSUPPORTED, "the ELBO needs a generalized-KL loss handle");
     if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
@@ -631,6 +629,7 @@ int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
             io.step = -1;
             int rc = a->model(&io, a->user_data);
             if (rc) { st = dfm__fail_callback(&l->b, rc, "model callback"); goto done; }
+            if ((st = dfm__callback_freed())) goto done;
 
             dl_eval e;
             memset(&e, 0, sizeof e);
@@ -678,4 +677,12 @@ done:
     dfm__free(m, scr);
     dfm__free(m, cdf);
     return st;
+}
+
+int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
+{
+    if (!l) return DFM_EINVAL;
+    int st = dfm__enter(&l->b, __func__);
+    if (st) return st;
+    return dfm__leave(&l->b, elbo_run(l, a));
 }

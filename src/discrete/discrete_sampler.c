@@ -511,8 +511,8 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
             io.out_stride = stride;
             io.branch = DFM_BRANCH_MAIN;
             io.step = (int)i;
-            int rc = a->model(&io, a->model_data);
             s->stats[DFM_STAT_MODEL_CALLS]++;
+            int rc = a->model(&io, a->model_data);
             if (rc) return dfm__fail_callback(&s->b, rc, "model");
             c.row0 = r0;
             c.nitems = purity ? cr : cr * c.nblk;
@@ -537,9 +537,8 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
             return dfm__fail(&s->b, st, "step %zu failed", i);
         }
         s->stats[DFM_STAT_STEPS]++;
-        if (a->progress && a->progress((int)i, (int)nsteps, t1, a->progress_data))
-            return dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback after step %zu", i);
-        if (s->stop) return dfm__fail(&s->b, DFM_ESTOPPED, "stop requested after step %zu", i);
+        if ((st = dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)nsteps, t1)))
+            return st;
     }
     while (ks < a->n_save) {
         memcpy(b->saved + ks * n, b->state, n * sizeof(int32_t));
@@ -583,6 +582,7 @@ int dfm__ds_sampler_init(dfm_sampler *s, int method)
 int dfm_sampler_set_corrector(dfm_sampler *s, dfm_corrector_fn fn, void *user_data)
 {
     if (!s) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&s->b);
     dfm__clear(&s->b);
     if (s->ops != &ds_ops || s->gen->param != DFM_PARAM_LOGITS)
         return dfm__fail(&s->b, DFM_EUNSUPPORTED,

@@ -205,11 +205,9 @@ static int check_times(dfm_base *b, const double *t, size_t n, const char *what)
     return 0;
 }
 
-int dfm_path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
+static int path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
 {
-    if (!p) return DFM_EINVAL;
-    if (!part_t) return dfm_path_sample(p, a);
-    dfm__clear(&p->b);
+    if (!part_t) return dfm__path_sample(p, a);
     if (!a) return dfm__fail(&p->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(size_t) * 3)
         return dfm__fail(&p->b, DFM_EINVAL, "args->struct_size is too small");
@@ -220,10 +218,18 @@ int dfm_path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const doub
     if (!dfm__gm_is_product_path(p)) {
         dfm_path_sample_args b = *a;
         b.t = part_t;
-        return dfm_path_sample(p, &b);
+        return dfm__path_sample(p, &b);
     }
     if (a->rows && !a->t) return dfm__fail(&p->b, DFM_EINVAL, "args->t is NULL");
     return pp_sample_impl(p, a, part_t);
+}
+
+int dfm_path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
+{
+    if (!p) return DFM_EINVAL;
+    int st = dfm__enter(&p->b, __func__);
+    if (st) return st;
+    return dfm__leave(&p->b, path_sample_parts(p, a, part_t));
 }
 
 /* ---- product generator ---- */
@@ -305,6 +311,7 @@ int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const
 int dfm_generator_set_part_time_fn(dfm_generator *g, dfm_part_time_fn fn, void *user_data)
 {
     if (!g) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!dfm__gm_is_pgen(g))
         return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a product generator");
@@ -576,11 +583,9 @@ int dfm__gm_loss_matches(const dfm_loss *l, const dfm_path *p)
     return 1;
 }
 
-int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+static int loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
 {
-    if (!l) return DFM_EINVAL;
-    if (!part_t) return dfm_loss_eval(l, a);
-    dfm__clear(&l->b);
+    if (!part_t) return dfm__loss_eval(l, a);
     if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
     size_t n = l->ops == &pl_ops ? ((const dfm__gm_ploss *)l->impl)->n : 1, cnt;
     if (dfm__mul(a->rows, n, &cnt)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x parts overflows");
@@ -589,7 +594,7 @@ int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_
     if (l->ops != &pl_ops) {
         dfm_loss_args b = *a;
         b.t = part_t;
-        return dfm_loss_eval(l, &b);
+        return dfm__loss_eval(l, &b);
     }
     /* The generic checks of dfm_loss_eval, then the product with per-part times. */
     dfm_loss_args b = *a;
@@ -601,4 +606,12 @@ int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_
     if (l->reduction == DFM_REDUCE_NONE && b.rows && !b.values)
         return dfm__fail(&l->b, DFM_EINVAL, "reduction none needs args->values");
     return pl_eval_impl(l, &b, part_t);
+}
+
+int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+{
+    if (!l) return DFM_EINVAL;
+    int st = dfm__enter(&l->b, __func__);
+    if (st) return st;
+    return dfm__leave(&l->b, loss_eval_parts(l, a, part_t));
 }

@@ -577,11 +577,8 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
                 size_t k = save_at[i + 1] - 1;
                 for (size_t j = 0; j < sz_re; j++) saved_r[k * sz_re + j] = (float)re[j];
             }
-            if (a->progress && a->progress((int)i, (int)(npts - 1), pts[i + 1], a->progress_data))
-                st = dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback at t = %g",
-                               pts[i + 1]);
-            else if (s->stop)
-                st = dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", pts[i + 1]);
+            st = dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)(npts - 1),
+                                pts[i + 1]);
             continue;
         }
         /* Part times of this step: tau_k(t) -> tau_k(t_next), or t -> t_next. */
@@ -645,11 +642,8 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
             if (nt) memcpy(saved_t + k * sz_tok, tok, sz_tok * sizeof(int32_t));
             for (size_t j = 0; j < sz_re; j++) saved_r[k * sz_re + j] = (float)re[j];
         }
-        if (a->progress && a->progress((int)i, (int)(npts - 1), pts[i + 1], a->progress_data))
-            st = dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the progress callback at t = %g",
-                           pts[i + 1]);
-        else if (s->stop)
-            st = dfm__fail(&s->b, DFM_ESTOPPED, "stop requested at t = %g", pts[i + 1]);
+        st = dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)(npts - 1),
+                            pts[i + 1]);
     }
     for (size_t i = 0; !st && i < sz_re; i++)
         if (!isfinite((float)re[i]))

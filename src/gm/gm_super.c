@@ -101,6 +101,7 @@ int dfm_generator_create_superposition(dfm_generator **out, const dfm_generator 
 int dfm_generator_set_weight_fn(dfm_generator *g, dfm_weight_fn fn, void *user_data)
 {
     if (!g) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!dfm__gm_is_sup(g))
         return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a superposition generator");
@@ -114,6 +115,7 @@ int dfm_generator_superposition_set_input(dfm_generator *g, size_t k, int branch
                                           int64_t share_with)
 {
     if (!g) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!dfm__gm_is_sup(g))
         return dfm__fail(&g->b, DFM_EUNSUPPORTED, "not a superposition generator");

@@ -45,7 +45,7 @@ int dfm_trainer_create(dfm_trainer **out, const dfm_path *path, const dfm_loss *
 
 void dfm_trainer_free(dfm_trainer *tr)
 {
-    if (!tr) return;
+    if (!tr || dfm__refuse_free(&tr->b, __func__)) return;
     dfm_path_free(tr->path);
     dfm_loss_free(tr->loss);
     dfm__free(&tr->b.mem, tr->scratch);
@@ -61,6 +61,7 @@ uint64_t dfm_trainer_step_count(const dfm_trainer *tr) { return tr ? tr->step : 
 int dfm_trainer_set_step(dfm_trainer *tr, uint64_t step)
 {
     if (!tr) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&tr->b);
     dfm__clear(&tr->b);
     tr->step = step;
     return 0;
@@ -75,6 +76,7 @@ size_t dfm_trainer_n_times(const dfm_trainer *tr)
 int dfm_trainer_set_int(dfm_trainer *tr, int option, int64_t value)
 {
     if (!tr) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&tr->b);
     dfm__clear(&tr->b);
     int st = dfm__base_set_int(&tr->b, option, value);
     if (st != DFM_EUNSUPPORTED) return st;
@@ -113,6 +115,7 @@ int dfm_trainer_get_int(const dfm_trainer *tr, int option, int64_t *value)
 int dfm_trainer_set_double(dfm_trainer *tr, int option, double value)
 {
     if (!tr) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&tr->b);
     dfm__clear(&tr->b);
     switch (option) {
     case DFM_OPT_GM_TIME_EPS:
@@ -234,10 +237,8 @@ static int tbuf_alloc(dfm_trainer *tr, size_t rows, tbuf *b)
     return 0;
 }
 
-int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
+static int trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
 {
-    if (!tr) return DFM_EINVAL;
-    dfm__clear(&tr->b);
     if (!a) return dfm__fail(&tr->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(dfm_train_draw_args))
         return dfm__fail(&tr->b, DFM_EINVAL, "args->struct_size is too small");
@@ -266,10 +267,16 @@ int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
     return st;
 }
 
-int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
+int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
 {
     if (!tr) return DFM_EINVAL;
-    dfm__clear(&tr->b);
+    int st = dfm__enter(&tr->b, __func__);
+    if (st) return st;
+    return dfm__leave(&tr->b, trainer_draw(tr, a));
+}
+
+static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
+{
     if (!a) return dfm__fail(&tr->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(dfm_train_args))
         return dfm__fail(&tr->b, DFM_EINVAL, "args->struct_size is too small");
@@ -308,6 +315,7 @@ int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
     if (!st) {
         int raw = a->forward(&io, a->user_data);
         if (raw) st = dfm__fail_callback(&tr->b, raw, "forward");
+        else st = dfm__callback_freed();
     }
     double loss = 0.0;
     if (!st) {
@@ -337,6 +345,7 @@ int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
     if (!st && a->backward) {
         int raw = a->backward(&io, b.grad, a->user_data);
         if (raw) st = dfm__fail_callback(&tr->b, raw, "backward");
+        else st = dfm__callback_freed();
     }
     if (!st) {
         *a->loss = loss;
@@ -346,6 +355,14 @@ int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
         tr->step++;
     }
     return st;
+}
+
+int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
+{
+    if (!tr) return DFM_EINVAL;
+    int st = dfm__enter(&tr->b, __func__);
+    if (st) return st;
+    return dfm__leave(&tr->b, trainer_step(tr, a));
 }
 
 /* ---- general generator-matching loss ---- */
@@ -413,6 +430,7 @@ static int gml_eval(dfm_loss *l, const dfm_loss_args *a)
     int st = 0;
     int raw = rows ? g->fn(&io, g->user) : 0;
     if (raw) st = dfm__fail_callback(&l->b, raw, "conditional target");
+    else st = dfm__callback_freed();
     double total = 0.0;
     size_t counted = 0;
     for (size_t r = 0; r < rows && !st; r++) {

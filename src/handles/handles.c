@@ -41,7 +41,7 @@ int dfm__path_new(dfm_path **out, int kind, const dfm__path_ops *ops, const dfm_
 
 void dfm_path_free(dfm_path *p)
 {
-    if (!p) return;
+    if (!p || dfm__refuse_free(&p->b, __func__)) return;
     if (p->ops && p->ops->destroy) p->ops->destroy(p);
     release(&p->b);
 }
@@ -77,6 +77,7 @@ int dfm_path_callback_status(const dfm_path *p) { return p ? p->b.cb_raw : 0; }
 int dfm_path_set_int(dfm_path *p, int option, int64_t value)
 {
     if (!p) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&p->b);
     dfm__clear(&p->b);
     int st = dfm__base_set_int(&p->b, option, value);
     if (st != DFM_EUNSUPPORTED) return st;
@@ -97,7 +98,13 @@ int dfm_path_get_int(const dfm_path *p, int option, int64_t *value)
 int dfm_path_sample(dfm_path *p, const dfm_path_sample_args *a)
 {
     if (!p) return DFM_EINVAL;
-    dfm__clear(&p->b);
+    int st = dfm__enter(&p->b, __func__);
+    if (st) return st;
+    return dfm__leave(&p->b, dfm__path_sample(p, a));
+}
+
+int dfm__path_sample(dfm_path *p, const dfm_path_sample_args *a)
+{
     if (!a) return dfm__fail(&p->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(size_t) * 3)
         return dfm__fail(&p->b, DFM_EINVAL, "args->struct_size is too small");
@@ -136,7 +143,7 @@ int dfm__gen_new(dfm_generator **out, int kind, int param, size_t out_stride,
 
 void dfm_generator_free(dfm_generator *g)
 {
-    if (!g) return;
+    if (!g || dfm__refuse_free(&g->b, __func__)) return;
     if (g->ops && g->ops->destroy) g->ops->destroy(g);
     dfm_path_free(g->path);
     release(&g->b);
@@ -176,6 +183,7 @@ int dfm_generator_callback_status(const dfm_generator *g) { return g ? g->b.cb_r
 #define OPT_SET(H, h, opt, val, fn, what)                                                      \
     do {                                                                                       \
         if (!(h)) return DFM_EINVAL;                                                           \
+        DFM__NOT_RUNNING(&(h)->b);                                                             \
         dfm__clear(&(h)->b);                                                                   \
         int st_ = DFM_EUNSUPPORTED;                                                            \
         if ((h)->ops && (h)->ops->fn) st_ = (h)->ops->fn((h), (opt), (val));                   \
@@ -194,6 +202,7 @@ int dfm_generator_callback_status(const dfm_generator *g) { return g ? g->b.cb_r
 int dfm_generator_set_int(dfm_generator *g, int option, int64_t value)
 {
     if (g) {
+        DFM__NOT_RUNNING(&g->b);
         dfm__clear(&g->b);
         int st = dfm__base_set_int(&g->b, option, value);
         if (st != DFM_EUNSUPPORTED) return st;
@@ -240,7 +249,7 @@ int dfm__loss_new(dfm_loss **out, int kind, const dfm__loss_ops *ops, const dfm_
 
 void dfm_loss_free(dfm_loss *l)
 {
-    if (!l) return;
+    if (!l || dfm__refuse_free(&l->b, __func__)) return;
     if (l->ops && l->ops->destroy) l->ops->destroy(l);
     dfm_generator_free(l->gen);
     release(&l->b);
@@ -274,6 +283,7 @@ int dfm_loss_callback_status(const dfm_loss *l) { return l ? l->b.cb_raw : 0; }
 int dfm_loss_set_int(dfm_loss *l, int option, int64_t value)
 {
     if (l) {
+        DFM__NOT_RUNNING(&l->b);
         dfm__clear(&l->b);
         int st = dfm__base_set_int(&l->b, option, value);
         if (st != DFM_EUNSUPPORTED) return st;
@@ -309,7 +319,13 @@ int dfm_loss_get_double(const dfm_loss *l, int option, double *value)
 int dfm_loss_eval(dfm_loss *l, const dfm_loss_args *a)
 {
     if (!l) return DFM_EINVAL;
-    dfm__clear(&l->b);
+    int st = dfm__enter(&l->b, __func__);
+    if (st) return st;
+    return dfm__leave(&l->b, dfm__loss_eval(l, a));
+}
+
+int dfm__loss_eval(dfm_loss *l, const dfm_loss_args *a)
+{
     if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(dfm_loss_args))
         return dfm__fail(&l->b, DFM_EINVAL, "args->struct_size is too small");
@@ -360,6 +376,10 @@ int dfm_sampler_create(dfm_sampler **out, const dfm_generator *g, int method,
 void dfm_sampler_free(dfm_sampler *s)
 {
     if (!s) return;
+    if (dfm__refuse_free(&s->b, __func__)) { /* the run stops after this step */
+        dfm_sampler_request_stop(s);
+        return;
+    }
     if (s->ops && s->ops->destroy) s->ops->destroy(s);
     dfm_generator_free(s->gen);
     dfm__free(&s->b.mem, s->grid);
@@ -373,6 +393,7 @@ int dfm_sampler_callback_status(const dfm_sampler *s) { return s ? s->b.cb_raw :
 int dfm_sampler_set_steps(dfm_sampler *s, size_t n_steps)
 {
     if (!s) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&s->b);
     dfm__clear(&s->b);
     if (n_steps == 0 || n_steps > (size_t)INT32_MAX)
         return dfm__fail(&s->b, DFM_EINVAL, "n_steps must be in [1, 2^31), got %zu", n_steps);
@@ -386,6 +407,7 @@ int dfm_sampler_set_steps(dfm_sampler *s, size_t n_steps)
 int dfm_sampler_set_grid(dfm_sampler *s, const double *grid, size_t n)
 {
     if (!s) return DFM_EINVAL;
+    DFM__NOT_RUNNING(&s->b);
     dfm__clear(&s->b);
     if (!grid) return dfm__fail(&s->b, DFM_EINVAL, "grid is NULL");
     if (n < 2 || n - 1 > (size_t)INT32_MAX)
@@ -412,6 +434,7 @@ int dfm_sampler_set_grid(dfm_sampler *s, const double *grid, size_t n)
 int dfm_sampler_set_int(dfm_sampler *s, int option, int64_t value)
 {
     if (s) {
+        DFM__NOT_RUNNING(&s->b);
         dfm__clear(&s->b);
         int st = dfm__base_set_int(&s->b, option, value);
         if (st != DFM_EUNSUPPORTED) return st;
@@ -465,22 +488,64 @@ int dfm__check_run_common(dfm_sampler *s, const dfm_run_args *a, size_t n_tokens
     return 0;
 }
 
-int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
+int dfm__sampler_enter(dfm_sampler *s, const char *call)
 {
-    if (!s) return DFM_EINVAL;
-    dfm__clear(&s->b);
+    int st = dfm__enter(&s->b, call);
+    if (st) return st;
+    memset(s->stats, 0, sizeof s->stats);
+    if (dfm__stop_requested(s))
+        return dfm__fail(&s->b, DFM_ESTOPPED, "a stop was requested before %s started", call);
+    return 0;
+}
+
+int dfm__step_done(dfm_sampler *s, dfm_progress_fn fn, void *data, int step, int n_steps,
+                   double t)
+{
+    if (fn) {
+        int raw = fn(step, n_steps, t, data);
+        if (raw) {
+            s->b.cb_raw = raw;
+            return dfm__fail(&s->b, DFM_ESTOPPED, "the progress callback returned %d after step %d "
+                             "(t = %g): run stopped", raw, step, t);
+        }
+    }
+    if (dfm__stop_requested(s))
+        return dfm__fail(&s->b, DFM_ESTOPPED, "stop requested: run stopped after step %d (t = %g)",
+                         step, t);
+    return 0;
+}
+
+int dfm__sampler_leave(dfm_sampler *s, int st)
+{
+#if defined(__GNUC__)
+    __atomic_store_n(&s->stop, 0, __ATOMIC_RELEASE);
+#else
+    *(volatile int *)&s->stop = 0;
+#endif
+    return dfm__leave(&s->b, st);
+}
+
+static int sampler_run(dfm_sampler *s, const dfm_run_args *a)
+{
     if (!a) return dfm__fail(&s->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(dfm_run_args))
         return dfm__fail(&s->b, DFM_EINVAL, "args->struct_size is too small");
     if (!a->model) return dfm__fail(&s->b, DFM_EINVAL, "args->model is NULL");
-    s->stop = 0;
-    memset(s->stats, 0, sizeof s->stats);
     if (!s->ops || !s->ops->run) return dfm__fail(&s->b, DFM_EUNSUPPORTED, "no run method");
     int pst = dfm__pool_prepare(&s->b, s->b.nthreads);
     if (pst) return pst;
     int st = s->ops->run(s, a);
     dfm__pool_park(&s->b);
     return st;
+}
+
+int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
+{
+    if (!s) return DFM_EINVAL;
+    int st = dfm__sampler_enter(s, __func__);
+    if (st == 0) st = sampler_run(s, a);
+    else if (st != DFM_ESTOPPED) return st; /* refused: s is running */
+    return dfm__sampler_leave(s, st);
 }
 
 int dfm_sampler_get_stat(const dfm_sampler *s, int stat, int64_t *value)
@@ -492,5 +557,10 @@ int dfm_sampler_get_stat(const dfm_sampler *s, int stat, int64_t *value)
 
 void dfm_sampler_request_stop(dfm_sampler *s)
 {
-    if (s) s->stop = 1;
+    if (!s) return;
+#if defined(__GNUC__)
+    __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+#else
+    *(volatile int *)&s->stop = 1;
+#endif
 }

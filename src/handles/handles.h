@@ -85,7 +85,7 @@ struct dfm_sampler {
     size_t n_steps;           /* uniform grid when grid == NULL */
     double *grid;             /* host grid (n_grid points) or NULL */
     size_t n_grid;
-    volatile int stop;        /* dfm_sampler_request_stop */
+    int stop;                 /* dfm_sampler_request_stop (atomic: any thread may request) */
     int64_t stats[DFM__N_STATS];
     void *impl;
 };
@@ -113,6 +113,28 @@ static inline double dfm__sampler_time(const dfm_sampler *s, size_t i)
     if (s->grid) return s->grid[i];
     return i == s->n_steps ? 1.0 : (double)i / (double)s->n_steps;
 }
+/* A stop request (dfm_sampler_request_stop, possibly from another thread) is pending. */
+static inline int dfm__stop_requested(const dfm_sampler *s)
+{
+#if defined(__GNUC__)
+    return __atomic_load_n(&s->stop, __ATOMIC_ACQUIRE);
+#else
+    return *(const volatile int *)&s->stop;
+#endif
+}
+/* End of a sampler step: the progress callback (a nonzero value stops the run with
+ * DFM_ESTOPPED and is kept as the callback status), then a pending stop request. */
+int dfm__step_done(dfm_sampler *s, dfm_progress_fn fn, void *data, int step, int n_steps,
+                   double t);
+/* Start and end of a sampler run (dfm_sampler_run, dfm_sampler_log_likelihood): dfm__enter,
+ * statistics reset, a stop requested while no run was in progress honoured (DFM_ESTOPPED);
+ * the end clears the stop request and calls dfm__leave. */
+int dfm__sampler_enter(dfm_sampler *s, const char *call);
+int dfm__sampler_leave(dfm_sampler *s, int st);
+/* Unguarded bodies of dfm_path_sample and dfm_loss_eval, for public calls that already
+ * entered the handle (dfm_path_sample_parts, dfm_loss_eval_parts). */
+int dfm__path_sample(dfm_path *p, const dfm_path_sample_args *a);
+int dfm__loss_eval(dfm_loss *l, const dfm_loss_args *a);
 /* Validates save_times against the grid direction; returns 0 or an error on s. */
 int dfm__check_run_common(dfm_sampler *s, const dfm_run_args *a, size_t n_tokens, size_t n_reals);
 

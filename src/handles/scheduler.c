@@ -126,6 +126,7 @@ int dfm__sched_eval(const dfm_scheduler *s, double t, dfm_sched_values *v, int *
         dfm_sched_values tmp;
         int r = s->fn(t, &tmp, s->user);
         if (r) { if (cb_raw) *cb_raw = r; return DFM_ECALLBACK; }
+        if ((r = dfm__callback_freed())) return r;
         if (!isfinite(tmp.alpha) || !isfinite(tmp.sigma) || isnan(tmp.d_alpha) ||
             isnan(tmp.d_sigma))
             return DFM_ENUMERIC;

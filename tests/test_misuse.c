@@ -1,0 +1,954 @@
+/* Misuse that must fail loudly (docs/errors.md, docs/threading.md): every case asserts the
+ * status code, that the message names the problem, and that outputs and inputs are untouched.
+ * Runs under valgrind and ThreadSanitizer too (mk/reliability.mk). */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+#define V 4       /* vocabulary, mask token V - 1 */
+#define D 3       /* coordinates */
+#define ROWS 4
+#define NSTEPS 8
+
+static void assert_msg(const char *msg, const char *needle)
+{
+    ck_assert_msg(msg && strstr(msg, needle), "message \"%s\" does not contain \"%s\"",
+                  msg ? msg : "(null)", needle);
+}
+
+/* ---- handles used by the cases ---- */
+
+static dfm_path *mixture_path(int source)
+{
+    dfm_space *sp;
+    dfm_scheduler *sc;
+    dfm_path *p;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, V, D, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc, source, V - 1, NULL, NULL), 0);
+    dfm_space_free(sp);
+    dfm_scheduler_free(sc);
+    return p;
+}
+
+static dfm_sampler *ds_sampler(int method)
+{
+    dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+    dfm_generator *g;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, method, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, NSTEPS), 0);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return s;
+}
+
+static dfm_path *affine_path(size_t dim)
+{
+    dfm_space *sp;
+    dfm_scheduler *sc;
+    dfm_path *p;
+    ck_assert_int_eq(dfm_space_create_euclidean(&sp, dim, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_affine(&p, sp, sc, NULL), 0);
+    dfm_space_free(sp);
+    dfm_scheduler_free(sc);
+    return p;
+}
+
+static dfm_sampler *cs_sampler(int method)
+{
+    dfm_path *p = affine_path(2);
+    dfm_generator *g;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_generator_create_velocity(&g, p, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, method, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, NSTEPS), 0);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return s;
+}
+
+static dfm_sampler *ct_sampler(void)
+{
+    dfm_space *sp;
+    dfm_generator *g;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 3, 2, NULL), 0);
+    ck_assert_int_eq(dfm_generator_create_rate_matrix(&g, NULL, sp, DFM_PARAM_RATES, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, NSTEPS), 0);
+    dfm_generator_free(g);
+    dfm_space_free(sp);
+    return s;
+}
+
+static dfm_sampler *gm_sampler(void)
+{
+    dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+    dfm_generator *g, *gg;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+    ck_assert_int_eq(dfm_generator_create_guidance(&gg, g, NULL, 0.5, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, gg, DFM_METHOD_EULER, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, NSTEPS), 0);
+    dfm_generator_free(gg);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return s;
+}
+
+/* ---- a model that misbehaves on demand ---- */
+
+enum action {
+    ACT_NONE, ACT_SET_GRID, ACT_SET_STEPS, ACT_SET_INT, ACT_SET_DOUBLE, ACT_RUN, ACT_FREE,
+    ACT_SET_CORRECTOR, ACT_QUERY, ACT_STOP, ACT_NESTED_OTHER, ACT_LOGLIK
+};
+
+typedef struct ctx {
+    dfm_sampler *s;        /* the handle the callback misuses */
+    dfm_sampler *other;    /* another sampler, run from inside (ACT_NESTED_OTHER) */
+    enum action act;
+    int at_call;           /* act on this model call (0-based) */
+    int calls;
+    int status;            /* what the misused call returned */
+    char msg[DFM_ERROR_MAX];
+    int64_t stat_seen;     /* DFM_STAT_MODEL_CALLS read from inside */
+} ctx;
+
+static int inner_model(const dfm_model_io *io, void *ud);
+
+static void misuse(ctx *c)
+{
+    static const double grid[3] = {0.0, 0.5, 1.0};
+    int32_t tok[ROWS * D];
+    dfm_run_args ra;
+    memset(&ra, 0, sizeof ra);
+    ra.struct_size = sizeof ra;
+    ra.model = inner_model;
+    ra.rows = 1;
+    ra.tokens = tok;
+    ra.draw_source = 1;
+    switch (c->act) {
+    case ACT_SET_GRID: c->status = dfm_sampler_set_grid(c->s, grid, 3); break;
+    case ACT_SET_STEPS: c->status = dfm_sampler_set_steps(c->s, 2); break;
+    case ACT_SET_INT: c->status = dfm_sampler_set_int(c->s, DFM_OPT_SEED, 99); break;
+    case ACT_SET_DOUBLE: c->status = dfm_sampler_set_double(c->s, DFM_OPT_DS_TEMPERATURE, 2.0); break;
+    case ACT_SET_CORRECTOR: c->status = dfm_sampler_set_corrector(c->s, NULL, NULL); break;
+    case ACT_RUN: c->status = dfm_sampler_run(c->s, &ra); break;
+    case ACT_FREE: dfm_sampler_free(c->s); c->status = -1; break;
+    case ACT_QUERY: {
+        int64_t v;
+        double x;
+        c->status = dfm_sampler_get_int(c->s, DFM_OPT_SEED, &v) |
+                    dfm_sampler_get_stat(c->s, DFM_STAT_MODEL_CALLS, &c->stat_seen) |
+                    dfm_sampler_callback_status(c->s) | (dfm_sampler_method(c->s) == 0);
+        if (dfm_sampler_get_double(c->s, DFM_OPT_DS_TEMPERATURE, &x) == 0) c->status |= x != 1.0;
+        break;
+    }
+    case ACT_STOP: dfm_sampler_request_stop(c->s); c->status = 0; break;
+    case ACT_NESTED_OTHER: c->status = dfm_sampler_run(c->other, &ra); break;
+    case ACT_LOGLIK: {
+        dfm_loglik_args la;
+        float x1[2] = {0, 0};
+        double lp;
+        memset(&la, 0, sizeof la);
+        la.struct_size = sizeof la;
+        la.model = inner_model;
+        la.rows = 1;
+        la.x1 = x1;
+        la.n_probes = 1;
+        la.logp = &lp;
+        c->status = dfm_sampler_log_likelihood(c->s, &la);
+        break;
+    }
+    case ACT_NONE: break;
+    }
+    if (c->act != ACT_FREE && c->act != ACT_NONE)
+        snprintf(c->msg, sizeof c->msg, "%s", dfm_sampler_last_error(c->s));
+}
+
+/* Uniform logits (or zero velocity / unit rates): every kind of sampler accepts them. */
+static void fill_out(const dfm_model_io *io, float v)
+{
+    for (size_t j = 0; j < io->rows * io->out_stride; j++) io->out[j] = v;
+}
+
+static int inner_model(const dfm_model_io *io, void *ud)
+{
+    (void)ud;
+    fill_out(io, 0.0f);
+    return 0;
+}
+
+static int misuse_model(const dfm_model_io *io, void *ud)
+{
+    ctx *c = (ctx *)ud;
+    if (c->calls++ == c->at_call) misuse(c);
+    fill_out(io, io->reals ? 0.0f : 0.5f);
+    return 0;
+}
+
+static void init_tokens(int32_t *tok, size_t n)
+{
+    for (size_t j = 0; j < n; j++) tok[j] = V - 1;
+}
+
+static dfm_run_args ds_args(ctx *c, int32_t *tok)
+{
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = misuse_model;
+    a.model_data = c;
+    a.rows = ROWS;
+    a.tokens = tok;
+    return a;
+}
+
+/* Reference: the same run without misuse. */
+static void ds_reference(int32_t *ref)
+{
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.at_call = -1;
+    init_tokens(ref, ROWS * D);
+    dfm_run_args a = ds_args(&c, ref);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    dfm_sampler_free(s);
+}
+
+/* ---- 1. re-entrancy ---- */
+
+static const struct { enum action act; const char *name; } reconfig[] = {
+    {ACT_SET_GRID, "dfm_sampler_set_grid"}, {ACT_SET_STEPS, "dfm_sampler_set_steps"},
+    {ACT_SET_INT, "dfm_sampler_set_int"}, {ACT_SET_DOUBLE, "dfm_sampler_set_double"},
+    {ACT_SET_CORRECTOR, "dfm_sampler_set_corrector"}, {ACT_RUN, "dfm_sampler_run"},
+};
+
+START_TEST(test_reconfigure_inside_model)
+{
+    int32_t ref[ROWS * D], tok[ROWS * D];
+    ds_reference(ref);
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.act = reconfig[_i].act;
+    c.at_call = 2;
+    init_tokens(tok, ROWS * D);
+    dfm_run_args a = ds_args(&c, tok);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    ck_assert_int_eq(c.status, DFM_ESTATE);
+    assert_msg(c.msg, reconfig[_i].name);
+    assert_msg(c.msg, "from inside a callback");
+    assert_msg(c.msg, "dfm_sampler_run");
+    /* the refused call changed nothing: same samples as the clean run, no error left */
+    ck_assert_int_eq(memcmp(tok, ref, sizeof tok), 0);
+    ck_assert_str_eq(dfm_sampler_last_error(s), "");
+    int64_t v;
+    ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &v), 0);
+    ck_assert_int_eq(v, NSTEPS);
+    /* after the run the handle is configurable again */
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 2), 0);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+START_TEST(test_free_inside_model)
+{
+    int32_t tok[ROWS * D], before[ROWS * D];
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.act = ACT_FREE;
+    c.at_call = 1;
+    init_tokens(tok, ROWS * D);
+    memcpy(before, tok, sizeof tok);
+    dfm_run_args a = ds_args(&c, tok);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ESTATE);
+    assert_msg(dfm_sampler_last_error(s), "dfm_sampler_free");
+    assert_msg(dfm_sampler_last_error(s), "ignored");
+    ck_assert_int_eq(memcmp(tok, before, sizeof tok), 0);
+    /* the handle lives on and still runs */
+    c.act = ACT_NONE;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+START_TEST(test_queries_inside_model)
+{
+    int32_t tok[ROWS * D];
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.act = ACT_QUERY;
+    c.at_call = 3;
+    init_tokens(tok, ROWS * D);
+    dfm_run_args a = ds_args(&c, tok);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    ck_assert_int_eq(c.status, 0);
+    ck_assert_int_eq(c.stat_seen, 4); /* the calls of this run so far, this one included */
+    dfm_sampler_free(s);
+}
+END_TEST
+
+/* A run on another handle from inside the model: allowed, and its statistics stay its own. */
+START_TEST(test_nested_other_handle_stats)
+{
+    int32_t tok[ROWS * D];
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT), *o = ds_sampler(DFM_METHOD_EXACT);
+    ck_assert_int_eq(dfm_sampler_set_steps(o, 5), 0);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.other = o;
+    c.act = ACT_NESTED_OTHER;
+    c.at_call = 0;
+    init_tokens(tok, ROWS * D);
+    dfm_run_args a = ds_args(&c, tok);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    ck_assert_int_eq(c.status, 0);
+    int64_t outer, inner;
+    ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &outer), 0);
+    ck_assert_int_eq(dfm_sampler_get_stat(o, DFM_STAT_MODEL_CALLS, &inner), 0);
+    ck_assert_int_eq(outer, NSTEPS);
+    ck_assert_int_eq(inner, 5);
+    dfm_sampler_free(o);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+/* Every sampler kind refuses reconfiguration, nested runs and frees from its model. */
+typedef dfm_sampler *(*maker)(void);
+static dfm_sampler *mk_ds(void) { return ds_sampler(DFM_METHOD_EULER); }
+static dfm_sampler *mk_cs(void) { return cs_sampler(DFM_METHOD_RK4); }
+static dfm_sampler *mk_dopri(void) { return cs_sampler(DFM_METHOD_DOPRI5); }
+static dfm_sampler *mk_ct(void) { return ct_sampler(); }
+static dfm_sampler *mk_gm(void) { return gm_sampler(); }
+static const maker makers[] = {mk_ds, mk_cs, mk_dopri, mk_ct, mk_gm};
+
+static int run_kind(dfm_sampler *s, ctx *c, int32_t *tok, float *re)
+{
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = misuse_model;
+    a.model_data = c;
+    a.rows = 2;
+    if (dfm_sampler_method(s) == DFM_METHOD_RK4 || dfm_sampler_method(s) == DFM_METHOD_DOPRI5)
+        a.reals = re;
+    else
+        a.tokens = tok;
+    return dfm_sampler_run(s, &a);
+}
+
+START_TEST(test_every_sampler_kind)
+{
+    static const struct { enum action act; const char *name; int run_status; } acts[] = {
+        {ACT_SET_STEPS, "dfm_sampler_set_steps", 0}, {ACT_SET_GRID, "dfm_sampler_set_grid", 0},
+        {ACT_RUN, "dfm_sampler_run", 0}, {ACT_FREE, "dfm_sampler_free", DFM_ESTATE},
+    };
+    for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+        dfm_sampler *s = makers[_i]();
+        int32_t tok[2 * D] = {1, 1, 1, 1, 1, 1};
+        float re[4] = {9, 9, 9, 9};
+        ctx c;
+        memset(&c, 0, sizeof c);
+        c.s = s;
+        c.act = acts[k].act;
+        c.at_call = 1;
+        int st = run_kind(s, &c, tok, re);
+        ck_assert_msg(st == acts[k].run_status, "kind %d, %s: run returned %d (%s)", _i,
+                      acts[k].name, st, dfm_sampler_last_error(s));
+        if (acts[k].act == ACT_FREE) {
+            assert_msg(dfm_sampler_last_error(s), "dfm_sampler_free");
+            for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(tok[j], 1);
+            for (int j = 0; j < 4; j++) ck_assert(re[j] == 9.0f);
+        } else {
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, acts[k].name);
+            int64_t v;
+            ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_STEPS, &v), 0);
+            if (dfm_sampler_method(s) != DFM_METHOD_DOPRI5) ck_assert_int_eq(v, NSTEPS);
+        }
+        dfm_sampler_free(s);
+    }
+}
+END_TEST
+
+START_TEST(test_log_likelihood_reentry)
+{
+    static const struct { enum action act; const char *name; } acts[] = {
+        {ACT_SET_GRID, "dfm_sampler_set_grid"}, {ACT_LOGLIK, "dfm_sampler_log_likelihood"},
+        {ACT_FREE, "dfm_sampler_free"},
+    };
+    for (size_t k = 0; k < 3; k++) {
+        dfm_sampler *s = cs_sampler(DFM_METHOD_RK4);
+        ctx c;
+        memset(&c, 0, sizeof c);
+        c.s = s;
+        c.act = acts[k].act;
+        c.at_call = 1;
+        float x1[4] = {0.5f, -0.5f, 1.0f, 0.0f};
+        double lp[2] = {123.0, 123.0};
+        dfm_loglik_args la;
+        memset(&la, 0, sizeof la);
+        la.struct_size = sizeof la;
+        la.model = misuse_model;
+        la.model_data = &c;
+        la.rows = 2;
+        la.x1 = x1;
+        la.n_probes = 2;
+        la.logp = lp;
+        int st = dfm_sampler_log_likelihood(s, &la);
+        if (acts[k].act == ACT_FREE) {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_sampler_last_error(s), "dfm_sampler_free");
+            ck_assert(lp[0] == 123.0 && lp[1] == 123.0);
+        } else {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, acts[k].name);
+            assert_msg(c.msg, "dfm_sampler_log_likelihood");
+        }
+        int64_t v;
+        ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &v), 0);
+        /* RK4: 4 stages x (1 + 2 x 2 probes) per step; a free stops the run after step 0 */
+        ck_assert_int_eq(v, k == 2 ? 4 * 5 : 4 * NSTEPS * 5);
+        dfm_sampler_free(s);
+    }
+}
+END_TEST
+
+/* ---- losses, paths, trainers, generators, workspaces ---- */
+
+typedef struct hctx {
+    int what;
+    void *h;
+    int status;
+    char msg[DFM_ERROR_MAX];
+    int done;
+} hctx;
+
+/* A custom condot scheduler whose callback misuses the handle in user_data once. */
+static int misuse_sched(double t, dfm_sched_values *v, void *ud)
+{
+    hctx *c = (hctx *)ud;
+    if (c->h && !c->done) {
+        c->done = 1;
+        switch (c->what) {
+        case 0: c->status = dfm_path_set_int((dfm_path *)c->h, DFM_OPT_SEED, 1);
+            snprintf(c->msg, sizeof c->msg, "%s", dfm_path_last_error((dfm_path *)c->h)); break;
+        case 1: dfm_path_free((dfm_path *)c->h); break;
+        case 2: c->status = dfm_loss_set_int((dfm_loss *)c->h, DFM_OPT_REDUCTION, DFM_REDUCE_SUM);
+            snprintf(c->msg, sizeof c->msg, "%s", dfm_loss_last_error((dfm_loss *)c->h)); break;
+        case 3: dfm_loss_free((dfm_loss *)c->h); break;
+        case 4: c->status = dfm_generator_set_int((dfm_generator *)c->h, DFM_OPT_THREADS, 2);
+            snprintf(c->msg, sizeof c->msg, "%s", dfm_generator_last_error((dfm_generator *)c->h));
+            break;
+        case 5: dfm_generator_free((dfm_generator *)c->h); break;
+        }
+    }
+    v->alpha = t;
+    v->sigma = 1.0 - t;
+    v->d_alpha = 1.0;
+    v->d_sigma = -1.0;
+    return 0;
+}
+
+static dfm_path *custom_mixture(hctx *c)
+{
+    dfm_space *sp;
+    dfm_scheduler *sc;
+    dfm_path *p;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, V, D, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_custom(&sc, misuse_sched, NULL, c, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc, DFM_SOURCE_MASK, V - 1, NULL, NULL), 0);
+    dfm_space_free(sp);
+    dfm_scheduler_free(sc);
+    return p;
+}
+
+START_TEST(test_path_sample_reentry)
+{
+    for (int what = 0; what < 2; what++) {
+        hctx c;
+        memset(&c, 0, sizeof c);
+        c.what = what;
+        dfm_path *p = custom_mixture(&c);
+        c.h = p;
+        double t[2] = {0.3, 0.6};
+        int32_t x1[2 * D] = {0, 1, 2, 1, 0, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
+        dfm_path_sample_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.rows = 2;
+        a.t = t;
+        a.x1_tokens = x1;
+        a.xt_tokens = xt;
+        int st = dfm_path_sample(p, &a);
+        if (what == 0) {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, "dfm_path_set_int");
+            assert_msg(c.msg, "dfm_path_sample");
+        } else {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_path_last_error(p), "dfm_path_free");
+            for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(xt[j], 9);
+        }
+        int64_t seed;
+        ck_assert_int_eq(dfm_path_get_int(p, DFM_OPT_SEED, &seed), 0);
+        ck_assert_int_eq(seed, 0);
+        c.h = NULL;
+        dfm_path_free(p);
+    }
+}
+END_TEST
+
+START_TEST(test_loss_eval_reentry)
+{
+    for (int what = 2; what < 4; what++) {
+        hctx c;
+        memset(&c, 0, sizeof c);
+        c.what = what;
+        dfm_path *p = custom_mixture(&c);
+        dfm_loss *l;
+        ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+        c.h = l;
+        double t[1] = {0.5}, loss = -7.0;
+        int32_t x1[D] = {0, 1, 2}, xt[D] = {0, 3, 3};
+        float out[D * V], grad[D * V];
+        for (int j = 0; j < D * V; j++) { out[j] = 0.1f * (float)j; grad[j] = 5.0f; }
+        dfm_loss_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.rows = 1;
+        a.t = t;
+        a.x1_tokens = x1;
+        a.xt_tokens = xt;
+        a.out = out;
+        a.grad = grad;
+        a.loss = &loss;
+        int st = dfm_loss_eval(l, &a);
+        if (what == 2) {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, "dfm_loss_set_int");
+            assert_msg(c.msg, "dfm_loss_eval");
+            int64_t red;
+            ck_assert_int_eq(dfm_loss_get_int(l, DFM_OPT_REDUCTION, &red), 0);
+            ck_assert_int_eq(red, DFM_REDUCE_MEAN);
+        } else {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_loss_last_error(l), "dfm_loss_free");
+            ck_assert(loss == -7.0);
+            for (int j = 0; j < D * V; j++) ck_assert(grad[j] == 5.0f);
+        }
+        c.h = NULL;
+        dfm_loss_free(l);
+        dfm_path_free(p);
+    }
+}
+END_TEST
+
+START_TEST(test_mixture_rates_reentry)
+{
+    for (int what = 4; what < 6; what++) {
+        hctx c;
+        memset(&c, 0, sizeof c);
+        c.what = what;
+        dfm_path *p = custom_mixture(&c);
+        dfm_generator *g;
+        ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+        c.h = g;
+        double t[1] = {0.5};
+        int32_t x[D] = {0, 3, 3};
+        float z[D * V], rates[D * V];
+        for (int j = 0; j < D * V; j++) { z[j] = 0.0f; rates[j] = 5.0f; }
+        int st = dfm_mixture_rates(g, 1, t, x, z, rates);
+        if (what == 4) {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, "dfm_generator_set_int");
+            assert_msg(c.msg, "dfm_mixture_rates");
+        } else {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_generator_last_error(g), "dfm_generator_free");
+            for (int j = 0; j < D * V; j++) ck_assert(rates[j] == 5.0f);
+        }
+        c.h = NULL;
+        dfm_generator_free(g);
+        dfm_path_free(p);
+    }
+}
+END_TEST
+
+/* ELBO: the model frees or reconfigures the loss. */
+typedef struct ectx { dfm_loss *l; int free_it; int status; char msg[DFM_ERROR_MAX]; int n; } ectx;
+
+static int elbo_model(const dfm_model_io *io, void *ud)
+{
+    ectx *c = (ectx *)ud;
+    if (c->n++ == 0) {
+        if (c->free_it) {
+            dfm_loss_free(c->l);
+        } else {
+            c->status = dfm_loss_set_double(c->l, 12345, 1.0);
+            snprintf(c->msg, sizeof c->msg, "%s", dfm_loss_last_error(c->l));
+        }
+    }
+    fill_out(io, 0.0f);
+    return 0;
+}
+
+START_TEST(test_elbo_reentry)
+{
+    for (int free_it = 0; free_it < 2; free_it++) {
+        dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+        dfm_loss *l;
+        ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+        ectx c;
+        memset(&c, 0, sizeof c);
+        c.l = l;
+        c.free_it = free_it;
+        int32_t x1[2 * D] = {0, 1, 2, 2, 1, 0};
+        double nelbo[2] = {-1.0, -1.0};
+        dfm_elbo_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.rows = 2;
+        a.x1_tokens = x1;
+        a.n_t = 2;
+        a.model = elbo_model;
+        a.user_data = &c;
+        a.nelbo = nelbo;
+        int st = dfm_loss_discrete_elbo(l, &a);
+        if (free_it) {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_loss_last_error(l), "dfm_loss_free");
+            assert_msg(dfm_loss_last_error(l), "dfm_loss_discrete_elbo");
+            ck_assert(nelbo[0] == -1.0 && nelbo[1] == -1.0);
+        } else {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, "dfm_loss_set_double");
+        }
+        dfm_loss_free(l);
+        dfm_path_free(p);
+    }
+}
+END_TEST
+
+/* Trainer: forward reconfigures, re-enters or frees the trainer. */
+typedef struct tctx { dfm_trainer *tr; int what; int status; char msg[DFM_ERROR_MAX]; } tctx;
+
+static int train_fwd(const dfm_model_io *io, void *ud);
+
+static dfm_train_args train_args(tctx *c, const float *x1, double *loss)
+{
+    dfm_train_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = 2;
+    a.x1_reals = x1;
+    a.forward = train_fwd;
+    a.user_data = c;
+    a.loss = loss;
+    return a;
+}
+
+static int train_fwd(const dfm_model_io *io, void *ud)
+{
+    tctx *c = (tctx *)ud;
+    static const float x1[4] = {1, 2, 3, 4};
+    double l2;
+    switch (c->what) {
+    case 0: c->status = dfm_trainer_set_double(c->tr, DFM_OPT_GM_TIME_EPS, 0.5); break;
+    case 1: {
+        tctx c2 = {NULL, -1, 0, ""};
+        dfm_train_args a = train_args(&c2, x1, &l2);
+        c->status = dfm_trainer_step(c->tr, &a);
+        break;
+    }
+    case 2: c->status = dfm_trainer_set_step(c->tr, 100); break;
+    case 3: dfm_trainer_free(c->tr); break;
+    default: break;
+    }
+    if (c->what >= 0 && c->what != 3)
+        snprintf(c->msg, sizeof c->msg, "%s", dfm_trainer_last_error(c->tr));
+    fill_out(io, 0.0f);
+    return 0;
+}
+
+START_TEST(test_trainer_reentry)
+{
+    static const char *names[] = {"dfm_trainer_set_double", "dfm_trainer_step",
+                                  "dfm_trainer_set_step", "dfm_trainer_free"};
+    dfm_path *p = affine_path(2);
+    dfm_generator *g;
+    dfm_loss *l;
+    ck_assert_int_eq(dfm_generator_create_velocity(&g, p, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_mse(&l, g, NULL), 0);
+    for (int what = 0; what < 4; what++) {
+        dfm_trainer *tr;
+        ck_assert_int_eq(dfm_trainer_create(&tr, p, l, NULL), 0);
+        tctx c;
+        memset(&c, 0, sizeof c);
+        c.tr = tr;
+        c.what = what;
+        float x1[4] = {1, 2, 3, 4};
+        double loss = -3.0;
+        dfm_train_args a = train_args(&c, x1, &loss);
+        int st = dfm_trainer_step(tr, &a);
+        if (what == 3) {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_trainer_last_error(tr), names[what]);
+            ck_assert(loss == -3.0);
+            ck_assert_int_eq(dfm_trainer_step_count(tr), 0);
+        } else {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+            assert_msg(c.msg, names[what]);
+            assert_msg(c.msg, "dfm_trainer_step");
+            ck_assert_int_eq(dfm_trainer_step_count(tr), 1);
+            double eps;
+            ck_assert_int_eq(dfm_trainer_get_double(tr, DFM_OPT_GM_TIME_EPS, &eps), 0);
+            ck_assert(eps == 1e-3);
+        }
+        dfm_trainer_free(tr);
+    }
+    dfm_loss_free(l);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+}
+END_TEST
+
+/* Kolmogorov workspace: the rate callback reuses or frees the workspace that integrates. */
+typedef struct wctx { dfm_ctmc *w; int what; int status; int n; } wctx;
+
+static int rate_fn(double t, double *Q, size_t n, void *ud)
+{
+    wctx *c = (wctx *)ud;
+    (void)t;
+    if (c->n++ == 0) {
+        double K[4];
+        if (c->what == 0) c->status = dfm_ctmc_kernel(c->w, Q, 0.1, K);
+        else dfm_ctmc_free(c->w);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++) Q[i * n + j] = i == j ? 0.0 : 1.0;
+    return 0;
+}
+
+START_TEST(test_ctmc_reentry)
+{
+    for (int what = 0; what < 2; what++) {
+        dfm_ctmc *w;
+        ck_assert_int_eq(dfm_ctmc_create(&w, 2, NULL), 0);
+        wctx c = {w, what, 0, 0};
+        double p0[2] = {1.0, 0.0}, pt[2] = {-1.0, -1.0};
+        int st = dfm_ctmc_propagate_ode(w, p0, 1, rate_fn, &c, 0.0, 1.0, 4, pt);
+        if (what == 0) {
+            ck_assert_int_eq(st, 0);
+            ck_assert_int_eq(c.status, DFM_ESTATE);
+        } else {
+            ck_assert_int_eq(st, DFM_ESTATE);
+            assert_msg(dfm_ctmc_last_error(w), "dfm_ctmc_free");
+            ck_assert(pt[0] == -1.0 && pt[1] == -1.0);
+        }
+        ck_assert(p0[0] == 1.0 && p0[1] == 0.0);
+        dfm_ctmc_free(w);
+    }
+}
+END_TEST
+
+/* ---- 4. stop requests ---- */
+
+START_TEST(test_stop_before_run)
+{
+    int32_t tok[ROWS * D], before[ROWS * D];
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.at_call = -1;
+    init_tokens(tok, ROWS * D);
+    memcpy(before, tok, sizeof tok);
+    dfm_run_args a = ds_args(&c, tok);
+    dfm_sampler_request_stop(s);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ESTOPPED);
+    assert_msg(dfm_sampler_last_error(s), "stop was requested before");
+    ck_assert_int_eq(c.calls, 0);
+    ck_assert_int_eq(memcmp(tok, before, sizeof tok), 0);
+    /* the request was consumed: the next run goes through */
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    ck_assert_int_eq(c.calls, NSTEPS);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+START_TEST(test_stop_inside_model)
+{
+    int32_t tok[ROWS * D], before[ROWS * D];
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.act = ACT_STOP;
+    c.at_call = 2;
+    init_tokens(tok, ROWS * D);
+    memcpy(before, tok, sizeof tok);
+    dfm_run_args a = ds_args(&c, tok);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ESTOPPED);
+    assert_msg(dfm_sampler_last_error(s), "stop requested");
+    assert_msg(dfm_sampler_last_error(s), "after step 2");
+    ck_assert_int_eq(c.calls, 3);
+    ck_assert_int_eq(memcmp(tok, before, sizeof tok), 0);
+    ck_assert_int_eq(dfm_sampler_callback_status(s), 0);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+static int stop_at_1(int step, int n_steps, double t, void *ud)
+{
+    (void)n_steps;
+    (void)t;
+    (void)ud;
+    return step == 1 ? 7 : 0;
+}
+
+START_TEST(test_progress_value_kept)
+{
+    for (int k = 0; k < 5; k++) {
+        dfm_sampler *s = makers[k]();
+        int32_t tok[2 * D] = {1, 1, 1, 1, 1, 1};
+        float re[4] = {9, 9, 9, 9};
+        ctx c;
+        memset(&c, 0, sizeof c);
+        c.at_call = -1;
+        dfm_run_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.model = misuse_model;
+        a.model_data = &c;
+        a.rows = 2;
+        if (k == 1 || k == 2) a.reals = re; else a.tokens = tok;
+        a.progress = stop_at_1;
+        ck_assert_msg(dfm_sampler_run(s, &a) == DFM_ESTOPPED, "kind %d: %s", k,
+                      dfm_sampler_last_error(s));
+        ck_assert_int_eq(dfm_sampler_callback_status(s), 7);
+        assert_msg(dfm_sampler_last_error(s), "progress callback returned 7");
+        for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(tok[j], 1);
+        for (int j = 0; j < 4; j++) ck_assert(re[j] == 9.0f);
+        dfm_sampler_free(s);
+    }
+}
+END_TEST
+
+/* dfm_sampler_request_stop from another thread while the run is in progress. */
+typedef struct xctx {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int in_model, requested, calls;
+    dfm_sampler *s;
+} xctx;
+
+static int blocking_model(const dfm_model_io *io, void *ud)
+{
+    xctx *x = (xctx *)ud;
+    pthread_mutex_lock(&x->mu);
+    if (++x->calls == 3) {
+        x->in_model = 1;
+        pthread_cond_broadcast(&x->cv);
+        while (!x->requested) pthread_cond_wait(&x->cv, &x->mu);
+    }
+    pthread_mutex_unlock(&x->mu);
+    fill_out(io, 0.5f);
+    return 0;
+}
+
+static void *stopper(void *arg)
+{
+    xctx *x = (xctx *)arg;
+    pthread_mutex_lock(&x->mu);
+    while (!x->in_model) pthread_cond_wait(&x->cv, &x->mu);
+    pthread_mutex_unlock(&x->mu);
+    dfm_sampler_request_stop(x->s); /* the run is in progress: it is inside the model */
+    pthread_mutex_lock(&x->mu);
+    x->requested = 1;
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+START_TEST(test_stop_from_other_thread)
+{
+    int32_t tok[ROWS * D], before[ROWS * D];
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_THREADS, 2), 0);
+    xctx x;
+    memset(&x, 0, sizeof x);
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_cond_init(&x.cv, NULL);
+    x.s = s;
+    init_tokens(tok, ROWS * D);
+    memcpy(before, tok, sizeof tok);
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = blocking_model;
+    a.model_data = &x;
+    a.rows = ROWS;
+    a.tokens = tok;
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, stopper, &x), 0);
+    int st = dfm_sampler_run(s, &a);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(st, DFM_ESTOPPED);
+    assert_msg(dfm_sampler_last_error(s), "after step 2");
+    ck_assert_int_eq(x.calls, 3);
+    ck_assert_int_eq(memcmp(tok, before, sizeof tok), 0);
+    /* consumed: the next run completes */
+    x.requested = 1;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+    pthread_mutex_destroy(&x.mu);
+    pthread_cond_destroy(&x.cv);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+static Suite *misuse_suite(void)
+{
+    Suite *s = suite_create("misuse");
+    TCase *tc = tu_tcase("reentry");
+    tcase_add_loop_test(tc, test_reconfigure_inside_model, 0,
+                        (int)(sizeof reconfig / sizeof reconfig[0]));
+    tcase_add_test(tc, test_free_inside_model);
+    tcase_add_test(tc, test_queries_inside_model);
+    tcase_add_test(tc, test_nested_other_handle_stats);
+    tcase_add_loop_test(tc, test_every_sampler_kind, 0, 5);
+    tcase_add_test(tc, test_log_likelihood_reentry);
+    tcase_add_test(tc, test_path_sample_reentry);
+    tcase_add_test(tc, test_loss_eval_reentry);
+    tcase_add_test(tc, test_mixture_rates_reentry);
+    tcase_add_test(tc, test_elbo_reentry);
+    tcase_add_test(tc, test_trainer_reentry);
+    tcase_add_test(tc, test_ctmc_reentry);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("stop");
+    tcase_add_test(tc, test_stop_before_run);
+    tcase_add_test(tc, test_stop_inside_model);
+    tcase_add_test(tc, test_progress_value_kept);
+    tcase_add_test(tc, test_stop_from_other_thread);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(misuse_suite()) ? 1 : 0; }
