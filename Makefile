@@ -11,7 +11,11 @@ INCLUDEDIR ?= $(PREFIX)/include
 DESTDIR    ?=
 
 CC      ?= cc
-CXX     ?= c++
+# The C++ compiler follows CC: clang (clang-14, /usr/bin/clang) pairs with clang++ (clang++-14,
+# ...), any other CC with c++. An explicit CXX= wins.
+ifeq ($(origin CXX),default)
+CXX := $(if $(findstring clang,$(notdir $(CC))),$(if $(findstring /,$(CC)),$(dir $(CC)))$(subst clang,clang++,$(notdir $(CC))),c++)
+endif
 # Debian's interpreter carries python3-numpy/scipy; a python3 earlier on PATH may not.
 PYTHON  ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
 PKG_CONFIG ?= pkg-config
@@ -47,11 +51,24 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 # WERROR=1 turns warnings in the library's own sources into errors (CI does this).
 LIB_WERROR := $(if $(WERROR),-Werror)
-LIB_CFLAGS := $(LIB_WERROR) -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
+# No fused multiply-add contraction: GCC in ISO C mode already leaves a * b + c as two roundings,
+# clang contracts by default where the target has FMA (aarch64, x86-64-v3 and up); results must
+# not depend on the compiler or the architecture (docs/promises.md).
+FP_FLAGS   := -ffp-contract=off
+LIB_CFLAGS := $(LIB_WERROR) $(FP_FLAGS) -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden -DDFM_BUILDING \
               -Iinclude -Isrc $(WARN) $(BLAS_CFLAGS) $(CFLAGS)
 LIB_LIBS   := $(BLAS_LIBS) -lpthread -lm
 
 OBJS := $(patsubst src/%.c,_build/obj/%.o,$(SRCS))
+# Everything compiled is rebuilt when the compilers or flags change (`make CC=clang check` after
+# `make check`): _build/toolchain holds them and is rewritten only when they differ.
+TOOLCHAIN := $(CC) | $(CXX) | $(filter-out -Werror,$(LIB_CFLAGS)) | $(LDFLAGS)
+TC_STAMP  := _build/toolchain
+$(TC_STAMP): FORCE
+	@mkdir -p $(@D)
+	@[ "$$(cat $@ 2>/dev/null)" = '$(TOOLCHAIN)' ] || printf '%s\n' '$(TOOLCHAIN)' > $@
+.PHONY: FORCE
+FORCE:
 HDRS := $(wildcard include/dfm/*.h) $(wildcard src/*/*.h)
 
 SHLIB := lib/libdfm.so.$(VERSION)
@@ -59,7 +76,7 @@ STLIB := lib/libdfm.a
 
 TESTS     := $(shell cat tests/tests.list)
 TEST_BINS := $(addprefix _build/tests/,$(TESTS))
-TEST_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Itests $(WARN) -Wno-missing-prototypes \
+TEST_CFLAGS := $(FP_FLAGS) -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Itests $(WARN) -Wno-missing-prototypes \
                $(CHECK_CFLAGS) $(BLAS_CFLAGS) $(CFLAGS)
 RPATH := -Wl,-rpath,$(CURDIR)/lib
 
@@ -79,7 +96,7 @@ all: $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc
 deps:
 	@sh tools/deps.sh $(DEB_PKGS)
 
-_build/obj/%.o: src/%.c $(HDRS)
+_build/obj/%.o: src/%.c $(HDRS) $(TC_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
@@ -105,11 +122,11 @@ dfm.pc: dfm.pc.in include/dfm/common.h Makefile
 	$(PC_SED) $< > $@
 
 # ---- tests ----
-_build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/libdfm.so | _build/tests
+_build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/libdfm.so $(TC_STAMP) | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
 # test_kernels checks internal kernels: it links the static library, where they are visible.
-_build/tests/test_kernels: tests/test_kernels.c tests/testutil.h $(HDRS) $(STLIB) | _build/tests
+_build/tests/test_kernels: tests/test_kernels.c tests/testutil.h $(HDRS) $(STLIB) $(TC_STAMP) | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ $(STLIB) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
 # DFM_OBJ_DIR: tests/layers.sh also checks that no two source files call each other in a loop.
@@ -118,7 +135,7 @@ check: all $(TEST_BINS)
 	  sh tests/run-all.sh $(TEST_BINS)
 
 # ---- examples ----
-_build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so | _build/examples
+_build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so $(TC_STAMP) | _build/examples
 	$(CC) $(EX_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(BLAS_LIBS) $(PNG_LIBS) -lpthread -lm
 
 examples: all $(EX_BINS)
@@ -128,7 +145,7 @@ demo: deps all _build/examples/$(DEMO)
 	./_build/examples/$(DEMO)
 
 # ---- benchmarks ----
-_build/bench/%: bench/%.c $(HDRS) lib/libdfm.so | _build/bench
+_build/bench/%: bench/%.c $(HDRS) lib/libdfm.so $(TC_STAMP) | _build/bench
 	$(CC) $(EX_CFLAGS) -Ibench $< -o $@ -Llib -ldfm $(RPATH) $(BLAS_LIBS) -lpthread -lm
 
 BENCHES := $(patsubst bench/%.c,%,$(wildcard bench/bench_*.c))

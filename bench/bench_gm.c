@@ -50,6 +50,9 @@ static int backward(const dfm_model_io *io, const float *grad, void *ud)
     return 0;
 }
 
+#if defined(__GNUC__)
+__attribute__((noreturn)) /* handles are set when it returns (clang -Wsometimes-uninitialized) */
+#endif
 static void die(const char *w) { fprintf(stderr, "bench_gm: %s failed\n", w); exit(1); }
 
 int main(void)

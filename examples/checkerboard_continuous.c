@@ -37,7 +37,7 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* option, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         if (!v) {
@@ -74,7 +74,6 @@ static int parse_args(int argc, char **argv, opts *o)
             usage(stderr);
             return -1;
         }
-        i++;
     }
     return 0;
 }

@@ -247,7 +247,7 @@ int main(int argc, char **argv)
     long rows_l = 50000, threads = 1, seed = 7;
     double c = 3.0;
     const char *out = "ctmc_tv.png";
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* option, value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -262,7 +262,6 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--out")) out = v;
         else { fprintf(stderr, "ctmc: unknown option %s; see --help\n", a); return 2; }
         if (bad) { fprintf(stderr, "ctmc: bad value for %s: '%s'\n", a, v); return 2; }
-        i++;
     }
     {
         FILE *f = fopen(out, "wb");

@@ -4,7 +4,7 @@ CXX_EX_SRCS  := $(wildcard examples/*.cpp)
 CXX_EX_BINS  := $(patsubst examples/%.cpp,_build/examples/%,$(CXX_EX_SRCS))
 CXX_EX_FLAGS := -std=c++11 -Iinclude -Wall -Wextra -Wshadow -pedantic $(CFLAGS)
 
-_build/examples/%: examples/%.cpp include/dfm/dfm.hpp $(HDRS) lib/libdfm.so | _build/examples
+_build/examples/%: examples/%.cpp include/dfm/dfm.hpp $(HDRS) lib/libdfm.so $(TC_STAMP) | _build/examples
 	$(CXX) $(CXX_EX_FLAGS) $< -o $@ -Llib -ldfm $(RPATH) -lpthread -lm
 
 .PHONY: examples-cxx

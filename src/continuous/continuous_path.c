@@ -139,8 +139,10 @@ void dfm__normal_row(uint64_t seed, unsigned stream, uint64_t row, uint32_t step
     }
 }
 
+/* Cloned functions stay static: clang 14 names the dispatcher of an external one
+ * "name.ifunc", which callers in other files do not reach. */
 DFM_CLONES_V4
-int dfm__all_finite_f(const float *x, size_t n)
+static int all_finite_f(const float *x, size_t n)
 {
     const uint32_t *u = (const uint32_t *)(const void *)x; /* float and uint32_t: same size */
     uint32_t bad = 0;
@@ -150,6 +152,11 @@ int dfm__all_finite_f(const float *x, size_t n)
             bad |= (uint32_t)((u[i + k] & 0x7f800000u) == 0x7f800000u);
     for (; i < n; i++) bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
     return !bad;
+}
+
+int dfm__all_finite_f(const float *x, size_t n)
+{
+    return all_finite_f(x, n);
 }
 
 /* ---- conversions ---- */
@@ -347,10 +354,10 @@ static int bound_range(void *vctx, size_t begin, size_t end, int tid)
     (void)tid;
     for (size_t r = begin; r < end; r++) {
         const float *x1 = a->x1_reals + r * d;
-        c->bound[2 * r] = dfm__all_finite_f(x1, d) ? max_abs_f(x1, d) : -1.0f;
+        c->bound[2 * r] = all_finite_f(x1, d) ? max_abs_f(x1, d) : -1.0f;
         if (a->x0_reals) {
             const float *x0 = a->x0_reals + r * d;
-            c->bound[2 * r + 1] = dfm__all_finite_f(x0, d) ? max_abs_f(x0, d) : -1.0f;
+            c->bound[2 * r + 1] = all_finite_f(x0, d) ? max_abs_f(x0, d) : -1.0f;
         } else {
             c->bound[2 * r + 1] = 6.0f;
         }

@@ -40,7 +40,6 @@ static inline float expf_nonpos(float x)
  * blocks of 128 elements (16 float terms per lane within a block). */
 #if defined(__GNUC__)
 #define VEC 1
-#pragma GCC diagnostic ignored "-Wpsabi" /* vectors never cross a non-inlined call */
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
@@ -50,8 +49,9 @@ typedef double v4d __attribute__((vector_size(32)));
  * (relative error < 2e-7 in 2^y; the float rounding of y = (z - max) * scale * log2(e) adds a
  * relative error of |y| * 4e-8: measured below 1e-6 for z - max in [-10, 0] and below 4e-6 down
  * to -80); lanes with y <= -126 give exactly 0. */
-static inline __attribute__((always_inline)) v8f exp2_v8(v8f y)
+static inline __attribute__((always_inline)) void exp2_v8(v8f *yv)
 {
+    v8f y = *yv;
     const v8f zero = {0, 0, 0, 0, 0, 0, 0, 0};
     const v8f lo = zero - 126.0f, magic = zero + 12582912.0f;
     v8i keep = y > lo;
@@ -66,14 +66,14 @@ static inline __attribute__((always_inline)) v8f exp2_v8(v8f y)
     q = q * f + 1.0000001192092896f;
     v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
     v8f v = q * (v8f)e;
-    return (v8f)((v8i)v & keep);
+    *yv = (v8f)((v8i)v & keep);
 }
 
-static inline __attribute__((always_inline)) double hsum_v8f_d(v8f a)
+static inline __attribute__((always_inline)) double hsum_v8f_d(const v8f *a)
 {
     v4f h0, h1;
-    memcpy(&h0, &a, sizeof h0);
-    memcpy(&h1, (const char *)&a + sizeof h0, sizeof h1);
+    memcpy(&h0, a, sizeof h0);
+    memcpy(&h1, (const char *)a + sizeof h0, sizeof h1);
     v4d s = __builtin_convertvector(h0, v4d) + __builtin_convertvector(h1, v4d);
     return (s[0] + s[1]) + (s[2] + s[3]);
 }
@@ -94,11 +94,12 @@ static double exp_shift_sum_generic(const float *src, size_t n, float shift, flo
         for (; i + 8 <= end; i += 8) {
             v8f x;
             memcpy(&x, src + i, sizeof x);
-            v8f v = exp2_v8((x - sh) * k);
+            v8f v = (x - sh) * k;
+            exp2_v8(&v);
             memcpy(dst + i, &v, sizeof v);
             acc += v;
         }
-        total += hsum_v8f_d(acc);
+        total += hsum_v8f_d(&acc);
     }
 #endif
     for (; i < n; i++) {
@@ -363,7 +364,7 @@ static double block_sum(const float *w, size_t n)
         memcpy(&x, w + i, sizeof x);
         acc += x;
     }
-    s = hsum_v8f_d(acc);
+    s = hsum_v8f_d(&acc);
 #endif
     for (; i < n; i++) s += (double)w[i];
     return s;

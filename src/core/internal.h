@@ -18,7 +18,11 @@
 #endif
 
 /* Function multiversioning for the hot kernels (x86-64 GCC/Clang with ifunc); off with
- * -DDFM_NO_CLONES (sanitizer and fuzzing builds). */
+ * -DDFM_NO_CLONES (sanitizer and fuzzing builds, the portable-kernel digest run). Only on static
+ * functions: clang 14 names an external one's dispatcher "name.ifunc" (callers in other files
+ * miss it) and gives every dispatcher a global "name.resolver" symbol, hidden from the shared
+ * object by lib/dfm.map, so cloned function names must be unique across src/. Vector types never
+ * pass by value between functions (clang rejects it without AVX, GCC notes the ABI change). */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(DFM_NO_CLONES) \
     && (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 6))
 #  define DFM_CLONES __attribute__((target_clones("avx2", "default")))

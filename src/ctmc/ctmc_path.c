@@ -298,7 +298,7 @@ static int cond_common(dfm_path *p, double t, int32_t x1, void *buf, size_t *n)
 
 static int cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
 {
-    size_t n;
+    size_t n = 0; /* set by cond_common on success (GCC -O3 cannot see it) */
     int st = cond_common(p, t, x1, probs, &n);
     if (st) return st;
     const dfm__ctpath *m = dfm__ctpath_of(p);
@@ -318,7 +318,7 @@ static int cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
 
 static int cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
 {
-    size_t n;
+    size_t n = 0; /* set by cond_common on success */
     int st = cond_common(p, t, x1, Q, &n);
     if (st) return st;
     if (t >= 1.0) return dfm__fail(&p->b, DFM_ERANGE, "conditional rates diverge at t = 1");

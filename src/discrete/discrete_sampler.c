@@ -456,7 +456,7 @@ static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
             memcpy(b->saved + ks * n, b->state, n * sizeof(int32_t));
             ks++;
         }
-        double k0, dk0, k1, dk1;
+        double k0 = 0.0, dk0 = 0.0, k1 = 0.0, dk1 = 0.0; /* -O3 cannot see kappa_at set them */
         if ((st = kappa_at(s, t0, &k0, &dk0)) || (st = kappa_at(s, t1, &k1, &dk1))) return st;
         if (k1 < k0)
             return dfm__fail(&s->b, DFM_ENUMERIC, "kappa decreases between t = %g and %g", t0, t1);
