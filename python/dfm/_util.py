@@ -2,12 +2,14 @@
 import collections
 import ctypes
 import inspect
+import operator
 import threading
 import weakref
 
 import numpy as np
 
 from . import _lib
+from . import constants as _C
 from .errors import DfmError
 
 F32 = np.dtype(np.float32)
@@ -18,28 +20,157 @@ U8 = np.dtype(np.uint8)
 _CT = {F32: ctypes.c_float, F64: ctypes.c_double, I32: ctypes.c_int32, U8: ctypes.c_uint8}
 
 
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+SIZE_MAX = (1 << (8 * ctypes.sizeof(ctypes.c_size_t))) - 1
+
+_HOW = {F32: "x.astype(numpy.float32) / tensor.float()", F64: "x.astype(numpy.float64)",
+        I32: "x.astype(numpy.int32)", U8: "a bool or uint8 array"}
+
+
+def as_ndarray(x, name):
+    """A numpy.ndarray over the memory of an array-like, without a copy when the object allows:
+    numpy arrays as they are; objects with __array__ / __array_interface__ (PyTorch CPU tensors,
+    whose __array__ is a writable view of the tensor's memory) through numpy.asarray; objects
+    with only __dlpack__ through numpy.from_dlpack (read-only view); buffer-protocol objects
+    (array.array, memoryview) through memoryview. TypeError for anything else, and for a
+    tensor that cannot be viewed (on a GPU, or requiring grad: use .detach().cpu())."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        if hasattr(x, "__array__") or hasattr(x, "__array_interface__"):
+            return np.asarray(x)
+        if hasattr(x, "__dlpack__"):
+            return np.from_dlpack(x)
+        return np.asarray(memoryview(x))
+    except (RuntimeError, TypeError, ValueError, BufferError, AttributeError) as e:
+        raise TypeError("%s: a %s cannot be viewed as a numpy array (%s)"
+                        % (name, type(x).__name__, e)) from e
+
+
+def _to_int32(a, name):
+    """Integer array -> int32; a value outside int32 raises DfmError(ERANGE) naming it (it is
+    outside every vocabulary too), nothing wraps."""
+    if a.size and (int(a.min()) < INT32_MIN or int(a.max()) > INT32_MAX):
+        bad = (a < INT32_MIN) | (a > INT32_MAX)
+        idx = np.unravel_index(int(np.flatnonzero(bad)[0]), a.shape)
+        pos = ("[row %d][coord %d]" % idx if len(idx) == 2
+               else "".join("[%d]" % i for i in idx))
+        raise DfmError(_C.ERANGE, "%s%s = %d is outside the int32 range of tokens"
+                       % (name, pos, int(a[idx])))
+    return a.astype(I32)
+
+
+def _convert(a, dtype, name, from_list):
+    """a (an ndarray) as dtype, by the package's conversion rules (docs/python.md, Arrays)."""
+    if a.dtype == dtype:
+        return a
+    if a.dtype.kind == dtype.kind and a.dtype.itemsize == dtype.itemsize:
+        return a.astype(dtype)                   # the other byte order: same values
+    k = a.dtype.kind
+    if dtype == I32 and k in "iu":
+        return _to_int32(a, name)
+    if dtype == F64 and (k in "iu" or (k == "f" and a.dtype.itemsize <= 8)):
+        return a.astype(F64)
+    if dtype == U8 and k == "b":
+        return a.view(U8)
+    if dtype == F32 and (from_list or a.size == 0) and k in "iuf":
+        return a.astype(F32)
+    if from_list and a.size == 0:
+        return a.astype(dtype)
+    if dtype == F32 and k == "f":
+        raise TypeError("%s must have dtype float32, got %s: the package does not round to "
+                        "float32 silently (convert with %s)" % (name, a.dtype, _HOW[F32]))
+    raise TypeError("%s must have dtype %s, got %s (%s)" % (name, dtype, a.dtype, _HOW[dtype]))
+
+
+def check_shape(a, shape, name):
+    if shape is not None:
+        if a.ndim != len(shape) or any(w is not None and w != g for w, g in zip(shape, a.shape)):
+            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
+            raise ValueError("%s must have shape %s, got %s" % (name, want, a.shape))
+
+
 def arr(x, dtype, shape, name, writable=False, optional=False):
-    """Validates a bulk buffer: a numpy.ndarray of exactly dtype (TypeError otherwise), of the
-    given shape (None entries are free; ValueError otherwise), C-contiguous (ValueError).
-    Returns x itself (never a copy), or None when x is None and optional."""
+    """A bulk input buffer as a C-contiguous numpy array of exactly dtype and shape (None
+    entries free; ValueError otherwise). x: a numpy array, a PyTorch CPU tensor or any object
+    as_ndarray takes, or a list / tuple. Used as is (no copy) when it already has the dtype and
+    is C-contiguous; else converted to a new array: a list / tuple; a non-contiguous array; a
+    time / probability (float64) given as float32 or integers; tokens (int32) given as another
+    integer dtype (values outside int32 raise DfmError ERANGE); a bool mask viewed as uint8.
+    float32 buffers are never rounded from float64 (TypeError), and floats are never truncated
+    to tokens (TypeError). writable=True: an output the caller gives, see out_arr."""
     if x is None:
         if optional:
             return None
-        raise TypeError("%s is required (a numpy.ndarray of %s)" % (name, dtype))
-    if not isinstance(x, np.ndarray):
-        raise TypeError("%s must be a numpy.ndarray of %s, got %s" % (name, dtype,
-                                                                     type(x).__name__))
-    if x.dtype != dtype:
-        raise TypeError("%s must have dtype %s, got %s" % (name, dtype, x.dtype))
-    if shape is not None:
-        if x.ndim != len(shape) or any(w is not None and w != g for w, g in zip(shape, x.shape)):
-            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
-            raise ValueError("%s must have shape %s, got %s" % (name, want, x.shape))
-    if not x.flags.c_contiguous:
-        raise ValueError("%s must be C-contiguous (use numpy.ascontiguousarray)" % name)
-    if writable and not x.flags.writeable:
-        raise ValueError("%s must be writable" % name)
-    return x
+        raise TypeError("%s is required (an array of %s)" % (name, dtype))
+    if writable:
+        return out_arr(x, dtype, shape, name)
+    from_list = isinstance(x, (list, tuple))
+    if from_list:
+        try:
+            a = np.asarray(x)
+        except ValueError as e:
+            raise ValueError("%s: %s" % (name, e)) from e
+        if a.dtype.kind not in "biuf":
+            raise TypeError("%s: a list of %s cannot be a %s buffer" % (name, a.dtype, dtype))
+    else:
+        a = as_ndarray(x, name)
+    a = _convert(a, dtype, name, from_list)
+    check_shape(a, shape, name)
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        a = np.ascontiguousarray(a)
+        if not a.flags.aligned:
+            a = a.copy()
+    return a
+
+
+def out_arr(x, dtype, shape, name):
+    """An output buffer the caller gives (filled in place): an array or tensor of exactly dtype
+    and shape, C-contiguous and writable, viewed without a copy, so what libdfm writes lands in
+    the caller's memory. Anything that would need a copy is refused (TypeError / ValueError)."""
+    if isinstance(x, (list, tuple)):
+        raise TypeError("%s must be an array to write into (numpy array or CPU tensor), got a "
+                        "%s" % (name, type(x).__name__))
+    a = as_ndarray(x, name)
+    if a.dtype != dtype:
+        raise TypeError("%s must have dtype %s to be written in place, got %s"
+                        % (name, dtype, a.dtype))
+    check_shape(a, shape, name)
+    if not (a.flags.c_contiguous and a.flags.aligned):
+        raise ValueError("%s must be C-contiguous to be written in place (results would land in "
+                         "a copy); use numpy.ascontiguousarray / tensor.contiguous() and pass "
+                         "that" % name)
+    if not a.flags.writeable:
+        raise ValueError("%s must be writable (a read-only view, e.g. numpy.from_dlpack, cannot "
+                         "receive results)" % name)
+    return a
+
+
+def uint_arg(v, bits, name):
+    """An integer in [0, 2**bits) (seeds, draw indices, steps): TypeError for a non-integer
+    (float, bool, str), ValueError outside the range; never wrapped."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError("%s must be an integer, got %r" % (name, v))
+    try:
+        i = operator.index(v)
+    except TypeError:
+        raise TypeError("%s must be an integer, got %s %r" % (name, type(v).__name__, v)) from None
+    if not 0 <= i < (1 << bits):
+        raise ValueError("%s must be in [0, 2**%d), got %d" % (name, bits, i))
+    return i
+
+
+def int64_arg(v, name):
+    """An integer in int64 (option values): TypeError for a non-integer, ValueError outside."""
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    try:
+        i = operator.index(v)
+    except TypeError:
+        raise TypeError("%s must be an integer, got %s %r" % (name, type(v).__name__, v)) from None
+    if not -(1 << 63) <= i < (1 << 63):
+        raise ValueError("%s must be in the int64 range, got %d" % (name, i))
+    return i
 
 
 def ptr(x):
@@ -50,9 +181,17 @@ def ptr(x):
 
 
 def check_size(n, name):
-    n = int(n)
+    """A count or offset: an integer in [0, SIZE_MAX] (TypeError for floats, never wrapped)."""
+    if isinstance(n, (bool, np.bool_)):
+        raise TypeError("%s must be an integer, got %r" % (name, n))
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError("%s must be an integer, got %s %r" % (name, type(n).__name__, n)) from None
     if n < 0:
         raise ValueError("%s must be >= 0, got %d" % (name, n))
+    if n > SIZE_MAX:
+        raise ValueError("%s must be <= %d, got %d" % (name, SIZE_MAX, n))
     return n
 
 
@@ -125,35 +264,84 @@ def _wants_info(fn, n_plain):
 
 
 def io_views(io):
+    """(t, tokens, reals, info) of a dfm_model_io for a Python callback: writable copies of
+    libdfm's const inputs (the library's buffers stay untouched whatever the callback does, and
+    torch.from_numpy takes them without a warning); None where the call has none."""
     rows = io.rows
-    t = view(io.t, (rows,), F64, True)
-    tokens = view(io.tokens, (rows, io.n_tokens), I32, True) if io.tokens else None
-    reals = view(io.reals, (rows, io.n_reals), F32, True) if io.reals else None
+    t = view(io.t, (rows,), F64, True).copy()
+    tokens = view(io.tokens, (rows, io.n_tokens), I32, True).copy() if io.tokens else None
+    reals = view(io.reals, (rows, io.n_reals), F32, True).copy() if io.reals else None
     branch = io.branch if io.struct_size >= _IO_BRANCH_END else 0
     step = io.step if io.struct_size >= _IO_STEP_END else -1
     part_t = None
     if io.struct_size >= _IO_PART_END and io.part_t and io.n_part_t:
-        part_t = view(io.part_t, (rows, io.n_part_t), F64, True)
+        part_t = view(io.part_t, (rows, io.n_part_t), F64, True).copy()
     info = ModelInfo(io.row_offset, step, branch, rows, part_t)
     return t, tokens, reals, info
 
 
-def model_callback(model):
+OUT_SHAPES = ("2d", "3d")
+
+
+def out_shape_arg(out_shape):
+    if out_shape not in OUT_SHAPES:
+        raise ValueError("out_shape must be \"2d\" (rows, out_stride) or \"3d\" (rows, d, V), "
+                         "got %r" % (out_shape,))
+    return out_shape
+
+
+def token_split(n_tokens, n_reals, stride):
+    """(d, V) when a row of stride floats is d blocks of V per-token values (a token-only
+    space, stride = d * V), else None."""
+    if n_tokens and not n_reals and stride and stride % n_tokens == 0:
+        return n_tokens, stride // n_tokens
+    return None
+
+
+def shaped_view(a, io, out_shape, name):
+    """a (rows, out_stride) as the model sees it: itself for "2d", (rows, d, V) for "3d"."""
+    if out_shape == "2d":
+        return a
+    split = token_split(io.n_tokens, io.n_reals, io.out_stride)
+    if split is None:
+        raise ValueError("out_shape=\"3d\" needs a token-only output of d x V values per row; "
+                         "this %s has %d tokens, %d reals and %d values per row"
+                         % (name, io.n_tokens, io.n_reals, io.out_stride))
+    return a.reshape(io.rows, split[0], split[1])
+
+
+def store_result(out, r, io, name):
+    """Copies a model's returned array (numpy, tensor, list) into out (rows, out_stride); a
+    (rows, d, V) result of a token-only output is accepted too."""
+    if isinstance(r, (list, tuple, int, float, np.generic)):
+        r = np.asarray(r)
+    elif not isinstance(r, np.ndarray):
+        r = as_ndarray(r, name + " result")
+    split = token_split(io.n_tokens, io.n_reals, io.out_stride)
+    if split is not None and r.shape == (io.rows,) + split:
+        r = r.reshape(io.rows, io.out_stride)
+    out[...] = r
+
+
+def model_callback(model, out_shape="2d"):
     """Wraps model(t, tokens, reals, out[, info]) as a dfm_model_fn. t: (rows,) float64,
-    tokens: (rows, n_tokens) int32 or None, reals: (rows, n_reals) float32 or None (all
-    read-only views), out: (rows, out_stride) float32 to fill. A returned array (not None) is
-    copied into out."""
+    tokens: (rows, n_tokens) int32 or None, reals: (rows, n_reals) float32 or None (writable
+    copies), out: libdfm's output buffer to fill in place, (rows, out_stride) float32, or
+    (rows, d, V) with out_shape="3d". A returned array (not None) is copied into out; it may
+    have either shape."""
     if not callable(model):
         raise TypeError("model must be callable")
+    out_shape_arg(out_shape)
     with_info = _wants_info(model, 4)
 
     def adapter(io_p, _ud):
         io = io_p.contents
         t, tokens, reals, info = io_views(io)
         out = view(io.out, (io.rows, io.out_stride), F32, False)
-        r = model(t, tokens, reals, out, info) if with_info else model(t, tokens, reals, out)
+        o = shaped_view(out, io, out_shape, "model")
+        r = model(t, tokens, reals, o, info) if with_info else model(t, tokens, reals, o)
         if r is not None:
-            out[...] = r
+            store_result(out, r, io, "model")
         return 0
     return Callback(_lib.model_fn, adapter, "model")
 

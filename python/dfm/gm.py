@@ -23,7 +23,8 @@ import numpy as np
 from . import _lib
 from . import constants as C
 from ._util import (F32, F64, I32, U8, Callback, Handle, _wants_info, arr, check_size, create,
-                    io_views, model_callback, ptr, raise_error, view)
+                    io_views, model_callback, out_shape_arg, ptr, raise_error, shaped_view,
+                    view)
 from .handles import (OPTIONS, Generator, Loss, Path, Sampler, Space, _enum, _isa, _Options)
 
 L = _lib.lib
@@ -59,12 +60,9 @@ def _union(*lists):
 
 
 def _weights(weights, n, name="weights"):
-    """None, or a float64 (n,) array (a list/tuple of numbers is accepted for these few
-    scalars)."""
+    """None, or n weights as a float64 array (from an array, tensor, list or tuple)."""
     if weights is None:
         return None
-    if isinstance(weights, (list, tuple)):
-        weights = np.array(weights, dtype=np.float64)
     return arr(weights, F64, (n,), name)
 
 
@@ -264,8 +262,8 @@ def _loss_product(cls, path, parts, weights=None):
 CondTarget = collections.namedtuple("CondTarget",
                                     "t xt_tokens x1_tokens xt_reals x1_reals x0_reals target")
 CondTarget.__doc__ = """What a conditional-target function receives: t (rows,) float64,
-tokens (rows, n_tokens) int32 and reals (rows, n_reals) float32 as read-only views (None when
-absent), target (rows, target_stride) float32 to fill. Valid during the call only."""
+tokens (rows, n_tokens) int32 and reals (rows, n_reals) float32 as writable copies (None when
+absent), target (rows, target_stride) float32, libdfm's buffer, to fill during the call."""
 
 
 def _loss_gm(cls, space, kind, fn):
@@ -283,9 +281,9 @@ def _loss_gm(cls, space, kind, fn):
         rows, nt, nr = io.rows, io.n_tokens, io.n_reals
 
         def opt(p, n, dt):
-            return view(p, (rows, n), dt, True) if p else None
+            return view(p, (rows, n), dt, True).copy() if p else None
         target = view(io.target, (rows, io.target_stride), F32, False)
-        r = fn(CondTarget(view(io.t, (rows,), F64, True), opt(io.xt_tokens, nt, I32),
+        r = fn(CondTarget(view(io.t, (rows,), F64, True).copy(), opt(io.xt_tokens, nt, I32),
                           opt(io.x1_tokens, nt, I32), opt(io.xt_reals, nr, F32),
                           opt(io.x1_reals, nr, F32), opt(io.x0_reals, nr, F32), target))
         if r is not None:
@@ -315,9 +313,10 @@ TrainStep = collections.namedtuple("TrainStep", "loss t")
 TrainDraw = collections.namedtuple("TrainDraw", "t part_t xt_tokens xt_reals x0_reals")
 
 
-def backward_callback(backward):
+def backward_callback(backward, out_shape="2d"):
     """Wraps backward(t, tokens, reals, out, grad[, info]) as a dfm_backward_fn: the forward
-    call's inputs and output and dLoss/dout (rows, out_stride) float32, all read-only."""
+    call's inputs and output and dLoss/dout (rows, out_stride) float32 (or (rows, d, V) with
+    out_shape="3d"), all writable copies (torch.from_numpy(grad) takes them as they are)."""
     if not callable(backward):
         raise TypeError("backward must be callable")
     with_info = _wants_info(backward, 5)
@@ -325,8 +324,10 @@ def backward_callback(backward):
     def adapter(io_p, grad_p, _ud):
         io = io_p.contents
         t, tokens, reals, info = io_views(io)
-        out = view(io.out, (io.rows, io.out_stride), F32, True)
-        grad = view(grad_p, (io.rows, io.out_stride), F32, True)
+        out = shaped_view(view(io.out, (io.rows, io.out_stride), F32, True).copy(), io,
+                          out_shape, "backward")
+        grad = shaped_view(view(grad_p, (io.rows, io.out_stride), F32, True).copy(), io,
+                           out_shape, "backward")
         if with_info:
             backward(t, tokens, reals, out, grad, info)
         else:
@@ -389,9 +390,11 @@ class Trainer(_Options, Handle):
         if nr == 0 and (x1_reals is not None or x0_reals is not None):
             raise ValueError("the trainer's space has no reals")
         if nt:
-            rows = arr(x1_tokens, I32, (None, nt), "x1_tokens").shape[0]
+            x1_tokens = arr(x1_tokens, I32, (None, nt), "x1_tokens")
+            rows = x1_tokens.shape[0]
         else:
-            rows = arr(x1_reals, F32, (None, nr), "x1_reals").shape[0]
+            x1_reals = arr(x1_reals, F32, (None, nr), "x1_reals")
+            rows = x1_reals.shape[0]
         x1_tokens = arr(x1_tokens, I32, (rows, nt), "x1_tokens", optional=nt == 0)
         x1_reals = arr(x1_reals, F32, (rows, nr), "x1_reals", optional=nr == 0)
         x0_tokens = arr(x0_tokens, I32, (rows, nt), "x0_tokens", optional=True)
@@ -399,18 +402,19 @@ class Trainer(_Options, Handle):
         return rows, x1_tokens, x1_reals, x0_tokens, x0_reals
 
     def step(self, forward, backward=None, x1_tokens=None, x1_reals=None, *, x0_tokens=None,
-             x0_reals=None, fixed=None, row_offset=0):
+             x0_reals=None, fixed=None, row_offset=0, out_shape="2d"):
         """One training step on a batch of data x1 ((rows, n_tokens) int32 / (rows, n_reals)
         float32): draws t and x_t, calls forward(t, tokens, reals, out[, info]) (as a sampler
         model; info.part_t holds the per-part times), evaluates the loss and its gradient,
         calls backward(t, tokens, reals, out, grad[, info]) (None: evaluation only), and
-        advances the step counter. Returns TrainStep(loss, t): t (rows, n_times) float64."""
+        advances the step counter. Returns TrainStep(loss, t): t (rows, n_times) float64.
+        out_shape="3d": forward fills and backward receives (rows, d, V) arrays."""
         rows, x1_tokens, x1_reals, x0_tokens, x0_reals = self._data(x1_tokens, x1_reals,
                                                                     x0_tokens, x0_reals)
         if fixed is not None and isinstance(fixed, np.ndarray) and fixed.dtype == np.bool_:
             fixed = fixed.view(np.uint8)
         fixed = arr(fixed, U8, (rows, self.n_tokens), "fixed", optional=True)
-        fcb = model_callback(forward)
+        fcb = model_callback(forward, out_shape_arg(out_shape))
         cbs = [fcb]
         a = _lib.dfm_train_args()
         a.struct_size = ctypes.sizeof(a)
@@ -419,7 +423,7 @@ class Trainer(_Options, Handle):
         a.x0_tokens, a.x0_reals, a.fixed = ptr(x0_tokens), ptr(x0_reals), ptr(fixed)
         a.forward = fcb.c
         if backward is not None:
-            bcb = backward_callback(backward)
+            bcb = backward_callback(backward, out_shape)
             cbs.append(bcb)
             a.backward = bcb.c
         loss = ctypes.c_double()

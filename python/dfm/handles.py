@@ -8,8 +8,9 @@ from . import _lib
 from . import constants as C
 from ._states import n_states
 from ._util import (F32, F64, I32, U8, Callback, Handle, arr, check_size, clear, create,
-                    io_views, model_callback, progress_callback, ptr, raise_error,
-                    scalar_callback, view)
+                    check_shape, int64_arg, io_views, model_callback, out_arr, out_shape_arg,
+                    progress_callback, ptr, raise_error, scalar_callback, token_split,
+                    uint_arg, view)
 
 L = _lib.lib
 
@@ -55,12 +56,44 @@ def _isa(obj, cls, name):
 
 
 def _times(t, rows, name="t"):
-    """t as a float64 (rows,) array; a Python/numpy scalar is broadcast to every row."""
-    if isinstance(t, (int, float, np.floating, np.integer)) and not isinstance(t, bool):
-        if rows is None:
-            raise ValueError("a scalar %s needs the row count" % name)
-        return np.full(rows, float(t))
-    return arr(t, F64, (rows,), name)
+    """t as a float64 (rows,) array: an array, tensor, list or tuple of rows times (float64 used
+    as is, float32 / integers converted), or a scalar (also a 0-d array) broadcast to every
+    row."""
+    if isinstance(t, (bool, np.bool_)):
+        raise TypeError("%s must be a time or an array of times, got %r" % (name, t))
+    if not isinstance(t, (int, float, np.floating, np.integer)):
+        t = arr(t, F64, None, name)
+        if t.ndim != 0:
+            check_shape(t, (rows,), name)
+            return t
+    if rows is None:
+        raise ValueError("a scalar %s needs the row count" % name)
+    return np.full(rows, float(t))
+
+
+def _rows(x, dtype, n, name):
+    """x converted as a (rows, n) buffer (or None), and its row count (or None)."""
+    if x is None:
+        return None, None
+    x = arr(x, dtype, (None, n), name)
+    return x, x.shape[0]
+
+
+def _logits(x, rows, n_tokens, n_reals, stride, name):
+    """A model output / logits buffer given as (rows, stride) or, for a token-only output of
+    d x V values, as (rows, d, V): returned as the (rows, stride) float32 array (a view of the
+    same memory) and the caller's shape."""
+    split = token_split(n_tokens, n_reals, stride)
+    x = arr(x, F32, None, name)
+    if x.ndim == 3 and split is not None:
+        check_shape(x, (rows, split[0], split[1]), name)
+        return x.reshape(x.shape[0], stride), x.shape
+    if x.ndim == 3:
+        raise ValueError("%s: a (rows, d, V) array needs a token-only output of d x V values; "
+                         "this one has %d tokens, %d reals and %d values per row"
+                         % (name, n_tokens, n_reals, stride))
+    check_shape(x, (rows, stride), name)
+    return x, x.shape
 
 
 class _Options:
@@ -69,15 +102,25 @@ class _Options:
     _has_double = True
 
     def set_int(self, option, value):
-        self._call("dfm_%s_set_int" % self._prefix, int(option), int(value))
+        """An int64 option; the seed (OPT_SEED) is any integer in [0, 2**64) (libdfm keeps it
+        as uint64). Out-of-range values and non-integers raise; nothing wraps."""
+        option = int64_arg(option, "option")
+        if option == C.OPT_SEED:
+            value = uint_arg(value, 64, "seed")
+            value = value - (1 << 64) if value >= 1 << 63 else value   # the same 64 bits
+        else:
+            value = int64_arg(value, "option %d value" % option)
+        self._call("dfm_%s_set_int" % self._prefix, option, value)
 
     def get_int(self, option):
+        option = int64_arg(option, "option")
         v = ctypes.c_int64()
-        self._call("dfm_%s_get_int" % self._prefix, int(option), ctypes.byref(v))
-        return v.value
+        self._call("dfm_%s_get_int" % self._prefix, option, ctypes.byref(v))
+        return v.value & ((1 << 64) - 1) if option == C.OPT_SEED else v.value
 
     def set_double(self, option, value):
-        self._call("dfm_%s_set_double" % self._prefix, int(option), float(value))
+        self._call("dfm_%s_set_double" % self._prefix, int64_arg(option, "option"),
+                   float(value))
 
     def get_double(self, option):
         v = ctypes.c_double()
@@ -310,12 +353,12 @@ class Path(_Options, Handle):
 
     @classmethod
     def mixture(cls, space, scheduler, source="uniform", mask_token=None):
-        """Mixture path on [V]^d. source: "uniform", "mask" (mask_token defaults to V - 1) or a
-        float64 array of V source probabilities (custom source)."""
+        """Mixture path on [V]^d. source: "uniform", "mask" (mask_token defaults to V - 1) or V
+        source probabilities (custom source: an array, tensor, list or tuple)."""
         _isa(space, Space, "space")
         _isa(scheduler, Scheduler, "scheduler")
         p0 = None
-        if isinstance(source, np.ndarray):
+        if source is not None and not isinstance(source, (str, int, np.integer)):
             p0 = arr(source, F64, (space.token_vocab(0),), "source")
             src = C.SOURCE_CUSTOM
         else:
@@ -354,7 +397,7 @@ class Path(_Options, Handle):
                        cb.c, None, None, callbacks=[cb] + cbs)
             cbs.append(cb)   # the path may keep it (it is cached, but stay safe)
         else:
-            dist = arr(dist, F64, (V, V), "dist")
+            dist = arr(dist, F64, (V, V), "dist")          # array, tensor or nested list
             h = create("dfm_path_create_metric", space._ptr, scheduler._ptr, float(c),
                        ptr(dist), _lib.distance_fn(), None, None, callbacks=cbs)
         return cls(h, cbs)
@@ -398,30 +441,31 @@ class Path(_Options, Handle):
         x0_reals): the continuous conditional velocity target and the x0 used (None for
         discrete-only paths). part_t: optional (rows, n_parts) float64 per-part times
         (dfm_path_sample_parts; see Path.sample_parts)."""
-        x1 = x1_tokens if x1_tokens is not None else x1_reals
-        rows = x1.shape[0] if isinstance(x1, np.ndarray) and x1.ndim >= 1 else None
-        if rows is None and isinstance(part_t, np.ndarray) and part_t.ndim == 2:
-            rows = part_t.shape[0]
-        t = _times(t, rows)
-        rows = t.shape[0]
-        if part_t is not None:
-            part_t = arr(part_t, F64, (rows, L.dfm_path_n_parts(self._ptr)), "part_t")
         nt, nr = self.n_tokens, self.n_reals
-        x1_tokens = arr(x1_tokens, I32, (rows, nt), "x1_tokens", optional=nt == 0)
-        x0_tokens = arr(x0_tokens, I32, (rows, nt), "x0_tokens", optional=True)
-        x1_reals = arr(x1_reals, F32, (rows, nr), "x1_reals", optional=nr == 0)
-        x0_reals = arr(x0_reals, F32, (rows, nr), "x0_reals", optional=True)
         if nt == 0 and (x1_tokens is not None or x0_tokens is not None):
             raise ValueError("the path's space has no tokens")
         if nr == 0 and (x1_reals is not None or x0_reals is not None):
             raise ValueError("the path's space has no reals")
+        x1_tokens, rows = _rows(x1_tokens, I32, nt, "x1_tokens")
+        x1_reals, rows_r = _rows(x1_reals, F32, nr, "x1_reals")
+        rows = rows if rows is not None else rows_r
+        if part_t is not None:
+            part_t = arr(part_t, F64, (rows, L.dfm_path_n_parts(self._ptr)), "part_t")
+            rows = part_t.shape[0]
+        t = _times(t, rows)
+        rows = t.shape[0]
+        x1_tokens = arr(x1_tokens, I32, (rows, nt), "x1_tokens", optional=nt == 0)
+        x0_tokens = arr(x0_tokens, I32, (rows, nt), "x0_tokens", optional=True)
+        x1_reals = arr(x1_reals, F32, (rows, nr), "x1_reals", optional=nr == 0)
+        x0_reals = arr(x0_reals, F32, (rows, nr), "x0_reals", optional=True)
         xt_t = np.empty((rows, nt), np.int32) if nt else None
         xt_r = np.empty((rows, nr), np.float32) if nr else None
         tg = np.empty((rows, nr), np.float32) if nr else None
         x0o = np.empty((rows, nr), np.float32) if nr else None
         a = _lib.dfm_path_sample_args()
         a.struct_size = ctypes.sizeof(a)
-        a.rows, a.row_offset, a.draw = rows, check_size(row_offset, "row_offset"), int(draw)
+        a.rows, a.row_offset = rows, check_size(row_offset, "row_offset")
+        a.draw = uint_arg(draw, 32, "draw")
         a.t = ptr(t)
         a.x1_tokens, a.x0_tokens, a.xt_tokens = ptr(x1_tokens), ptr(x0_tokens), ptr(xt_t)
         a.x1_reals, a.x0_reals, a.xt_reals = ptr(x1_reals), ptr(x0_reals), ptr(xt_r)
@@ -591,10 +635,7 @@ class Generator(_Options, Handle):
         rows = tokens.shape[0]
         t = _times(t, rows)
         V = self.out_stride // d if d else 0
-        if not isinstance(logits, np.ndarray) or logits.ndim != 3:
-            logits = arr(logits, F32, (rows, d * V), "logits")
-        else:
-            logits = arr(logits, F32, (rows, d, V), "logits")
+        logits, _ = _logits(logits, rows, d, self.n_reals, self.out_stride, "logits")
         out = np.empty((rows, d, V), np.float32)
         self._call("dfm_mixture_rates", rows, ptr(t), ptr(tokens), ptr(logits), ptr(out))
         return out
@@ -661,11 +702,15 @@ class Loss(_Options, Handle):
 
     def eval(self, out, t, *, x1_tokens=None, xt_tokens=None, fixed=None, x0_reals=None,
              x1_reals=None, xt_reals=None, grad=True, part_t=None):
-        """Loss value and gradient wrt the model output out (rows, out_stride) float32.
-        Returns LossResult(loss: float, grad: float32 array like out or None, values: float64
-        (rows, n_tokens + n_reals) for reduction "none", else None). part_t: optional
-        (rows, n_parts) float64 per-part times (dfm_loss_eval_parts)."""
-        out = arr(out, F32, (None, self.out_stride), "out")
+        """Loss value and gradient wrt the model output out: (rows, out_stride) float32, or
+        (rows, d, V) for a token-only output of d x V values (logits, rates); a PyTorch tensor
+        is read in place (detach it first). grad: True (a new array shaped like out), False /
+        None (no gradient), or an array / tensor shaped like out to write the gradient into in
+        place (float32, C-contiguous). Returns LossResult(loss: float, grad: the gradient (the
+        caller's grad object when one was given) or None, values: float64 (rows, n_tokens +
+        n_reals) for reduction "none", else None). part_t: optional (rows, n_parts) float64
+        per-part times (dfm_loss_eval_parts)."""
+        out, shape = _logits(out, None, self.n_tokens, self.n_reals, self.out_stride, "out")
         rows = out.shape[0]
         t = _times(t, rows)
         if part_t is not None:
@@ -673,13 +718,17 @@ class Loss(_Options, Handle):
         nt, nr = self.n_tokens, self.n_reals
         x1_tokens = arr(x1_tokens, I32, (rows, nt), "x1_tokens", optional=True)
         xt_tokens = arr(xt_tokens, I32, (rows, nt), "xt_tokens", optional=True)
-        if fixed is not None and isinstance(fixed, np.ndarray) and fixed.dtype == np.bool_:
-            fixed = fixed.view(np.uint8)
         fixed = arr(fixed, U8, (rows, nt), "fixed", optional=True)
         x0_reals = arr(x0_reals, F32, (rows, nr), "x0_reals", optional=True)
         x1_reals = arr(x1_reals, F32, (rows, nr), "x1_reals", optional=True)
         xt_reals = arr(xt_reals, F32, (rows, nr), "xt_reals", optional=True)
-        g = np.empty_like(out) if grad else None
+        g, grad_obj = None, None
+        if grad is True:
+            g = np.empty_like(out)
+            grad_obj = g.reshape(shape)
+        elif grad is not None and grad is not False:
+            grad_obj = grad
+            g = out_arr(grad, F32, shape, "grad").reshape(out.shape)
         vals = None
         if self.reduction == C.REDUCE_NONE:
             vals = np.empty((rows, nt + nr), np.float64)
@@ -696,22 +745,22 @@ class Loss(_Options, Handle):
             self._call("dfm_loss_eval", ctypes.byref(a))
         else:
             self._call("dfm_loss_eval_parts", ctypes.byref(a), ptr(part_t))
-        return LossResult(loss.value, g, vals)
+        return LossResult(loss.value, grad_obj, vals)
 
-    def elbo(self, model, x1_tokens, n_t=8, *, fixed=None, chunk_rows=0, row_offset=0, draw=0):
+    def elbo(self, model, x1_tokens, n_t=8, *, fixed=None, chunk_rows=0, row_offset=0, draw=0,
+             out_shape="2d"):
         """Negative ELBO per sequence (generalized-KL losses): returns (nelbo, std_error),
-        float64 arrays of rows. model as for Sampler.run (posterior logits)."""
+        float64 arrays of rows. model as for Sampler.run (posterior logits; out_shape too)."""
         x1_tokens = arr(x1_tokens, I32, (None, self.n_tokens), "x1_tokens")
         rows = x1_tokens.shape[0]
-        if fixed is not None and isinstance(fixed, np.ndarray) and fixed.dtype == np.bool_:
-            fixed = fixed.view(np.uint8)
         fixed = arr(fixed, U8, (rows, self.n_tokens), "fixed", optional=True)
-        cb = model_callback(model)
+        cb = model_callback(model, out_shape_arg(out_shape))
         nelbo = np.empty(rows, np.float64)
         se = np.empty(rows, np.float64)
         a = _lib.dfm_elbo_args()
         a.struct_size = ctypes.sizeof(a)
-        a.rows, a.row_offset, a.draw = rows, check_size(row_offset, "row_offset"), int(draw)
+        a.rows, a.row_offset = rows, check_size(row_offset, "row_offset")
+        a.draw = uint_arg(draw, 32, "draw")
         a.x1_tokens, a.fixed = ptr(x1_tokens), ptr(fixed)
         a.n_t, a.chunk_rows = check_size(n_t, "n_t"), check_size(chunk_rows, "chunk_rows")
         a.model = cb.c
@@ -791,38 +840,36 @@ class Sampler(_Options, Handle):
         return {k: self.stat(v) for k, v in STATS.items()}
 
     def run(self, model, tokens=None, reals=None, *, rows=None, draw_source=None, fixed=None,
-            save_times=None, progress=None, row_offset=0):
-        """Runs the sampler. model(t, tokens, reals, out[, info]) fills out (rows, out_stride).
-        tokens (rows, n_tokens) int32 / reals (rows, n_reals) float32: the start states (not
-        modified; the samples are returned), or give rows and the start is drawn from the
-        source (draw_source defaults to True exactly when no start states are given).
+            save_times=None, progress=None, row_offset=0, out_shape="2d"):
+        """Runs the sampler. model(t, tokens, reals, out[, info]) fills out (rows, out_stride),
+        or (rows, d, V) with out_shape="3d" (token-only outputs), or returns an array of either
+        shape. tokens (rows, n_tokens) int32 (or another integer dtype, range-checked) / reals
+        (rows, n_reals) float32: the start states (not modified; the samples are returned), or
+        give rows and the start is drawn from the source (draw_source defaults to True exactly
+        when no start states are given).
         fixed: (rows, n_tokens) uint8/bool, nonzero = never changes. save_times: float64
         increasing times. progress(step, n_steps, t) -> truthy stops the run (DfmError
         ESTOPPED). Returns RunResult(tokens, reals, saved_tokens, saved_reals)."""
         nt, nr = self.n_tokens, self.n_reals
-        given = tokens if tokens is not None else reals
+        out_shape_arg(out_shape)
+        if draw_source is None:
+            draw_source = tokens is None and reals is None
+        tokens, rows_t = _rows(tokens, I32, nt, "tokens")
+        reals, rows_r = _rows(reals, F32, nr, "reals")
+        given = rows_t if rows_t is not None else rows_r
         if given is not None:
-            if not isinstance(given, np.ndarray) or given.ndim != 2:
-                name = "tokens" if tokens is not None else "reals"
-                arr(given, I32 if tokens is not None else F32, (None, nt if tokens is not None
-                                                               else nr), name)
-            if rows is not None and int(rows) != given.shape[0]:
-                raise ValueError("rows = %d does not match the states' %d rows"
-                                 % (rows, given.shape[0]))
-            rows = given.shape[0]
+            if rows is not None and check_size(rows, "rows") != given:
+                raise ValueError("rows = %d does not match the states' %d rows" % (rows, given))
+            rows = given
         if rows is None:
             raise TypeError("give start states (tokens/reals) or rows")
         rows = check_size(rows, "rows")
-        if draw_source is None:
-            draw_source = tokens is None and reals is None
         tokens = arr(tokens, I32, (rows, nt), "tokens", optional=True)
         reals = arr(reals, F32, (rows, nr), "reals", optional=True)
         if nt and tokens is None and not draw_source:
             raise ValueError("tokens are required unless draw_source is set")
         if nr and reals is None and not draw_source:
             raise ValueError("reals are required unless draw_source is set")
-        if fixed is not None and isinstance(fixed, np.ndarray) and fixed.dtype == np.bool_:
-            fixed = fixed.view(np.uint8)
         fixed = arr(fixed, U8, (rows, nt), "fixed", optional=True)
         if save_times is not None:
             save_times = arr(save_times, F64, (None,), "save_times")
@@ -833,7 +880,7 @@ class Sampler(_Options, Handle):
               else np.zeros((rows, nr), np.float32)) if nr else None
         sv_t = np.empty((n_save, rows, nt), np.int32) if nt and n_save else None
         sv_r = np.empty((n_save, rows, nr), np.float32) if nr and n_save else None
-        mcb = model_callback(model)
+        mcb = model_callback(model, out_shape)
         cbs = [mcb]
         a = _lib.dfm_run_args()
         a.struct_size = ctypes.sizeof(a)
@@ -880,7 +927,7 @@ class Sampler(_Options, Handle):
                 raise TypeError("log_p0 must be callable")
 
             def lp_adapter(x0, n, dim, logp, _ud):
-                log_p0(view(x0, (n, dim), F32, True), view(logp, (n,), F64, False))
+                log_p0(view(x0, (n, dim), F32, True).copy(), view(logp, (n,), F64, False))
                 return 0
             cbs.append(Callback(_lib.log_p0_fn, lp_adapter, "log_p0"))
             a.log_p0 = cbs[-1].c

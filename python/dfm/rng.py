@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _lib
 from . import constants as C
-from ._util import F32, F64, arr, check_size, ptr, raise_error
+from ._util import F32, F64, arr, check_size, ptr, raise_error, uint_arg
 
 L = _lib.lib
 
@@ -16,13 +16,18 @@ TIME_KINDS = {"uniform": C.TIME_UNIFORM, "logit_normal": C.TIME_LOGIT_NORMAL,
 DRAW_KINDS = {"uniform": C.DRAW_UNIFORM, "normal": C.DRAW_NORMAL}
 
 
+def _stream(stream):
+    stream = uint_arg(stream, 32, "stream")
+    if stream > C.STREAM_MAX:
+        raise ValueError("stream must be in [0, %d], got %d" % (C.STREAM_MAX, stream))
+    return stream
+
+
 def _key(seed, stream, row, coord, step):
-    if not 0 <= int(stream) <= C.STREAM_MAX:
-        raise ValueError("stream must be in [0, %d]" % C.STREAM_MAX)
-    if not 0 <= int(row) < 2 ** 56:
-        raise ValueError("row must be in [0, 2^56)")
-    return (int(seed) & 0xFFFFFFFFFFFFFFFF, int(stream), int(row), int(coord) & 0xFFFFFFFF,
-            int(step) & 0xFFFFFFFF)
+    """The draw key, every part range-checked (seed in [0, 2**64), row in [0, 2**56), coord and
+    step in [0, 2**32)); nothing wraps."""
+    return (uint_arg(seed, 64, "seed"), _stream(stream), uint_arg(row, 56, "row"),
+            uint_arg(coord, 32, "coord"), uint_arg(step, 32, "step"))
 
 
 def block(seed, stream=0, row=0, coord=0, step=0):
@@ -67,16 +72,16 @@ def categorical_weights(weights, seed, stream=0, row=0, coord=0, step=0):
 
 def fill(rows, cols, seed, kind="uniform", stream=0, row_offset=0, step=0, threads=1, out=None):
     """A (rows, cols) float32 array of draws keyed by (seed, stream, row_offset + r, c, step);
-    kind "uniform" or "normal". out: an optional float32 (rows, cols) array to fill."""
+    kind "uniform" or "normal". out: an optional float32 (rows, cols) C-contiguous array or
+    tensor to fill in place (returned; no copy is made, so the draws land in it)."""
     rows, cols = check_size(rows, "rows"), check_size(cols, "cols")
     k = DRAW_KINDS[kind] if isinstance(kind, str) else int(kind)
     if out is None:
         out = np.empty((rows, cols), np.float32)
-    else:
-        arr(out, F32, (rows, cols), "out", writable=True)
-    st = L.dfm_rng_fill(int(seed) & 0xFFFFFFFFFFFFFFFF, int(stream), k,
+    dst = arr(out, F32, (rows, cols), "out", writable=True)
+    st = L.dfm_rng_fill(uint_arg(seed, 64, "seed"), _stream(stream), k,
                         check_size(row_offset, "row_offset"), rows, cols,
-                        int(step) & 0xFFFFFFFF, int(threads), ptr(out))
+                        uint_arg(step, 32, "step"), uint_arg(threads, 31, "threads"), ptr(dst))
     if st:
         raise_error(st, "dfm_rng_fill")
     return out
@@ -88,7 +93,7 @@ def time_sample(rows, seed, draw=0, kind="uniform", p1=0.0, p2=1.0, eps=0.0, row
     rows = check_size(rows, "rows")
     k = TIME_KINDS[kind] if isinstance(kind, str) else int(kind)
     t = np.empty(rows, np.float64)
-    st = L.dfm_time_sample(int(seed) & 0xFFFFFFFFFFFFFFFF, int(draw) & 0xFFFFFFFF, k, float(p1),
+    st = L.dfm_time_sample(uint_arg(seed, 64, "seed"), uint_arg(draw, 32, "draw"), k, float(p1),
                            float(p2), float(eps), check_size(row_offset, "row_offset"), rows,
                            ptr(t))
     if st:

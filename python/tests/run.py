@@ -19,6 +19,8 @@ def main():
     for what, items in (("FAIL", result.failures), ("ERROR", result.errors)):
         for test, tb in items:
             print("%s: %s\n%s" % (what, test.id(), tb))
+    for test, reason in result.skipped:
+        print("SKIP: %s: %s" % (test.id(), reason))
     import dfm
     print("python package: %d tests, %d failures, %d errors, %d skipped in %.1f s (libdfm %s, %s)"
           % (result.testsRun, len(result.failures), len(result.errors), len(result.skipped),

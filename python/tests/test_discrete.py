@@ -172,8 +172,14 @@ class TestOptions(unittest.TestCase):
         xt = path.sample(0.0, x1).xt_tokens
         st, k = chi2(np.bincount(xt.reshape(-1), minlength=V), p0)
         self.assertLess(st, chi2_bound(k))
+        for src in (p0.tolist(), tuple(p0)):                  # lists and tuples: the same path
+            other = dfm.Path.mixture(dfm.Space.discrete(V, D), dfm.Scheduler.condot(), src)
+            other.seed = 3
+            self.assertTrue(np.array_equal(other.sample(0.0, x1).xt_tokens, xt))
+        dfm.Path.mixture(dfm.Space.discrete(V, D), dfm.Scheduler.condot(),
+                         p0.astype(np.float32))                 # float32: converted
         with self.assertRaises(TypeError):
-            dfm.Path.mixture(dfm.Space.discrete(V, D), dfm.Scheduler.condot(), p0.tolist())
+            dfm.Path.mixture(dfm.Space.discrete(V, D), dfm.Scheduler.condot(), ["a", "b", "c"])
 
     def test_sampler_options_and_corrector(self):
         _, _, s = make(steps=200)

@@ -511,7 +511,7 @@ class TestTrainer(unittest.TestCase):
     def test_bad_input(self):
         tr = self.trainer()
         with self.assertRaises(TypeError):
-            tr.step(Linear(12), None, self.x1t.astype(np.int64), self.x1r)
+            tr.step(Linear(12), None, self.x1t.astype(np.float32), self.x1r)
         with self.assertRaises(ValueError):
             tr.step(Linear(12), None, self.x1t, self.x1r[:3])
         with self.assertRaises(TypeError):
