@@ -125,6 +125,9 @@ dfm.pc: dfm.pc.in include/dfm/common.h Makefile
 _build/tests/%: tests/%.c tests/testutil.h $(HDRS) $(wildcard examples/*.h) lib/libdfm.so $(TC_STAMP) | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ -Llib -ldfm $(RPATH) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
+# The discrete samplers' suites share their exact targets.
+_build/tests/test_discrete _build/tests/test_infer: tests/ds_target.h
+
 # test_kernels checks internal kernels: it links the static library, where they are visible.
 _build/tests/test_kernels: tests/test_kernels.c tests/testutil.h $(HDRS) $(STLIB) $(TC_STAMP) | _build/tests
 	$(CC) $(TEST_CFLAGS) $< -o $@ $(STLIB) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm

@@ -3,7 +3,8 @@
  * callback and subtracted, so the figure is the library's own time per token-step.
  * DS and DS_euler call the model on cache-sized chunks of rows (DFM_OPT_DS_CHUNK_ROWS =
  * DFM_CHUNK_AUTO); DS_batch calls it once per step with the whole batch (the default), where
- * the 32 MiB of logits per step come from memory. */
+ * the 32 MiB of logits per step come from memory. DC is DS_batch with the confidence order and
+ * top-p 0.9 (docs/discrete.md "Unmasking"). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ static int copy_model(const dfm_model_io *io, void *ud)
     return 0;
 }
 
-static double run(int method, int threads, long chunk, const float *logits)
+static double run(int method, int threads, long chunk, const float *logits, int confidence)
 {
     dfm_space *sp = NULL;
     dfm_scheduler *sc = NULL;
@@ -52,6 +53,12 @@ static double run(int method, int threads, long chunk, const float *logits)
     dfm_sampler_set_steps(s, STEPS);
     dfm_sampler_set_int(s, DFM_OPT_THREADS, threads);
     dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, chunk);
+    if (confidence &&
+        (dfm_sampler_set_int(s, DFM_OPT_DS_ORDER, DFM_ORDER_CONFIDENCE) ||
+         dfm_sampler_set_double(s, DFM_OPT_DS_TOP_P, 0.9))) {
+        fprintf(stderr, "bench_ds: %s\n", dfm_sampler_last_error(s));
+        exit(1);
+    }
     static int32_t tok[B * D];
     model m = {logits, 0.0};
     dfm_run_args a;
@@ -89,13 +96,15 @@ int main(void)
         logits[j] = (j % V == V - 1) ? -INFINITY : 4.0f * (float)(x >> 8) / 16777216.0f;
     }
     const long A = DFM_CHUNK_AUTO;
-    double e1 = run(DFM_METHOD_EXACT, 1, A, logits), e2 = run(DFM_METHOD_EXACT, 2, A, logits);
+    double e1 = run(DFM_METHOD_EXACT, 1, A, logits, 0), e2 = run(DFM_METHOD_EXACT, 2, A, logits, 0);
     printf("DS ns_per_token_step=%.1f threads=1\n", e1);
     printf("DS ns_per_token_step=%.1f threads=2 speedup=%.2f\n", e2, e1 / e2);
-    double b1 = run(DFM_METHOD_EXACT, 1, 0, logits), b2 = run(DFM_METHOD_EXACT, 2, 0, logits);
+    double b1 = run(DFM_METHOD_EXACT, 1, 0, logits, 0), b2 = run(DFM_METHOD_EXACT, 2, 0, logits, 0);
     printf("DS_batch ns_per_token_step=%.1f threads=1\n", b1);
     printf("DS_batch ns_per_token_step=%.1f threads=2 speedup=%.2f\n", b2, b1 / b2);
-    double u1 = run(DFM_METHOD_EULER, 1, A, logits), u2 = run(DFM_METHOD_EULER, 2, A, logits);
+    double c1 = run(DFM_METHOD_EXACT, 1, 0, logits, 1);
+    printf("DC ns_per_token_step=%.1f threads=1 ratio_to_DS_batch=%.2f\n", c1, c1 / b1);
+    double u1 = run(DFM_METHOD_EULER, 1, A, logits, 0), u2 = run(DFM_METHOD_EULER, 2, A, logits, 0);
     printf("DS_euler ns_per_token_step=%.1f threads=1\n", u1);
     printf("DS_euler ns_per_token_step=%.1f threads=2 speedup=%.2f\n", u2, u1 / u2);
     free(logits);

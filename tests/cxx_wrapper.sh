@@ -101,6 +101,35 @@ int main()
     CHECK(status_of([&] { s.run(uniform, args, [](int, int, double) { return 1; }); }) == DFM_ESTOPPED);
     CHECK(tok == before);
 
+    // the step callback: sees every step's tokens; a throw comes back as DFM_ECALLBACK, a
+    // nonzero return as DFM_ESTOPPED
+    {
+        dfm::sampler ds(dfm::generator::factorized(dfm::path::mixture(
+            dfm::space::discrete(4, 2), dfm::scheduler::condot(), DFM_SOURCE_MASK, 3)), DFM_METHOD_EXACT);
+        ds.set_steps(5);
+        ds.set_int(DFM_OPT_DS_ORDER, DFM_ORDER_CONFIDENCE);
+        ds.set_int(DFM_OPT_DS_GREEDY, 1);
+        int steps_seen = 0;
+        ds.set_step_callback([&steps_seen](const dfm_step_view &sv) { steps_seen += sv.step == steps_seen; });
+        std::vector<int32_t> mt(6, 3);
+        dfm_run_args ma = {};
+        ma.rows = 3;
+        ma.tokens = mt.data();
+        auto peaked = [](const dfm_model_io &io) {
+            for (std::size_t i = 0; i < io.rows * io.out_stride; i++) io.out[i] = i % 4 == 3 ? -INFINITY : (float)(i % 4);
+        };
+        ds.run(peaked, ma);
+        CHECK(steps_seen == 5);
+        for (int32_t x : mt) CHECK(x == 2);
+        ds.set_step_callback([](const dfm_step_view &sv) -> int { if (sv.step == 1) throw std::runtime_error("step boom"); return 0; });
+        try { ds.run(peaked, ma); CHECK(false); }
+        catch (const dfm::error &err) { CHECK(err.status() == DFM_ECALLBACK); CHECK(err.message().find("step boom") != std::string::npos); }
+        ds.set_step_callback([](const dfm_step_view &) { return 1; });
+        CHECK(status_of([&] { ds.run(peaked, ma); }) == DFM_ESTOPPED);
+        ds.clear_step_callback();
+        ds.run(peaked, ma);
+    }
+
     // the adapter with the raw C API
     int n = 0;
     dfm::model_callback<std::function<void(const dfm_model_io &)> > mc(

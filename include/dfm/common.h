@@ -95,6 +95,10 @@ typedef struct dfm_model_io {
      * operation has no per-part times (every part then runs at t). */
     const double *part_t;
     size_t n_part_t;
+    /* Appended (discrete samplers, docs/discrete.md): the global index of each row of this
+     * call, rows entries, when they are not row_offset, row_offset + 1, ... (a sampler with
+     * DFM_OPT_DS_TIME_INDEPENDENT sends only the rows that changed); NULL otherwise. */
+    const size_t *row_index;
 } dfm_model_io;
 
 /** The model callback. Return 0 on success; any nonzero value aborts the running operation with

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -133,6 +134,12 @@ struct catcher {
         ready.store(true);
     }
     bool threw() const noexcept { return ready.load(); }
+    void reset() noexcept
+    {
+        err = nullptr;
+        ready.store(false);
+        claimed.store(false);
+    }
 };
 
 struct no_progress {
@@ -213,11 +220,13 @@ namespace detail {
 // After a C call that took callbacks: success, or a dfm::error. When a callable threw, the
 // status is DFM_ECALLBACK (also for a progress callable, whose nonzero return libdfm reports as
 // DFM_ESTOPPED) and the message names the exception.
-inline void finish(int status, const char *msg, const catcher *a, const catcher *b = nullptr)
+inline void finish(int status, const char *msg, const catcher *a, const catcher *b = nullptr,
+                   const catcher *c3 = nullptr)
 {
     if (status == DFM_OK) return;
     std::string m = msg ? msg : "";
     const catcher *c = (a && a->threw()) ? a : ((b && b->threw()) ? b : nullptr);
+    if (!c && c3 && c3->threw()) c = c3;
     if (c) {
         m += (m.empty() ? "" : "; ") + std::string("callback threw: ") + c->what;
         status = DFM_ECALLBACK;
@@ -539,8 +548,31 @@ public:
         args.model_data = mc.data();
         args.progress = pc.fn();
         args.progress_data = pc.data();
+        if (step_) step_->c.reset();
         int st = dfm_sampler_run(get(), &args);
-        detail::finish(st, dfm_sampler_last_error(get()), &mc.catcher(), &pc.catcher());
+        detail::finish(st, dfm_sampler_last_error(get()), &mc.catcher(), &pc.catcher(),
+                       step_ ? &step_->c : nullptr);
+    }
+
+    /// Calls f(const dfm_step_view &) -> int (nonzero stops the run: DFM_ESTOPPED) or void after
+    /// every step of the runs of a sampler of a factorized generator
+    /// (dfm_sampler_set_step_callback). An exception stops the run, which then throws
+    /// dfm::error(DFM_ECALLBACK) naming it. The callable is kept by the sampler.
+    template <class F>
+    void set_step_callback(F f)
+    {
+        std::unique_ptr<step_holder> h(new step_holder(std::function<int(const dfm_step_view &)>(
+            [f](const dfm_step_view &v) mutable { return detail::call_cb(f, v); })));
+        detail::check(dfm_sampler_set_step_callback(get(), &step_holder::call, h.get()),
+                      dfm_sampler_last_error(get()));
+        step_ = std::move(h);
+    }
+    /// Removes the step callback.
+    void clear_step_callback()
+    {
+        detail::check(dfm_sampler_set_step_callback(get(), nullptr, nullptr),
+                      dfm_sampler_last_error(get()));
+        step_.reset();
     }
 
     /// Log-likelihood under the flow (velocity generators); args.model/model_data set here.
@@ -563,7 +595,23 @@ public:
     dfm_sampler *get() const noexcept { return h_.get(); }
 
 private:
+    struct step_holder {
+        explicit step_holder(std::function<int(const dfm_step_view &)> f) : fn(std::move(f)) {}
+        std::function<int(const dfm_step_view &)> fn;
+        detail::catcher c;
+        static int call(const dfm_step_view *v, void *ud) noexcept
+        {
+            step_holder *h = static_cast<step_holder *>(ud);
+            try {
+                return h->fn(*v);
+            } catch (...) {
+                h->c.store();
+                return callback_threw;
+            }
+        }
+    };
     detail::handle<dfm_sampler, dfm_sampler_free> h_;
+    std::unique_ptr<step_holder> step_;
 };
 
 /// Kolmogorov workspace for n states (exp(hQ), propagation).

@@ -22,6 +22,7 @@ typedef struct dfm_sampler dfm_sampler;
 #define DFM_METHOD_UNIFORMIZATION 7 /* exact CTMC simulation by uniformization / thinning */
 #define DFM_METHOD_GILLESPIE    8  /* exact, time-homogeneous rates */
 #define DFM_METHOD_TAU_LEAPING  9  /* per-token Poisson jumps with rates frozen over a step */
+#define DFM_METHOD_THETA_TRAPEZOIDAL 10 /* two-stage second-order tau-leaping (Ren et al. 2025) */
 
 /* Sampler statistics (dfm_sampler_get_stat), frozen. */
 #define DFM_STAT_MODEL_CALLS 1 /* model callback invocations in the last run */
@@ -29,6 +30,7 @@ typedef struct dfm_sampler dfm_sampler;
 #define DFM_STAT_REJECTED    3 /* rejected adaptive steps / thinning rejections */
 #define DFM_STAT_JUMPS       4 /* discrete jumps made */
 #define DFM_STAT_CLAMPED     5 /* rate entries clamped at zero (guidance, Euler on rate matrices) */
+#define DFM_STAT_MODEL_ROWS  6 /* rows sent to the model over the last run */
 
 /** Arguments of dfm_sampler_run; appended to only. */
 typedef struct dfm_run_args {

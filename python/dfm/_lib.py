@@ -132,6 +132,21 @@ class dfm_model_io(Structure):
         ("step", c_int),
         ("part_t", POINTER(c_double)),
         ("n_part_t", c_size_t),
+        ("row_index", POINTER(c_size_t)),
+    ]
+
+
+class dfm_step_view(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("step", c_int),
+        ("n_steps", c_int),
+        ("t", c_double),
+        ("rows", c_size_t),
+        ("row_offset", c_size_t),
+        ("n_tokens", c_size_t),
+        ("tokens", POINTER(c_int32)),
+        ("changed", c_int64),
     ]
 
 
@@ -185,6 +200,7 @@ progress_fn = CFUNCTYPE(c_int, c_int, c_int, c_double, c_void_p)
 schedule_fn = CFUNCTYPE(c_int, c_double, POINTER(dfm_sched_values), c_void_p)
 schedule_inverse_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_void_p)
 corrector_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_void_p)
+step_fn = CFUNCTYPE(c_int, POINTER(dfm_step_view), c_void_p)
 diffusion_fn = CFUNCTYPE(c_int, c_double, POINTER(c_double), c_void_p)
 divergence_fn = CFUNCTYPE(c_int, POINTER(dfm_model_io), POINTER(c_double), c_void_p)
 log_p0_fn = CFUNCTYPE(c_int, POINTER(c_float), c_size_t, c_size_t, POINTER(c_double), c_void_p)
@@ -439,6 +455,7 @@ _PROTOS = {
     "dfm_sampler_get_stat": (c_int, [H, c_int, PI64]),
     "dfm_sampler_request_stop": (None, [H]),
     "dfm_sampler_set_corrector": (c_int, [H, corrector_fn, c_void_p]),
+    "dfm_sampler_set_step_callback": (c_int, [H, step_fn, c_void_p]),
     "dfm_sampler_log_likelihood": (c_int, [H, POINTER(dfm_loglik_args)]),
     # ctmc
     "dfm_ctmc_max_states": (S, []),

@@ -237,15 +237,19 @@ class Callback:
         return e
 
 
-ModelInfo = collections.namedtuple("ModelInfo", "row_offset step branch rows part_t",
-                                   defaults=(None,))
+ModelInfo = collections.namedtuple("ModelInfo", "row_offset step branch rows part_t row_index",
+                                   defaults=(None, None))
 ModelInfo.__doc__ = """What a model call is for: row_offset (global index of row 0), step
-(sampler step or -1), branch (BRANCH_MAIN / BRANCH_UNCOND), rows, and part_t: the per-part
-times of a product space, a read-only (rows, n_part_t) float64 view, or None."""
+(sampler step or -1), branch (BRANCH_MAIN / BRANCH_UNCOND), rows, part_t: the per-part
+times of a product space, a read-only (rows, n_part_t) float64 view, or None, and row_index:
+the global index of each row, a read-only (rows,) uint64 view, when a discrete sampler with
+time_independent sends only the rows that changed (None when the rows are consecutive from
+row_offset)."""
 
 _IO_BRANCH_END = _lib.dfm_model_io.branch.offset + ctypes.sizeof(ctypes.c_int)
 _IO_STEP_END = _lib.dfm_model_io.step.offset + ctypes.sizeof(ctypes.c_int)
 _IO_PART_END = _lib.dfm_model_io.n_part_t.offset + ctypes.sizeof(ctypes.c_size_t)
+_IO_INDEX_END = _lib.dfm_model_io.row_index.offset + ctypes.sizeof(ctypes.c_void_p)
 
 
 def _wants_info(fn, n_plain):
@@ -276,7 +280,10 @@ def io_views(io):
     part_t = None
     if io.struct_size >= _IO_PART_END and io.part_t and io.n_part_t:
         part_t = view(io.part_t, (rows, io.n_part_t), F64, True).copy()
-    info = ModelInfo(io.row_offset, step, branch, rows, part_t)
+    row_index = None
+    if io.struct_size >= _IO_INDEX_END and io.row_index:
+        row_index = view(io.row_index, (rows,), np.uint64, True).copy()
+    info = ModelInfo(io.row_offset, step, branch, rows, part_t, row_index)
     return t, tokens, reals, info
 
 

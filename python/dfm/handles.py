@@ -17,12 +17,22 @@ L = _lib.lib
 METHODS = {"exact": C.METHOD_EXACT, "euler": C.METHOD_EULER, "midpoint": C.METHOD_MIDPOINT,
            "rk4": C.METHOD_RK4, "dopri5": C.METHOD_DOPRI5,
            "euler_maruyama": C.METHOD_EULER_MARUYAMA, "uniformization": C.METHOD_UNIFORMIZATION,
-           "gillespie": C.METHOD_GILLESPIE, "tau_leaping": C.METHOD_TAU_LEAPING}
+           "gillespie": C.METHOD_GILLESPIE, "tau_leaping": C.METHOD_TAU_LEAPING,
+           "theta_trapezoidal": C.METHOD_THETA_TRAPEZOIDAL}
 PARAMS = {"logits": C.PARAM_LOGITS, "rates": C.PARAM_RATES, "velocity": C.PARAM_VELOCITY,
           "x1": C.PARAM_X1, "epsilon": C.PARAM_EPSILON, "score": C.PARAM_SCORE,
           "state_logits": C.PARAM_STATE_LOGITS}
 SOURCES = {"mask": C.SOURCE_MASK, "uniform": C.SOURCE_UNIFORM}
 REDUCTIONS = {"mean": C.REDUCE_MEAN, "sum": C.REDUCE_SUM, "none": C.REDUCE_NONE}
+ORDERS = {"random": C.ORDER_RANDOM, "confidence": C.ORDER_CONFIDENCE, "margin": C.ORDER_MARGIN,
+          "entropy": C.ORDER_ENTROPY}
+COUNTS = {"coins": C.COUNT_COINS, "schedule": C.COUNT_SCHEDULE,
+          "schedule_ceil": C.COUNT_SCHEDULE_CEIL, "threshold": C.COUNT_THRESHOLD}
+REMASKS = {"none": C.REMASK_NONE, "cap": C.REMASK_CAP, "rescale": C.REMASK_RESCALE,
+           "loop": C.REMASK_LOOP}
+# Options whose int values also have names.
+_NAMED = {"reduction": (REDUCTIONS, "reduction"), "order": (ORDERS, "order"),
+          "count": (COUNTS, "count"), "remask": (REMASKS, "remask")}
 
 # Named options: name -> (id, "i" int / "d" double).
 OPTIONS = {
@@ -31,6 +41,14 @@ OPTIONS = {
     "temperature": (C.OPT_DS_TEMPERATURE, "d"), "corrector": (C.OPT_DS_CORRECTOR, "d"),
     "eta": (C.OPT_DS_ETA, "d"), "purity": (C.OPT_DS_PURITY, "i"),
     "chunk_rows": (C.OPT_DS_CHUNK_ROWS, "i"),
+    "order": (C.OPT_DS_ORDER, "i"), "count": (C.OPT_DS_COUNT, "i"),
+    "block_len": (C.OPT_DS_BLOCK_LEN, "i"), "threshold": (C.OPT_DS_THRESHOLD, "d"),
+    "greedy": (C.OPT_DS_GREEDY, "i"), "top_k": (C.OPT_DS_TOP_K, "i"),
+    "top_p": (C.OPT_DS_TOP_P, "d"), "min_p": (C.OPT_DS_MIN_P, "d"),
+    "remask": (C.OPT_DS_REMASK, "i"), "remask_eta": (C.OPT_DS_REMASK_ETA, "d"),
+    "loop_start": (C.OPT_DS_LOOP_START, "d"), "loop_end": (C.OPT_DS_LOOP_END, "d"),
+    "loop_kappa": (C.OPT_DS_LOOP_KAPPA, "d"), "theta": (C.OPT_DS_THETA, "d"),
+    "time_independent": (C.OPT_DS_TIME_INDEPENDENT, "i"),
     "rate_bound": (C.OPT_CT_RATE_BOUND, "d"), "bound_safety": (C.OPT_CT_BOUND_SAFETY, "d"),
     "tmax": (C.OPT_CT_TMAX, "d"), "max_events": (C.OPT_CT_MAX_EVENTS, "i"),
     "atol": (C.OPT_ATOL, "d"), "rtol": (C.OPT_RTOL, "d"), "max_steps": (C.OPT_MAX_STEPS, "i"),
@@ -130,8 +148,8 @@ class _Options:
     def set_option(self, name, value):
         """Sets a named option (see dfm.handles.OPTIONS), e.g. set_option("seed", 7)."""
         oid, kind = OPTIONS[name] if isinstance(name, str) else (int(name), "i")
-        if name == "reduction":
-            value = _enum(value, REDUCTIONS, "reduction")
+        if isinstance(name, str) and name in _NAMED:
+            value = _enum(value, *_NAMED[name])
         (self.set_int if kind == "i" else self.set_double)(oid, value)
 
     def get_option(self, name):
@@ -775,7 +793,12 @@ RunResult = collections.namedtuple("RunResult", "tokens reals saved_tokens saved
 LogLikelihood = collections.namedtuple("LogLikelihood", "logp logp_var x0")
 
 STATS = {"model_calls": C.STAT_MODEL_CALLS, "steps": C.STAT_STEPS, "rejected": C.STAT_REJECTED,
-         "jumps": C.STAT_JUMPS, "clamped": C.STAT_CLAMPED}
+         "jumps": C.STAT_JUMPS, "clamped": C.STAT_CLAMPED, "model_rows": C.STAT_MODEL_ROWS}
+
+StepView = collections.namedtuple("StepView", "step n_steps t tokens row_offset changed")
+StepView.__doc__ = """What a step callback sees after each step: the step index, the step count,
+the time reached, the sampler's tokens (a read-only (rows, n_tokens) int32 view, valid during
+the call), row_offset, and the number of token changes the step made."""
 
 
 class Sampler(_Options, Handle):
@@ -794,6 +817,7 @@ class Sampler(_Options, Handle):
         self.n_tokens, self.n_reals = generator.n_tokens, generator.n_reals
         self.out_stride = generator.out_stride
         self._corrector = None
+        self._step_cb = None
         if steps is not None:
             self.set_steps(steps)
         if grid is not None:
@@ -824,6 +848,27 @@ class Sampler(_Options, Handle):
         self._call("dfm_sampler_set_corrector", cb.c, None, extra_cbs=[cb])
         self._cbs = [c for c in self._cbs if c is not self._corrector] + [cb]
         self._corrector = cb
+
+    def set_step_callback(self, fn):
+        """fn(view) after every step of a discrete sampler's runs (a StepView); a truthy
+        return stops the run (DfmError ESTOPPED), an exception stops it and is re-raised by
+        run(). None removes the callback."""
+        if fn is None:
+            self._call("dfm_sampler_set_step_callback", _lib.step_fn(), None)
+            self._cbs = [c for c in self._cbs if c is not self._step_cb]
+            self._step_cb = None
+            return
+        if not callable(fn):
+            raise TypeError("the step callback must be callable")
+
+        def adapter(v_p, _ud):
+            v = v_p.contents
+            tok = view(v.tokens, (v.rows, v.n_tokens), I32, True)
+            return 1 if fn(StepView(v.step, v.n_steps, v.t, tok, v.row_offset, v.changed)) else 0
+        cb = Callback(_lib.step_fn, adapter, "step callback")
+        self._call("dfm_sampler_set_step_callback", cb.c, None, extra_cbs=[cb])
+        self._cbs = [c for c in self._cbs if c is not self._step_cb] + [cb]
+        self._step_cb = cb
 
     def request_stop(self):
         """Ask a running sampler to stop after the current step (from its callbacks)."""

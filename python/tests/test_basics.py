@@ -62,7 +62,7 @@ class TestLayout(unittest.TestCase):
         from dfm import _lib
         names = ["dfm_model_io", "dfm_space_part", "dfm_sched_values", "dfm_path_sample_args",
                  "dfm_loss_args", "dfm_run_args", "dfm_elbo_args", "dfm_loglik_args",
-                 "dfm_allocator"]
+                 "dfm_allocator", "dfm_step_view"]
         lines = ['#include <stdio.h>', '#include <stddef.h>', '#include "dfm/dfm.h"',
                  'int main(void) {']
         want = []

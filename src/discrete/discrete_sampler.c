@@ -1,166 +1,16 @@
-/* Samplers of factorized generators on [V]^d: the exact mixture step, the Euler step of
- * flow_matching, Euler on direct rates; corrector, eta stochasticity, purity, temperature,
- * fixed positions, intermediate states, progress. See docs/discrete.md for the math. */
-#include "discrete/discrete_impl.h"
-#include "core/rng_impl.h"
+/* The run of a sampler of a factorized generator on [V]^d, in named phases: validate, draw the
+ * source, then per step: set up the step's coefficients, call the model (on chunks of rows, or
+ * only on the rows that changed for a time-independent model), step the rows with the step's
+ * kernel, record. The kernels of the exact mixture step, flow_matching's Euler step and Euler on
+ * direct rates are here; the unmasking engine and remasking are in ds_reveal.c, tau-leaping and
+ * theta-trapezoidal in ds_leap.c. docs/discrete.md has the math. */
+#include "discrete/ds_sampler.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
-typedef struct ds_impl {
-    double temp, corr, eta;
-    int purity;
-    int64_t chunk;      /* rows per model call, 0: all */
-    dfm_corrector_fn cfn;
-    void *cud;
-} ds_impl;
-
-#define LANES 8
-
-
-/* Sum of nonnegative finite rates except index skip; *bad set for NaN, Inf or negative. */
-DFM_CLONES
-static double rate_sum(const float *u, size_t n, int *bad)
-{
-    double acc[LANES] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int b[LANES] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int k = 0; k < LANES; k++) {
-            float v = u[i + k];
-            b[k] |= !(v >= 0.0f) | (v == INFINITY);
-            acc[k] += (double)v;
-        }
-    }
-    double s = 0.0;
-    int bb = 0;
-    for (; i < n; i++) {
-        float v = u[i];
-        bb |= !(v >= 0.0f) | (v == INFINITY);
-        s += (double)v;
-    }
-    for (int k = 0; k < LANES; k++) { s += acc[k]; bb |= b[k]; }
-    *bad = bb;
-    return s;
-}
-
-/* ---- options ---- */
-
-static void ds_destroy(dfm_sampler *s)
-{
-    dfm__free(&s->b.mem, s->impl);
-    s->impl = NULL;
-}
-
-static int ds_set_int(dfm_sampler *s, int opt, int64_t v)
-{
-    ds_impl *im = (ds_impl *)s->impl;
-    if (opt == DFM_OPT_DS_CHUNK_ROWS) {
-        if (v < DFM_CHUNK_AUTO)
-            return dfm__fail(&s->b, DFM_EINVAL, "chunk rows must be >= 0 or DFM_CHUNK_AUTO, got %lld",
-                             (long long)v);
-        im->chunk = v;
-        return 0;
-    }
-    if (opt != DFM_OPT_DS_PURITY) return DFM_EUNSUPPORTED;
-    if (v != 0 && v != 1) return dfm__fail(&s->b, DFM_EINVAL, "purity must be 0 or 1");
-    if (v) {
-        if (s->gen->param != DFM_PARAM_LOGITS || s->method != DFM_METHOD_EXACT)
-            return dfm__fail(&s->b, DFM_EINVAL,
-                             "purity sampling needs posterior logits and DFM_METHOD_EXACT");
-        if (dfm__mixture_of(s->gen->path)->source != DFM_SOURCE_MASK)
-            return dfm__fail(&s->b, DFM_EINVAL, "purity sampling needs a mask source");
-    }
-    im->purity = (int)v;
-    return 0;
-}
-
-static int ds_get_int(const dfm_sampler *s, int opt, int64_t *v)
-{
-    if (opt == DFM_OPT_DS_CHUNK_ROWS) { *v = ((const ds_impl *)s->impl)->chunk; return 0; }
-    if (opt != DFM_OPT_DS_PURITY) return DFM_EUNSUPPORTED;
-    *v = ((const ds_impl *)s->impl)->purity;
-    return 0;
-}
-
-static int ds_set_double(dfm_sampler *s, int opt, double v)
-{
-    ds_impl *im = (ds_impl *)s->impl;
-    if (opt != DFM_OPT_DS_TEMPERATURE && opt != DFM_OPT_DS_CORRECTOR && opt != DFM_OPT_DS_ETA)
-        return DFM_EUNSUPPORTED;
-    if (s->gen->param != DFM_PARAM_LOGITS)
-        return dfm__fail(&s->b, DFM_EINVAL, "option %d applies to posterior-logit generators only", opt);
-    if (opt == DFM_OPT_DS_TEMPERATURE) {
-        if (!(v > 0.0) || !isfinite(v) || !((float)(1.0 / v) < INFINITY))
-            return dfm__fail(&s->b, DFM_EINVAL, "temperature must be finite and > 0 (1/T a finite float), got %g", v);
-        im->temp = v;
-        return 0;
-    }
-    if (!(v >= 0.0) || !isfinite(v))
-        return dfm__fail(&s->b, DFM_EINVAL, "%s must be finite and >= 0, got %g",
-                         opt == DFM_OPT_DS_ETA ? "eta" : "the corrector weight", v);
-    if (opt == DFM_OPT_DS_ETA) im->eta = v; else im->corr = v;
-    return 0;
-}
-
-static int ds_get_double(const dfm_sampler *s, int opt, double *v)
-{
-    const ds_impl *im = (const ds_impl *)s->impl;
-    switch (opt) {
-    case DFM_OPT_DS_TEMPERATURE: *v = im->temp; return 0;
-    case DFM_OPT_DS_CORRECTOR: *v = im->corr; return 0;
-    case DFM_OPT_DS_ETA: *v = im->eta; return 0;
-    default: return DFM_EUNSUPPORTED;
-    }
-}
-
-/* ---- one step over a range of rows ---- */
-
-typedef struct ds_err { int code; size_t row, coord; long y; } ds_err;
-typedef struct ds_conf { float conf; int32_t idx; } ds_conf;
-
-typedef struct step_ctx {
-    const dfm_sampler *s;
-    const dfm__mixture *m;
-    const dfm_run_args *a;
-    int32_t *state;          /* the whole batch */
-    const float *out;        /* model output of the current chunk, indexed by r - row0 */
-    size_t row0;             /* first batch row of the current chunk */
-    size_t nblk, nitems;     /* coordinate blocks per row; work items of the chunk */
-    size_t d, V, stride;
-    float *scratch;          /* nthreads x V */
-    ds_conf *conf;           /* nthreads x d (purity) */
-    ds_err *err;             /* per tid */
-    int64_t *jumps;          /* per tid */
-    uint32_t step;
-    int method, param, final_draw, extra, purity;
-    float scale;             /* 1 / temperature */
-    double h, pj;            /* step length; exact-step jump probability */
-    double A, B;             /* Euler: rate on p (y != x) and on p0; exact: the extra part only */
-} step_ctx;
-
-/* Records an error at (row r, coordinate i) unless this thread already has a lower one. */
-static int fail_at(step_ctx *c, int tid, int code, size_t r, size_t i, long y)
-{
-    const ds_err *e = &c->err[tid];
-    if (e->code && (e->row < r || (e->row == r && e->coord <= i))) return code;
-    c->err[tid].code = code;
-    c->err[tid].row = r;
-    c->err[tid].coord = i;
-    c->err[tid].y = y;
-    return code;
-}
-
-/* Draw from the weights w (total tot) excluding index x; -1 when no mass is left. */
-static int32_t draw_except(float *w, size_t V, double tot, int32_t x, double u)
-{
-    double ex = tot - (double)w[x];
-    if (!(ex > 0.0)) return -1;
-    w[x] = 0.0f;
-    int32_t y = dfm__draw_weights_f(w, V, ex, u);
-    return w[y] > 0.0f ? y : -1;
-}
+/* ---- the kernels of the exact step, Euler and Euler on rates ---- */
 
 /* Jump with the added rates lam_a on p (weights w, total tot) and lam_b on p0, over h. */
 static int32_t extra_jump(const step_ctx *c, float *w, double tot, int32_t x, uint64_t grow,
@@ -170,67 +20,57 @@ static int32_t extra_jump(const step_ctx *c, float *w, double tot, int32_t x, ui
     if (!(lam > 0.0) || !(uc < -expm1(-c->h * lam))) return x;
     double ut = dfm__uniform(c->s->b.seed, DFM__DS_STREAM_EXTRA_TGT, grow, i, c->step);
     if (lam_b <= 0.0 || uk * lam < lam_a) {
-        int32_t y = draw_except(w, c->V, tot, x, ut);
+        int32_t y = dfm__ds_draw_except(w, c->V, tot, x, ut);
         return y < 0 ? x : y;
     }
     return dfm__mix_source_draw_except(c->m, x, ut);
 }
 
-static int cmp_conf(const void *pa, const void *pb)
+/* Direct rates: jump with probability 1 - exp(-h lambda) to a target drawn in proportion. */
+static int rates_coord(step_ctx *c, const float *z, int32_t xi, size_t r, size_t i, int tid,
+                       uint64_t grow, int32_t *y)
 {
-    const ds_conf *a = (const ds_conf *)pa, *b = (const ds_conf *)pb;
-    if (a->conf != b->conf) return a->conf > b->conf ? -1 : 1;
-    return a->idx < b->idx ? -1 : (a->idx > b->idx);
+    size_t V = c->V;
+    int bad1 = 0, bad2 = 0;
+    double lam = dfm__ds_rate_sum(z, (size_t)xi, &bad1) +
+                 dfm__ds_rate_sum(z + xi + 1, V - (size_t)xi - 1, &bad2);
+    if (bad1 | bad2) {
+        long yb = 0;
+        for (size_t k = 0; k < V; k++)
+            if (k != (size_t)xi && (!(z[k] >= 0.0f) || z[k] == INFINITY)) { yb = (long)k; break; }
+        return dfm__ds_fail_at(c, tid, DFM_ENUMERIC, r, i, yb);
+    }
+    if (!(lam > 0.0)) return 0;
+    double u1, u2;
+    dfm__uniform2(c->s->b.seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
+    if (!(u1 < -expm1(-c->h * lam))) return 0;
+    float *w = c->scr[tid].w;
+    memcpy(w, z, V * sizeof(float));
+    w[xi] = 0.0f; /* the diagonal entry is ignored, whatever it holds */
+    int32_t t = dfm__draw_weights_f(w, V, lam, u2);
+    if (w[t] > 0.0f) *y = t;
+    return 0;
 }
 
-static int purity_row(step_ctx *c, size_t r, int tid)
+/* Euler exactly as flow_matching's MixtureDiscreteEulerSolver: draw x1 ~ p, conditional rates
+ * u(y) = A delta(y, x1) + B p0(y) for y != x^i, jump with probability 1 - exp(-h lambda),
+ * lambda = A [x1 != x^i] + B (1 - p0(x^i)), target drawn from u. The coin u1 is drawn first:
+ * when it cannot fire even for the larger lambda, x1 is not needed (same law, no softmax). */
+static int32_t euler_coord(const step_ctx *c, const float *z, float mx, int32_t xi, uint64_t grow,
+                           uint32_t i, double u1, double u2, int tid)
 {
-    const dfm_run_args *a = c->a;
-    uint64_t seed = c->s->b.seed, grow = (uint64_t)(a->row_offset + r);
-    int32_t *x = c->state + r * c->d;
-    const float *z0 = c->out + (r - c->row0) * c->stride;
-    float *w = c->scratch + (size_t)tid * c->V;
-    ds_conf *cf = c->conf + (size_t)tid * c->d;
-    int32_t mask = c->m->mask;
-    size_t nm = 0;
-    for (size_t i = 0; i < c->d; i++) {
-        if (a->fixed && a->fixed[r * c->d + i]) continue;
-        const float *z = z0 + i * c->V;
-        int bad;
-        float mx = dfm__max_check(z, c->V, &bad);
-        if (bad || mx == -INFINITY) return fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
-        if (x[i] != mask) continue;
-        double tot = dfm__exp_shift_sum(z, c->V, mx, c->scale, w);
-        double ex = tot - (double)w[mask];
-        w[mask] = 0.0f;
-        float best = 0.0f;
-        for (size_t y = 0; y < c->V; y++) best = w[y] > best ? w[y] : best;
-        /* no mass off the mask: least confident; an error only if it must be unmasked */
-        cf[nm].conf = ex > 0.0 ? (float)((double)best / ex) : -1.0f;
-        cf[nm].idx = (int32_t)i;
-        nm++;
-    }
-    if (nm == 0) return 0;
-    double e = (double)nm * c->pj, fl = floor(e);
-    size_t n = (size_t)fl;
-    if (dfm__uniform(seed, DFM__DS_STREAM_PURITY, grow, 0, c->step) < e - fl) n++;
-    if (n > nm) n = nm;
-    if (n == 0) return 0;
-    qsort(cf, nm, sizeof *cf, cmp_conf);
-    for (size_t k = 0; k < n; k++) {
-        size_t i = (size_t)cf[k].idx;
-        const float *z = z0 + i * c->V;
-        int bad;
-        float mx = dfm__max_check(z, c->V, &bad);
-        double tot = dfm__exp_shift_sum(z, c->V, mx, c->scale, w);
-        double u1, u2;
-        dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
-        int32_t y = draw_except(w, c->V, tot, mask, u2);
-        if (y < 0) return fail_at(c, tid, DFM_ENUMERIC, r, i, mask);
-        x[i] = y;
-        c->jumps[tid]++;
-    }
-    return 0;
+    double lb = c->B * (1.0 - dfm__mix_p0(c->m, xi)), l1 = c->A + lb;
+    if (!(l1 > 0.0 && u1 < -expm1(-c->h * l1))) return xi;
+    float *w = c->scr[tid].w;
+    double tot = dfm__ds_posterior(c, z, mx, w, c->scr[tid].list);
+    int32_t x1 = dfm__draw_weights_f(w, c->V, tot, u2);
+    double lam = x1 != xi ? l1 : lb;
+    if (x1 != xi && lb <= 0.0) return x1;
+    if (!(lam > 0.0 && u1 < -expm1(-c->h * lam))) return xi;
+    double uk, ut;
+    dfm__uniform2(c->s->b.seed, DFM__DS_STREAM_EXTRA, grow, i, c->step, &uk, &ut);
+    if (x1 != xi && uk * lam < c->A) return x1;
+    return dfm__mix_source_draw_except(c->m, xi, ut);
 }
 
 /* Coordinates [i0, i1) of row r for one step; returns 0 or the status recorded by fail_at. */
@@ -238,72 +78,42 @@ static int step_row(step_ctx *c, size_t r, size_t i0, size_t i1, int tid, int64_
 {
     const dfm_run_args *a = c->a;
     uint64_t seed = c->s->b.seed;
-    float *w = c->scratch + (size_t)tid * c->V;
+    float *w = c->scr[tid].w;
+    uint32_t *list = c->scr[tid].list;
     const size_t d = c->d, V = c->V;
     uint64_t grow = (uint64_t)(a->row_offset + r);
     int32_t *x = c->state + r * d;
-    const float *z0 = c->out + (r - c->row0) * c->stride;
+    const float *z0 = c->out[r];
     const uint8_t *fx = a->fixed ? a->fixed + r * d : NULL;
     for (size_t i = i0; i < i1; i++) {
         if (fx && fx[i]) continue;
         const float *z = z0 + i * V;
         int32_t xi = x[i], y = xi;
-        double u1, u2;
         if (c->param == DFM_PARAM_RATES) {
-            int bad1 = 0, bad2 = 0;
-            double lam = rate_sum(z, (size_t)xi, &bad1) + rate_sum(z + xi + 1, V - (size_t)xi - 1, &bad2);
-            if (bad1 | bad2) {
-                long yb = 0;
-                for (size_t k = 0; k < V; k++)
-                    if (k != (size_t)xi && (!(z[k] >= 0.0f) || z[k] == INFINITY)) { yb = (long)k; break; }
-                return fail_at(c, tid, DFM_ENUMERIC, r, i, yb);
-            }
-            if (!(lam > 0.0)) continue;
-            dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
-            if (!(u1 < -expm1(-c->h * lam))) continue;
-            memcpy(w, z, V * sizeof(float));
-            w[xi] = 0.0f; /* the diagonal entry is ignored, whatever it holds */
-            int32_t t = dfm__draw_weights_f(w, V, lam, u2);
-            if (w[t] > 0.0f) y = t;
+            int st = rates_coord(c, z, xi, r, i, tid, grow, &y);
+            if (st) return st;
         } else {
             int bad;
+            double u1, u2;
             float mx = dfm__max_check(z, V, &bad);
-            if (bad || mx == -INFINITY) return fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
+            if (bad || mx == -INFINITY) return dfm__ds_fail_at(c, tid, DFM_ENUMERIC, r, i, -1);
             dfm__uniform2(seed, DFM__DS_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
-            if (c->method == DFM_METHOD_EXACT) {
+            if (c->final_draw) { /* Euler's last step, a step ending at kappa = 1: x1 */
+                double tot = dfm__ds_posterior(c, z, mx, w, list);
+                y = dfm__draw_weights_f(w, V, tot, u2);
+            } else if (c->method == DFM_METHOD_EXACT) {
                 if (u1 < c->pj) {
-                    double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
+                    double tot = dfm__ds_posterior(c, z, mx, w, list);
                     y = dfm__draw_weights_f(w, V, tot, u2);
                 } else if (c->extra) {
-                    double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
+                    double tot = dfm__ds_posterior(c, z, mx, w, list);
                     double px = (double)w[xi] / tot, ue1, ue2;
                     dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &ue1, &ue2);
                     y = extra_jump(c, w, tot, xi, grow, (uint32_t)i, c->A * (1.0 - px),
                                    c->B * (1.0 - dfm__mix_p0(c->m, xi)), ue1, ue2);
                 }
-            } else if (c->final_draw) { /* Euler, last step: x_t = the x1 sample */
-                double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
-                y = dfm__draw_weights_f(w, V, tot, u2);
             } else {
-                /* Euler exactly as flow_matching's MixtureDiscreteEulerSolver: draw x1 ~ p,
-                 * conditional rates u(y) = A delta(y, x1) + B p0(y) for y != x^i, jump with
-                 * probability 1 - exp(-h lambda), lambda = A [x1 != x^i] + B (1 - p0(x^i)),
-                 * target drawn from u. The coin u1 is drawn first: when it cannot fire even
-                 * for the larger lambda, x1 is not needed (same law, no softmax). */
-                double lb = c->B * (1.0 - dfm__mix_p0(c->m, xi)), l1 = c->A + lb;
-                if (l1 > 0.0 && u1 < -expm1(-c->h * l1)) {
-                    double tot = dfm__exp_shift_sum(z, V, mx, c->scale, w);
-                    int32_t x1 = dfm__draw_weights_f(w, V, tot, u2);
-                    double lam = x1 != xi ? l1 : lb;
-                    if (x1 != xi && lb <= 0.0) {
-                        y = x1;
-                    } else if (lam > 0.0 && u1 < -expm1(-c->h * lam)) {
-                        double uk, ut;
-                        dfm__uniform2(seed, DFM__DS_STREAM_EXTRA, grow, (uint32_t)i, c->step, &uk, &ut);
-                        if (x1 != xi && uk * lam < c->A) y = x1;
-                        else y = dfm__mix_source_draw_except(c->m, xi, ut);
-                    }
-                }
+                y = euler_coord(c, z, mx, xi, grow, (uint32_t)i, u1, u2, tid);
             }
         }
         if (y != xi) { x[i] = y; (*jumps)++; }
@@ -311,10 +121,10 @@ static int step_row(step_ctx *c, size_t r, size_t i0, size_t i1, int tid, int64_
     return 0;
 }
 
-/* Work items of a chunk, claimed dynamically by the threads: blocks of DS_BLOCK coordinates of
- * a row (whole rows under purity), numbered from the chunk's last block backwards, since the
- * model wrote the last rows last and they are the ones still in cache. A failing item does not
- * stop the others: each thread keeps its lowest bad (row, coordinate). */
+/* Work items, claimed dynamically by the threads: blocks of DS_BLOCK coordinates of a row (whole
+ * rows for the unmasking engine), numbered from the last block backwards, since the model wrote
+ * the last rows last and they are the ones still in cache. A failing item does not stop the
+ * others: each thread keeps its lowest bad (row, coordinate). */
 #define DS_BLOCK 32
 
 static int step_items(void *vctx, size_t begin, size_t end, int tid)
@@ -325,12 +135,17 @@ static int step_items(void *vctx, size_t begin, size_t end, int tid)
     for (size_t j = begin; j < end; j++) {
         size_t item = c->nitems - 1 - j;
         int rs;
-        if (c->purity) {
-            rs = purity_row(c, c->row0 + item, tid);
+        if (c->kind == DS_K_REVEAL) {
+            rs = dfm__ds_reveal_row(c, c->row0 + item, tid);
         } else {
             size_t r = c->row0 + item / c->nblk, i0 = (item % c->nblk) * DS_BLOCK;
             size_t i1 = c->d - i0 < DS_BLOCK ? c->d : i0 + DS_BLOCK;
-            rs = step_row(c, r, i0, i1, tid, &jumps);
+            switch (c->kind) {
+            case DS_K_REMASK: rs = dfm__ds_remask_row(c, r, i0, i1, tid, &jumps); break;
+            case DS_K_LEAP: rs = dfm__ds_leap_row(c, r, i0, i1, tid, &jumps); break;
+            case DS_K_STAGE2: rs = dfm__ds_stage2_row(c, r, i0, i1, tid, &jumps); break;
+            default: rs = step_row(c, r, i0, i1, tid, &jumps); break;
+            }
         }
         if (rs) st = rs;
     }
@@ -338,7 +153,33 @@ static int step_items(void *vctx, size_t begin, size_t end, int tid)
     return st;
 }
 
-/* ---- run ---- */
+/* ---- the run's plan and buffers ---- */
+
+typedef struct run_plan {
+    size_t d, V, stride, rows, n, nsteps, chunk, nblocks;
+    int nt, logits, engine, remask, trap, cache;
+} run_plan;
+
+typedef struct run_buf {
+    int32_t *state, *saved, *prev, *lasttok, *gtok;
+    double *tv;
+    float *out, *out2, *stage, *w;
+    const float **rowp, **rowp2, **latest;
+    size_t *gidx, *lidx;
+    uint32_t *list;
+    ds_cand *cand;
+    ds_scratch *scr;
+    ds_err *err;
+    int64_t *jumps, *clamped;
+} run_buf;
+
+static void free_buf(dfm_sampler *s, run_buf *b)
+{
+    void *p[] = {b->state, b->saved, b->prev, b->lasttok, b->gtok, b->tv, b->out, b->out2,
+                 b->stage, b->w, (void *)b->rowp, (void *)b->rowp2, (void *)b->latest, b->gidx,
+                 b->lidx, b->list, b->cand, b->scr, b->err, b->jumps, b->clamped};
+    for (size_t k = 0; k < sizeof p / sizeof p[0]; k++) dfm__free(&s->b.mem, p[k]);
+}
 
 /* Rows per model call: all (0), the host's count, or DFM_CHUNK_AUTO: about 1 MiB of model
  * output per thread (a core's L2 on current x86-64 and ARM servers holds it), and at least one
@@ -351,27 +192,6 @@ static size_t ds_chunk_rows(int64_t opt, size_t rows, size_t stride, int nt)
     size_t per_thread = row_bytes >= per ? 1 : per / row_bytes;
     size_t c = per_thread > rows / (size_t)nt ? rows : per_thread * (size_t)nt;
     return c < 1 ? 1 : (c > rows ? rows : c);
-}
-
-typedef struct run_buf {
-    int32_t *state, *saved;
-    double *tv;
-    float *out, *scratch;
-    ds_conf *conf;
-    ds_err *err;
-    int64_t *jumps;
-} run_buf;
-
-static void free_buf(dfm_sampler *s, run_buf *b)
-{
-    dfm__free(&s->b.mem, b->state);
-    dfm__free(&s->b.mem, b->saved);
-    dfm__free(&s->b.mem, b->tv);
-    dfm__free(&s->b.mem, b->out);
-    dfm__free(&s->b.mem, b->scratch);
-    dfm__free(&s->b.mem, b->conf);
-    dfm__free(&s->b.mem, b->err);
-    dfm__free(&s->b.mem, b->jumps);
 }
 
 /* kappa, kappa' at t with checks. */
@@ -387,208 +207,555 @@ static int kappa_at(dfm_sampler *s, double t, double *k, double *dk)
     return 0;
 }
 
-static int ds_run_inner(dfm_sampler *s, const dfm_run_args *a, run_buf *b)
+/* Which options combine, and the sizes of the run. */
+static int check_modes(dfm_sampler *s, run_plan *p)
 {
-    ds_impl *im = (ds_impl *)s->impl;
+    const ds_impl *im = (const ds_impl *)s->impl;
+    int extra_cfg = im->eta > 0.0 || im->corr > 0.0 || im->cfn != NULL;
+    p->engine = p->logits && (im->order || im->count || im->block_len || im->greedy) && !im->remask;
+    p->remask = p->logits && im->remask;
+    if (p->engine && extra_cfg)
+        return dfm__fail(&s->b, DFM_EINVAL, "unmasking orders and counts (purity sampling) cannot be "
+                         "combined with eta or a corrector");
+    if (p->remask && (im->order || im->count || im->block_len))
+        return dfm__fail(&s->b, DFM_EINVAL, "remasking needs the random order, the coin count and no blocks");
+    if (p->remask && extra_cfg)
+        return dfm__fail(&s->b, DFM_EINVAL, "remasking cannot be combined with eta or a corrector");
+    if (p->remask && im->remask == DFM_REMASK_LOOP) {
+        if (!(im->loop_start < im->loop_end))
+            return dfm__fail(&s->b, DFM_EINVAL, "the loop must start before it ends (start %g, end %g)",
+                             im->loop_start, im->loop_end);
+        double t;
+        if (dfm__sched_kappa_inverse(&s->gen->path->sched, 0.5, &t, NULL) == DFM_EUNSUPPORTED)
+            return dfm__fail(&s->b, DFM_EUNSUPPORTED, "the loop schedule needs a scheduler with kappa^-1");
+    }
+    p->nblocks = 0;
+    if (p->engine && im->block_len > 0) {
+        uint64_t L = (uint64_t)im->block_len;
+        p->nblocks = L >= p->d ? 1 : (size_t)((p->d + L - 1) / L);
+        if (p->nsteps < p->nblocks)
+            return dfm__fail(&s->b, DFM_EINVAL, "block-wise unmasking needs at least one step per block "
+                             "(%zu steps, %zu blocks)", p->nsteps, p->nblocks);
+    }
+    return 0;
+}
+
+static int validate(dfm_sampler *s, const dfm_run_args *a, run_plan *p)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
     const dfm_generator *g = s->gen;
     const dfm__mixture *m = dfm__mixture_of(g->path);
-    size_t d = g->path->space.n_tokens, V = (size_t)m->vocab, stride = g->out_stride;
-    size_t rows = a->rows, n, nsteps = dfm__sampler_nsteps(s);
-    int st = dfm__check_run_common(s, a, d, 0);
+    memset(p, 0, sizeof *p);
+    p->d = g->path->space.n_tokens;
+    p->V = (size_t)m->vocab;
+    p->stride = g->out_stride;
+    p->rows = a->rows;
+    p->nsteps = dfm__sampler_nsteps(s);
+    p->logits = g->param == DFM_PARAM_LOGITS;
+    p->trap = s->method == DFM_METHOD_THETA_TRAPEZOIDAL;
+    p->cache = im->time_indep;
+    int st = dfm__check_run_common(s, a, p->d, 0);
     if (st) return st;
     if (a->reals) return dfm__fail(&s->b, DFM_EINVAL, "args->reals must be NULL on a discrete space");
     if (s->grid && !(s->grid[1] > s->grid[0]))
         return dfm__fail(&s->b, DFM_EINVAL, "discrete samplers need an increasing time grid");
-    int logits = g->param == DFM_PARAM_LOGITS;
-    int purity = logits && im->purity;
-    int extra_cfg = im->eta > 0.0 || im->corr > 0.0 || im->cfn != NULL;
-    if (purity && extra_cfg)
-        return dfm__fail(&s->b, DFM_EINVAL, "purity sampling cannot be combined with eta or a corrector");
-    if (rows == 0) return 0;
-    if (dfm__mul(rows, d, &n)) return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x d overflows");
-    for (size_t j = 0; j < n; j++) {
+    if ((st = check_modes(s, p)) != 0) return st;
+    if (p->rows == 0) return 0;
+    if (dfm__mul(p->rows, p->d, &p->n)) return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x d overflows");
+    for (size_t j = 0; j < p->n; j++) {
         if (a->draw_source && !(a->fixed && a->fixed[j])) continue;
-        if (a->tokens[j] < 0 || (size_t)a->tokens[j] >= V)
+        if (a->tokens[j] < 0 || (size_t)a->tokens[j] >= p->V)
             return dfm__fail(&s->b, DFM_ERANGE, "tokens[row %zu][coord %zu] = %d is outside [0, %zu)",
-                             j / d, j % d, (int)a->tokens[j], V);
+                             j / p->d, j % p->d, (int)a->tokens[j], p->V);
     }
-    int nt = s->b.nthreads < 1 ? 1 : s->b.nthreads;
-    size_t chunk = ds_chunk_rows(im->chunk, rows, stride, nt);
-    size_t nout, nsc, nsave = 0;
-    if (dfm__mul(chunk, stride, &nout) || dfm__mul((size_t)nt, V, &nsc) ||
-        (a->n_save && dfm__mul(a->n_save, n, &nsave)))
+    p->nt = s->b.nthreads < 1 ? 1 : s->b.nthreads;
+    p->chunk = ds_chunk_rows(im->chunk, p->rows, p->stride, p->nt);
+    return 0;
+}
+
+static int alloc_buf(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b)
+{
+    const dfm_allocator *mem = &s->b.mem;
+    size_t nt = (size_t)p->nt, nout, nsc, nsave = 0, nstage = 0, ngt = 0;
+    size_t slot_rows = p->cache ? p->rows : p->chunk;
+    if (dfm__mul(slot_rows, p->stride, &nout) || dfm__mul(nt, 2 * p->V, &nsc) ||
+        (a->n_save && dfm__mul(a->n_save, p->n, &nsave)) ||
+        (p->cache && (dfm__mul(p->chunk, p->stride, &nstage) || dfm__mul(p->chunk, p->d, &ngt))))
         return dfm__fail(&s->b, DFM_EOVERFLOW, "buffer sizes overflow");
-    b->state = (int32_t *)dfm__calloc(&s->b.mem, n, sizeof(int32_t));
-    b->tv = (double *)dfm__calloc(&s->b.mem, rows, sizeof(double));
-    b->out = (float *)dfm__calloc(&s->b.mem, nout, sizeof(float));
-    b->scratch = (float *)dfm__calloc(&s->b.mem, nsc, sizeof(float));
-    b->err = (ds_err *)dfm__calloc(&s->b.mem, (size_t)nt, sizeof(ds_err));
-    b->jumps = (int64_t *)dfm__calloc(&s->b.mem, (size_t)nt, sizeof(int64_t));
-    if (nsave) b->saved = (int32_t *)dfm__calloc(&s->b.mem, nsave, sizeof(int32_t));
-    if (purity) b->conf = (ds_conf *)dfm__calloc(&s->b.mem, (size_t)nt * d, sizeof(ds_conf));
-    if (!b->state || !b->tv || !b->out || !b->scratch || !b->err || !b->jumps ||
-        (nsave && !b->saved) || (purity && !b->conf))
-        return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the sampler buffers");
-
-    memcpy(b->state, a->tokens, n * sizeof(int32_t));
-    if (a->draw_source) {
-        for (size_t j = 0; j < n; j++) {
-            if (a->fixed && a->fixed[j]) continue;
-            double u = dfm__uniform(s->b.seed, DFM__DS_STREAM_SRC, (uint64_t)(a->row_offset + j / d),
-                                    (uint32_t)(j % d), 0);
-            b->state[j] = dfm__mix_source_draw(m, u);
-        }
+    b->state = (int32_t *)dfm__calloc(mem, p->n, sizeof(int32_t));
+    b->tv = (double *)dfm__calloc(mem, p->rows, sizeof(double));
+    b->out = (float *)dfm__calloc(mem, nout, sizeof(float));
+    b->w = (float *)dfm__calloc(mem, nsc, sizeof(float));
+    b->list = (uint32_t *)dfm__calloc(mem, nt * p->V, sizeof(uint32_t));
+    b->scr = (ds_scratch *)dfm__calloc(mem, nt, sizeof(ds_scratch));
+    b->rowp = (const float **)dfm__calloc(mem, p->rows, sizeof(float *));
+    b->err = (ds_err *)dfm__calloc(mem, nt, sizeof(ds_err));
+    b->jumps = (int64_t *)dfm__calloc(mem, nt, sizeof(int64_t));
+    b->clamped = (int64_t *)dfm__calloc(mem, nt, sizeof(int64_t));
+    int ok = b->state && b->tv && b->out && b->w && b->list && b->scr && b->rowp && b->err &&
+             b->jumps && b->clamped;
+    if (nsave) ok &= (b->saved = (int32_t *)dfm__calloc(mem, nsave, sizeof(int32_t))) != NULL;
+    if (p->engine) ok &= (b->cand = (ds_cand *)dfm__calloc(mem, nt * p->d, sizeof(ds_cand))) != NULL;
+    if (p->trap) {
+        ok &= (b->out2 = (float *)dfm__calloc(mem, nout, sizeof(float))) != NULL;
+        ok &= (b->rowp2 = (const float **)dfm__calloc(mem, p->rows, sizeof(float *))) != NULL;
+        ok &= (b->prev = (int32_t *)dfm__calloc(mem, p->n, sizeof(int32_t))) != NULL;
     }
+    if (p->cache) {
+        ok &= (b->stage = (float *)dfm__calloc(mem, nstage, sizeof(float))) != NULL;
+        ok &= (b->gtok = (int32_t *)dfm__calloc(mem, ngt, sizeof(int32_t))) != NULL;
+        ok &= (b->lasttok = (int32_t *)dfm__calloc(mem, p->n, sizeof(int32_t))) != NULL;
+        ok &= (b->gidx = (size_t *)dfm__calloc(mem, p->chunk, sizeof(size_t))) != NULL;
+        ok &= (b->lidx = (size_t *)dfm__calloc(mem, p->chunk, sizeof(size_t))) != NULL;
+        ok &= (b->latest = (const float **)dfm__calloc(mem, p->rows, sizeof(float *))) != NULL;
+    }
+    if (!ok) return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the sampler buffers");
+    for (size_t k = 0; k < nt; k++) {
+        b->scr[k].w = b->w + k * 2 * p->V;
+        b->scr[k].list = b->list + k * p->V;
+        b->scr[k].cand = b->cand ? b->cand + k * p->d : NULL;
+    }
+    if (p->cache) memset(b->lasttok, 0xff, p->n * sizeof(int32_t)); /* no row was sent yet */
+    return 0;
+}
 
-    step_ctx c;
-    memset(&c, 0, sizeof c);
-    c.s = s; c.m = m; c.a = a; c.state = b->state; c.out = b->out;
-    c.d = d; c.V = V; c.stride = stride; c.scratch = b->scratch; c.conf = b->conf;
-    c.err = b->err; c.jumps = b->jumps; c.method = s->method; c.param = g->param;
-    c.purity = purity;
-    c.nblk = (d + DS_BLOCK - 1) / DS_BLOCK;
-    c.scale = (float)(1.0 / im->temp);
+/* ---- the step's coefficients ---- */
 
-    size_t ks = 0;
-    for (size_t i = 0; i < nsteps; i++) {
-        double t0 = dfm__sampler_time(s, i), t1 = dfm__sampler_time(s, i + 1);
-        while (ks < a->n_save && a->save_times[ks] < t1) {
-            memcpy(b->saved + ks * n, b->state, n * sizeof(int32_t));
-            ks++;
-        }
-        double k0 = 0.0, dk0 = 0.0, k1 = 0.0, dk1 = 0.0; /* -O3 cannot see kappa_at set them */
-        if ((st = kappa_at(s, t0, &k0, &dk0)) || (st = kappa_at(s, t1, &k1, &dk1))) return st;
-        if (k1 < k0)
-            return dfm__fail(&s->b, DFM_ENUMERIC, "kappa decreases between t = %g and %g", t0, t1);
-        double corr = im->corr;
-        if (im->cfn) {
-            int rc = im->cfn(t0, &corr, im->cud);
-            if (rc) return dfm__fail_callback(&s->b, rc, "corrector");
-            if (!(corr >= 0.0) || !isfinite(corr))
-                return dfm__fail(&s->b, DFM_ENUMERIC, "corrector c(%g) = %g is not finite and >= 0", t0, corr);
-        }
-        int last = i + 1 == nsteps;
-        c.step = (uint32_t)i;
-        c.h = t1 - t0;
-        c.final_draw = 0;
-        c.extra = 0;
-        c.A = c.B = 0.0;
+typedef struct step_times { double t0, t1, tm, rho; } step_times;
+
+static int corrector_at(dfm_sampler *s, double t, double *c)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    *c = im->corr;
+    if (!im->cfn) return 0;
+    int rc = im->cfn(t, c, im->cud);
+    if (rc) return dfm__fail_callback(&s->b, rc, "corrector");
+    if (!(*c >= 0.0) || !isfinite(*c))
+        return dfm__fail(&s->b, DFM_ENUMERIC, "corrector c(%g) = %g is not finite and >= 0", t, *c);
+    return 0;
+}
+
+/* Rates on p (A) and on p0 (B) of the generator with corrector c and eta (docs/discrete.md);
+ * fwd = 0 leaves out the forward part kappa'/(1 - kappa) (the exact step takes it exactly). */
+static void rate_coefs(double k, double dk, double corr, double eta, int fwd, double *A, double *B)
+{
+    *A = ((fwd ? 1.0 + corr : corr) * dk + eta * k) / (1.0 - k);
+    *B = (k > 0.0 ? corr * dk / k : 0.0) + eta;
+}
+
+/* Step b of nb blocks starts at floor(b n / nb) (n steps; b, nb < 2^31 so nothing overflows). */
+static size_t block_start(size_t b, size_t n, size_t nb)
+{
+    return b * (n / nb) + (b * (n % nb)) / nb;
+}
+
+/* The unmasking engine: order, count and the active block with its own share of the steps and
+ * its block-local schedule. */
+static int setup_reveal(dfm_sampler *s, const run_plan *p, size_t i, step_ctx *c)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    c->kind = DS_K_REVEAL;
+    c->order = im->order;
+    c->count = im->count;
+    c->greedy = im->greedy;
+    c->threshold = im->threshold;
+    c->lo = 0;
+    c->hi = p->d;
+    c->last = i + 1 == p->nsteps;
+    if (!p->nblocks) return 0;
+    size_t nb = p->nblocks, n = p->nsteps, b = (size_t)((double)i * (double)nb / (double)n);
+    if (b >= nb) b = nb - 1;
+    while (b + 1 < nb && block_start(b + 1, n, nb) <= i) b++;
+    while (b > 0 && block_start(b, n, nb) > i) b--;
+    size_t s0 = block_start(b, n, nb), K = block_start(b + 1, n, nb) - s0, j = i - s0;
+    size_t L = (size_t)im->block_len;
+    c->lo = b * L;
+    c->hi = p->d - c->lo < L ? p->d : c->lo + L;
+    c->last = j + 1 == K;
+    double k0 = 0.0, k1 = 0.0, dk = 0.0; /* -O3 cannot see kappa_at set them */
+    int st;
+    if ((st = kappa_at(s, (double)j / (double)K, &k0, &dk)) ||
+        (st = kappa_at(s, j + 1 == K ? 1.0 : (double)(j + 1) / (double)K, &k1, &dk)))
+        return st;
+    c->pj = k0 < 1.0 ? (k1 - k0) / (1.0 - k0) : 1.0;
+    c->pj = c->pj > 1.0 ? 1.0 : (c->pj < 0.0 ? 0.0 : c->pj);
+    return 0;
+}
+
+/* kappa of the loop schedule: linear to kappa_on over [0, start), held over [start, end),
+ * linear to 1 over [end, 1]. */
+static double loop_kappa(const ds_impl *im, double t)
+{
+    if (t < im->loop_start) return im->loop_kappa * t / im->loop_start;
+    if (t < im->loop_end) return im->loop_kappa;
+    return im->loop_kappa + (1.0 - im->loop_kappa) * (t - im->loop_end) / (1.0 - im->loop_end);
+}
+
+/* ReMDM (Wang et al. 2025, eq. 7 translated to t = 0 noise): remask a revealed position with
+ * probability sigma <= sigma_max = min(1, (1 - kappa_{t+h}) / kappa_t), unmask a masked one with
+ * probability (kappa_{t+h} - (1 - sigma) kappa_t) / (1 - kappa_t): kappa_{t+h} of the positions
+ * are revealed after the step, for every sigma in [0, sigma_max]. */
+static int setup_remask(dfm_sampler *s, step_ctx *c, double t0, double t1, double *k0, double *k1,
+                        double *tm)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    int in_loop = 0;
+    c->kind = DS_K_REMASK;
+    c->greedy = im->greedy;
+    if (im->remask == DFM_REMASK_LOOP) {
+        *k0 = loop_kappa(im, t0);
+        *k1 = loop_kappa(im, t1);
+        in_loop = t0 >= im->loop_start && t0 < im->loop_end;
+        int raw = 0, st = dfm__sched_kappa_inverse(&s->gen->path->sched, *k0, tm, &raw);
+        if (st == DFM_ECALLBACK) return dfm__fail_callback(&s->b, raw, "scheduler inverse");
+        if (st) return dfm__fail(&s->b, DFM_ENUMERIC, "kappa^-1(%g) failed", *k0);
+    }
+    double smax = *k0 > 0.0 ? (1.0 - *k1) / *k0 : 1.0, eta = im->remask_eta;
+    smax = smax > 1.0 ? 1.0 : (smax < 0.0 ? 0.0 : smax);
+    if (im->remask == DFM_REMASK_RESCALE) c->sigma = eta * smax;
+    else if (im->remask == DFM_REMASK_CAP || in_loop) c->sigma = eta < smax ? eta : smax;
+    else c->sigma = 0.0;
+    double qu = *k0 < 1.0 ? (*k1 - (1.0 - c->sigma) * *k0) / (1.0 - *k0) : 1.0;
+    c->qu = qu > 1.0 ? 1.0 : (qu < 0.0 ? 0.0 : qu);
+    return 0;
+}
+
+/* tau-leaping and theta-trapezoidal: rates frozen at the step's start (and at rho = t + theta h
+ * for the second stage). A logits step that ends at kappa = 1, where the rates integrate to
+ * infinity, is a draw from the posterior instead. */
+static int setup_leap(dfm_sampler *s, const run_plan *p, step_ctx *c, double k0, double dk0,
+                      double k1, double corr, step_times *tt)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    int trap = p->trap;
+    if (p->logits && (!(k1 < 1.0) || !(k0 < 1.0))) {
+        c->final_draw = 1;
+        return 0;
+    }
+    if (!p->logits && !trap) return 0; /* tau-leaping on direct rates: the Euler step */
+    c->kind = DS_K_LEAP;
+    c->hfrac = trap ? im->theta : 1.0;
+    if (p->logits) rate_coefs(k0, dk0, corr, im->eta, 1, &c->A, &c->B);
+    if (!trap) return 0;
+    double th = im->theta;
+    tt->rho = tt->t0 + th * c->h;
+    c->alpha1 = 1.0 / (2.0 * th * (1.0 - th));
+    c->alpha2 = ((1.0 - th) * (1.0 - th) + th * th) / (2.0 * th * (1.0 - th));
+    if (!p->logits) return 0;
+    double kr = 0.0, dkr = 0.0, cr = 0.0; /* -O3 cannot see kappa_at set them */
+    int st;
+    if ((st = kappa_at(s, tt->rho, &kr, &dkr)) || (st = corrector_at(s, tt->rho, &cr))) return st;
+    if (!(kr < 1.0)) return dfm__fail(&s->b, DFM_ENUMERIC, "kappa(%g) = 1 inside a step", tt->rho);
+    rate_coefs(kr, dkr, cr, im->eta, 1, &c->A2, &c->B2);
+    return 0;
+}
+
+static int setup_step(dfm_sampler *s, const run_plan *p, size_t i, step_ctx *c, step_times *tt)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    double t0 = dfm__sampler_time(s, i), t1 = dfm__sampler_time(s, i + 1);
+    double k0 = 0.0, dk0 = 0.0, k1 = 0.0, dk1 = 0.0, corr = 0.0; /* -O3: set by the calls below */
+    int st;
+    if ((st = kappa_at(s, t0, &k0, &dk0)) || (st = kappa_at(s, t1, &k1, &dk1))) return st;
+    if (k1 < k0) return dfm__fail(&s->b, DFM_ENUMERIC, "kappa decreases between t = %g and %g", t0, t1);
+    if ((st = corrector_at(s, t0, &corr)) != 0) return st;
+    c->step = (uint32_t)i;
+    c->h = t1 - t0;
+    c->kind = DS_K_STEP;
+    c->final_draw = c->extra = 0;
+    c->A = c->B = c->A2 = c->B2 = 0.0;
+    c->hfrac = 1.0;
+    tt->t0 = tt->tm = tt->rho = t0;
+    tt->t1 = t1;
+    if (p->logits && s->method == DFM_METHOD_EXACT) {
+        if (p->remask && (st = setup_remask(s, c, t0, t1, &k0, &k1, &tt->tm)) != 0) return st;
         double om = 1.0 - k0;
-        if (logits && s->method == DFM_METHOD_EXACT) {
-            c.pj = om > 0.0 ? (k1 - k0) / om : 0.0;
-            if (c.pj > 1.0) c.pj = 1.0;
-            if (!purity && (corr > 0.0 || im->eta > 0.0) && om > 0.0) {
-                c.A = (corr * dk0 + im->eta * k0) / om;
-                c.B = (k0 > 0.0 ? corr * dk0 / k0 : 0.0) + im->eta;
-                c.extra = 1;
-            }
-        } else if (logits) {
-            if (last || !(om > 0.0)) {
-                c.final_draw = 1;
-            } else {
-                c.A = ((1.0 + corr) * dk0 + im->eta * k0) / om;
-                c.B = (k0 > 0.0 ? corr * dk0 / k0 : 0.0) + im->eta;
-            }
+        c->pj = om > 0.0 ? (k1 - k0) / om : 0.0;
+        if (c->pj > 1.0) c->pj = 1.0;
+        if (p->engine && (st = setup_reveal(s, p, i, c)) != 0) return st;
+        if (!p->engine && !p->remask && (corr > 0.0 || im->eta > 0.0) && om > 0.0) {
+            rate_coefs(k0, dk0, corr, im->eta, 0, &c->A, &c->B);
+            c->extra = 1;
         }
-        if (!isfinite(c.A) || !isfinite(c.B) || c.A < 0.0 || c.B < 0.0)
+    } else if (p->logits && s->method == DFM_METHOD_EULER) {
+        if (i + 1 == p->nsteps || !(k0 < 1.0)) c->final_draw = 1;
+        else rate_coefs(k0, dk0, corr, im->eta, 1, &c->A, &c->B);
+    } else if (s->method != DFM_METHOD_EULER) {
+        if ((st = setup_leap(s, p, c, k0, dk0, k1, corr, tt)) != 0) return st;
+    }
+    double co[4] = {c->A, c->B, c->A2, c->B2};
+    for (int k = 0; k < 4; k++)
+        if (!isfinite(co[k]) || co[k] < 0.0)
             return dfm__fail(&s->b, DFM_ENUMERIC,
                              "rate coefficients are not finite at t = %g (kappa' = %g); use the exact "
                              "step or a grid avoiding this time", t0, dk0);
-        for (size_t r = 0; r < rows; r++) b->tv[r] = t0;
-        /* The model sees the batch in chunks of rows; each chunk is stepped while its logits
-         * are still in cache. Rows are independent, so the chunking never changes results. */
-        for (size_t r0 = 0; r0 < rows; r0 += chunk) {
-            size_t cr = rows - r0 < chunk ? rows - r0 : chunk;
-            dfm_model_io io;
-            memset(&io, 0, sizeof io);
-            io.struct_size = sizeof io;
-            io.rows = cr;
-            io.row_offset = a->row_offset + r0;
-            io.t = b->tv + r0;
-            io.tokens = b->state + r0 * d;
-            io.n_tokens = d;
-            io.out = b->out;
-            io.out_stride = stride;
-            io.branch = DFM_BRANCH_MAIN;
-            io.step = (int)i;
-            s->stats[DFM_STAT_MODEL_CALLS]++;
-            int rc = a->model(&io, a->model_data);
-            if (rc) return dfm__fail_callback(&s->b, rc, "model");
-            c.row0 = r0;
-            c.nitems = purity ? cr : cr * c.nblk;
-            st = dfm__parallel_dynamic(&s->b, nt, c.nitems, 1, step_items, &c);
-            if (st) break;
-        }
-        if (st) {
-            const ds_err *e = NULL;
-            for (int k = 0; k < nt; k++)
-                if (b->err[k].code && (!e || b->err[k].row < e->row ||
-                                       (b->err[k].row == e->row && b->err[k].coord < e->coord)))
-                    e = &b->err[k];
-            if (e && g->param == DFM_PARAM_RATES)
-                return dfm__fail(&s->b, e->code, "model rate of row %zu coord %zu to token %ld is "
-                                 "negative, NaN or Inf (step %zu)", e->row, e->coord, e->y, i);
-            if (e && e->y >= 0)
-                return dfm__fail(&s->b, e->code, "model posterior of row %zu coord %zu puts no mass "
-                                 "off the mask token (step %zu)", e->row, e->coord, i);
-            if (e)
-                return dfm__fail(&s->b, e->code, "model logits of row %zu coord %zu contain NaN/+Inf "
-                                 "or are all -Inf (step %zu)", e->row, e->coord, i);
-            return dfm__fail(&s->b, st, "step %zu failed", i);
-        }
-        s->stats[DFM_STAT_STEPS]++;
-        if ((st = dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)nsteps, t1)))
-            return st;
-    }
-    while (ks < a->n_save) {
-        memcpy(b->saved + ks * n, b->state, n * sizeof(int32_t));
-        ks++;
-    }
-    int64_t jumps = 0;
-    for (int k = 0; k < nt; k++) jumps += b->jumps[k];
-    s->stats[DFM_STAT_JUMPS] = jumps;
-    memcpy(a->tokens, b->state, n * sizeof(int32_t));
-    if (nsave) memcpy(a->saved_tokens, b->saved, nsave * sizeof(int32_t));
     return 0;
 }
 
-static int ds_run(dfm_sampler *s, const dfm_run_args *a)
+/* ---- model calls and the kernels over rows ---- */
+
+static int report_error(dfm_sampler *s, const run_plan *p, const run_buf *b, int st, size_t i)
 {
-    run_buf b;
-    memset(&b, 0, sizeof b);
-    int st = ds_run_inner(s, a, &b);
-    free_buf(s, &b);
+    const ds_err *e = NULL;
+    for (int k = 0; k < p->nt; k++)
+        if (b->err[k].code && (!e || b->err[k].row < e->row ||
+                               (b->err[k].row == e->row && b->err[k].coord < e->coord)))
+            e = &b->err[k];
+    if (e && !p->logits)
+        return dfm__fail(&s->b, e->code, "model rate of row %zu coord %zu to token %ld is "
+                         "negative, NaN or Inf (step %zu)", e->row, e->coord, e->y, i);
+    if (e && e->y >= 0)
+        return dfm__fail(&s->b, e->code, "model posterior of row %zu coord %zu puts no mass "
+                         "off the mask token (step %zu)", e->row, e->coord, i);
+    if (e)
+        return dfm__fail(&s->b, e->code, "model logits of row %zu coord %zu contain NaN/+Inf "
+                         "or are all -Inf (step %zu)", e->row, e->coord, i);
+    return dfm__fail(&s->b, st, "step %zu failed", i);
+}
+
+static int run_kernel(dfm_sampler *s, const run_plan *p, const run_buf *b, step_ctx *c, size_t r0,
+                      size_t nr)
+{
+    c->row0 = r0;
+    c->nitems = c->kind == DS_K_REVEAL ? nr : nr * c->nblk;
+    int st = dfm__parallel_dynamic(&s->b, p->nt, c->nitems, 1, step_items, c);
+    return st ? report_error(s, p, b, st, c->step) : 0;
+}
+
+/* One model call on nr rows: consecutive batch rows from r0 (gidx NULL), or the global rows
+ * gidx[0..nr) whose tokens were gathered into tok. */
+static int call_model(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b,
+                      size_t r0, size_t nr, const size_t *gidx, const int32_t *tok, float *out,
+                      double t, size_t step)
+{
+    for (size_t r = 0; r < nr; r++) b->tv[r] = t;
+    dfm_model_io io;
+    memset(&io, 0, sizeof io);
+    io.struct_size = sizeof io;
+    io.rows = nr;
+    io.row_offset = gidx ? gidx[0] : a->row_offset + r0;
+    io.t = b->tv;
+    io.tokens = tok;
+    io.n_tokens = p->d;
+    io.out = out;
+    io.out_stride = p->stride;
+    io.branch = DFM_BRANCH_MAIN;
+    io.step = (int)step;
+    io.row_index = gidx;
+    s->stats[DFM_STAT_MODEL_CALLS]++;
+    s->stats[DFM_STAT_MODEL_ROWS] += (int64_t)nr;
+    int rc = a->model(&io, a->model_data);
+    if (rc) return dfm__fail_callback(&s->b, rc, "model");
+    return 0;
+}
+
+/* The model sees the batch in chunks of rows; each chunk is stepped while its output is still in
+ * cache. Rows are independent, so the chunking never changes results. */
+static int advance_chunked(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b,
+                           step_ctx *c, const step_times *tt)
+{
+    size_t d = p->d;
+    int st = 0;
+    for (size_t r0 = 0; r0 < p->rows && !st; r0 += p->chunk) {
+        size_t cr = p->rows - r0 < p->chunk ? p->rows - r0 : p->chunk;
+        if ((st = call_model(s, a, p, b, r0, cr, NULL, b->state + r0 * d, b->out, tt->tm, c->step)))
+            return st;
+        for (size_t r = 0; r < cr; r++) b->rowp[r0 + r] = b->out + r * p->stride;
+        if (!(p->trap && c->kind == DS_K_LEAP)) {
+            st = run_kernel(s, p, b, c, r0, cr);
+            continue;
+        }
+        memcpy(b->prev + r0 * d, b->state + r0 * d, cr * d * sizeof(int32_t));
+        if ((st = run_kernel(s, p, b, c, r0, cr)) != 0) return st;
+        if ((st = call_model(s, a, p, b, r0, cr, NULL, b->state + r0 * d, b->out2, tt->rho, c->step)))
+            return st;
+        for (size_t r = 0; r < cr; r++) b->rowp2[r0 + r] = b->out2 + r * p->stride;
+        c->kind = DS_K_STAGE2;
+        st = run_kernel(s, p, b, c, r0, cr);
+        c->kind = DS_K_LEAP;
+    }
     return st;
 }
 
-static const dfm__sampler_ops ds_ops = {ds_destroy, ds_run, ds_set_int, ds_get_int, ds_set_double,
-                                        ds_get_double};
-
-int dfm__ds_sampler_init(dfm_sampler *s, int method)
+/* Time-independent model: only the rows whose tokens differ from those of their last call are
+ * sent, at most chunk rows per call; the others keep their last output. A row's outputs live in
+ * its slot of set A (first stage) or B (theta-trapezoidal's second stage writes the slot that
+ * does not hold the row's first-stage output). */
+static float *slot_of(const run_plan *p, const run_buf *b, size_t r, int stage2)
 {
-    int param = s->gen->param;
-    if (!s->gen->path || s->gen->path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
-    if (param == DFM_PARAM_LOGITS && method != DFM_METHOD_EXACT && method != DFM_METHOD_EULER)
-        return DFM_EUNSUPPORTED;
-    if (param == DFM_PARAM_RATES && method != DFM_METHOD_EULER) return DFM_EUNSUPPORTED;
-    ds_impl *im = (ds_impl *)dfm__calloc(&s->b.mem, 1, sizeof(ds_impl));
-    if (!im) return DFM_ENOMEM;
-    im->temp = 1.0;
-    s->impl = im;
-    s->ops = &ds_ops;
+    float *a = b->out + r * p->stride;
+    return stage2 && b->rowp[r] == a ? b->out2 + r * p->stride : a;
+}
+
+static int cached_calls(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b,
+                        int stage2, double t, size_t step)
+{
+    const float **dst = stage2 ? b->rowp2 : b->rowp;
+    size_t d = p->d, r = 0;
+    while (r < p->rows) {
+        size_t k = 0;
+        for (; r < p->rows && k < p->chunk; r++) {
+            if (memcmp(b->state + r * d, b->lasttok + r * d, d * sizeof(int32_t)) == 0) {
+                dst[r] = b->latest[r];
+                continue;
+            }
+            b->lidx[k] = r;
+            b->gidx[k++] = a->row_offset + r;
+        }
+        if (!k) continue;
+        int consecutive = b->lidx[k - 1] - b->lidx[0] == k - 1, direct = consecutive;
+        for (size_t j = 1; j < k && direct; j++)
+            direct = slot_of(p, b, b->lidx[j], stage2) == slot_of(p, b, b->lidx[0], stage2) + j * p->stride;
+        const int32_t *tok = b->state + b->lidx[0] * d;
+        if (!consecutive) {
+            for (size_t j = 0; j < k; j++)
+                memcpy(b->gtok + j * d, b->state + b->lidx[j] * d, d * sizeof(int32_t));
+            tok = b->gtok;
+        }
+        float *out = direct ? slot_of(p, b, b->lidx[0], stage2) : b->stage;
+        int st = call_model(s, a, p, b, b->lidx[0], k, consecutive ? NULL : b->gidx, tok, out, t, step);
+        if (st) return st;
+        for (size_t j = 0; j < k; j++) {
+            size_t q = b->lidx[j];
+            float *slot = slot_of(p, b, q, stage2);
+            if (!direct) memcpy(slot, b->stage + j * p->stride, p->stride * sizeof(float));
+            dst[q] = b->latest[q] = slot;
+            memcpy(b->lasttok + q * d, b->state + q * d, d * sizeof(int32_t));
+        }
+    }
     return 0;
 }
 
-int dfm_sampler_set_corrector(dfm_sampler *s, dfm_corrector_fn fn, void *user_data)
+static int advance_cached(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b,
+                          step_ctx *c, const step_times *tt)
 {
-    if (!s) return DFM_EINVAL;
-    DFM__NOT_RUNNING(&s->b);
-    dfm__clear(&s->b);
-    if (s->ops != &ds_ops || s->gen->param != DFM_PARAM_LOGITS)
-        return dfm__fail(&s->b, DFM_EUNSUPPORTED,
-                         "a corrector needs a sampler of a factorized generator with posterior logits");
-    ds_impl *im = (ds_impl *)s->impl;
-    im->cfn = fn;
-    im->cud = fn ? user_data : NULL;
+    int st = cached_calls(s, a, p, b, 0, tt->tm, c->step);
+    if (st) return st;
+    if (!(p->trap && c->kind == DS_K_LEAP)) return run_kernel(s, p, b, c, 0, p->rows);
+    memcpy(b->prev, b->state, p->n * sizeof(int32_t));
+    if ((st = run_kernel(s, p, b, c, 0, p->rows)) != 0) return st;
+    if ((st = cached_calls(s, a, p, b, 1, tt->rho, c->step)) != 0) return st;
+    c->kind = DS_K_STAGE2;
+    st = run_kernel(s, p, b, c, 0, p->rows);
+    c->kind = DS_K_LEAP;
+    return st;
+}
+
+/* ---- the run ---- */
+
+static void draw_source(const dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b)
+{
+    const dfm__mixture *m = dfm__mixture_of(s->gen->path);
+    memcpy(b->state, a->tokens, p->n * sizeof(int32_t));
+    if (!a->draw_source) return;
+    for (size_t j = 0; j < p->n; j++) {
+        if (a->fixed && a->fixed[j]) continue;
+        double u = dfm__uniform(s->b.seed, DFM__DS_STREAM_SRC, (uint64_t)(a->row_offset + j / p->d),
+                                (uint32_t)(j % p->d), 0);
+        b->state[j] = dfm__mix_source_draw(m, u);
+    }
+}
+
+static void init_ctx(const dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b,
+                     step_ctx *c)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->m = dfm__mixture_of(s->gen->path);
+    c->a = a;
+    c->state = b->state;
+    c->prev = b->prev;
+    c->out = b->rowp;
+    c->out2 = b->rowp2;
+    c->d = p->d;
+    c->V = p->V;
+    c->stride = p->stride;
+    c->scr = b->scr;
+    c->err = b->err;
+    c->jumps = b->jumps;
+    c->clamped = b->clamped;
+    c->method = s->method;
+    c->param = s->gen->param;
+    c->nblk = (p->d + DS_BLOCK - 1) / DS_BLOCK;
+    c->scale = (float)(1.0 / im->temp);
+    c->shape.top_k = im->top_k;
+    c->shape.top_p = im->top_p;
+    c->shape.min_p = im->min_p;
+    c->shape.on = p->logits && (im->top_k > 0 || im->top_p < 1.0 || im->min_p > 0.0);
+}
+
+static int64_t total(const int64_t *v, int nt)
+{
+    int64_t t = 0;
+    for (int k = 0; k < nt; k++) t += v[k];
+    return t;
+}
+
+/* After a step: statistics, the step callback, progress and stop requests. */
+static int record(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, const run_buf *b,
+                  size_t i, double t1, int64_t changed)
+{
+    const ds_impl *im = (const ds_impl *)s->impl;
+    s->stats[DFM_STAT_STEPS]++;
+    if (im->step_fn) {
+        dfm_step_view v;
+        memset(&v, 0, sizeof v);
+        v.struct_size = sizeof v;
+        v.step = (int)i;
+        v.n_steps = (int)p->nsteps;
+        v.t = t1;
+        v.rows = p->rows;
+        v.row_offset = a->row_offset;
+        v.n_tokens = p->d;
+        v.tokens = b->state;
+        v.changed = changed;
+        int rc = im->step_fn(&v, im->step_ud);
+        if (rc) {
+            int st = dfm__fail(&s->b, DFM_ESTOPPED, "stopped by the step callback after step %zu "
+                               "(it returned %d)", i, rc);
+            s->b.cb_raw = rc;
+            return st;
+        }
+    }
+    return dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)p->nsteps, t1);
+}
+
+static int run_steps(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, run_buf *b)
+{
+    step_ctx c;
+    init_ctx(s, a, p, b, &c);
+    size_t ks = 0;
+    for (size_t i = 0; i < p->nsteps; i++) {
+        step_times tt;
+        double t1 = dfm__sampler_time(s, i + 1);
+        for (; ks < a->n_save && a->save_times[ks] < t1; ks++)
+            memcpy(b->saved + ks * p->n, b->state, p->n * sizeof(int32_t));
+        int st = setup_step(s, p, i, &c, &tt);
+        int64_t before = total(b->jumps, p->nt);
+        if (!st) st = p->cache ? advance_cached(s, a, p, b, &c, &tt) : advance_chunked(s, a, p, b, &c, &tt);
+        if (!st) st = record(s, a, p, b, i, t1, total(b->jumps, p->nt) - before);
+        if (st) return st;
+    }
+    for (; ks < a->n_save; ks++) memcpy(b->saved + ks * p->n, b->state, p->n * sizeof(int32_t));
+    s->stats[DFM_STAT_JUMPS] = total(b->jumps, p->nt);
+    s->stats[DFM_STAT_CLAMPED] = total(b->clamped, p->nt);
+    memcpy(a->tokens, b->state, p->n * sizeof(int32_t));
+    if (a->n_save) memcpy(a->saved_tokens, b->saved, a->n_save * p->n * sizeof(int32_t));
     return 0;
+}
+
+int dfm__ds_run(dfm_sampler *s, const dfm_run_args *a)
+{
+    run_plan p;
+    run_buf b;
+    memset(&b, 0, sizeof b);
+    int st = validate(s, a, &p);
+    if (!st && p.rows) st = alloc_buf(s, a, &p, &b);
+    if (!st && p.rows) {
+        draw_source(s, a, &p, &b);
+        st = run_steps(s, a, &p, &b);
+    }
+    free_buf(s, &b);
+    return st;
 }

@@ -1,7 +1,9 @@
 /* libFuzzer harness: the discrete module with real handles. Mixture paths of every source over
  * arbitrary vocabularies / lengths / mask tokens / p0 vectors and every scheduler kind;
- * dfm_path_sample; factorized generators (logits, rates); dfm_mixture_rates; EXACT and EULER
- * samplers with fuzzed options (temperature, corrector, eta, purity, threads), grids, save times,
+ * dfm_path_sample; factorized generators (logits, rates); dfm_mixture_rates; EXACT, EULER,
+ * TAU_LEAPING and THETA_TRAPEZOIDAL samplers with fuzzed options (temperature, corrector, eta,
+ * purity, threads, unmasking orders / counts / blocks / threshold / greedy, top-k / top-p / min-p,
+ * remasking schedules, theta, time independence) and a step callback that may stop, grids, save times,
  * fixed positions and a model returning fuzzed logits / rates (NaN, +-Inf, huge, subnormal) that
  * may fail; a progress callback that may stop; the generalized-KL and cross-entropy losses, the
  * ELBO and dfm_time_sample. An allocator fails where the input says.
@@ -52,12 +54,69 @@ static void fuzz_rates_helper(fz *in, dfm_generator *g, size_t d, size_t V)
     }
 }
 
+/* The step callback: a consistent view of valid tokens, fixed positions kept; may stop. */
+typedef struct fzs_step { size_t rows, d, V; const int32_t *entry; const uint8_t *fixed; int stop_at, seen; } fzs_step;
+static int fz_step_cb(const dfm_step_view *v, void *ud)
+{
+    fzs_step *c = (fzs_step *)ud;
+    FZ_ASSERT(v->struct_size == sizeof *v && v->rows == c->rows && v->n_tokens == c->d);
+    FZ_ASSERT(v->step == c->seen && v->t >= 0.0 && v->t <= 1.0 && v->changed >= 0);
+    for (size_t j = 0; j < c->rows * c->d; j++) {
+        FZ_ASSERT(v->tokens[j] >= 0 && v->tokens[j] < (int32_t)c->V);
+        if (c->fixed && c->fixed[j]) FZ_ASSERT(v->tokens[j] == c->entry[j]);
+    }
+    return ++c->seen == c->stop_at ? 5 : 0;
+}
+
+/* The inference options of docs/discrete.md, any value: documented statuses and a message on
+ * every failure. Returns the status of the last call. */
+static int fz_opt_checked(dfm_sampler *s, int st)
+{
+    FZ_STATUS_OK(st);
+    fzm_msg(dfm_sampler_last_error(s), st);
+    return st;
+}
+
+static double fz_unit(fz *in)
+{
+    return fz_u8(in) & 1 ? fz_double(in) : fz_u8(in) / 255.0;
+}
+
+static int fuzz_infer_option(fz *in, dfm_sampler *s, int what, size_t V)
+{
+    switch (what) {
+    case 8: return dfm_sampler_set_int(s, DFM_OPT_DS_ORDER, fz_int(in, -1, 4));
+    case 9: return dfm_sampler_set_int(s, DFM_OPT_DS_COUNT, fz_int(in, -1, 4));
+    case 10: return dfm_sampler_set_int(s, DFM_OPT_DS_BLOCK_LEN, fz_int(in, -1, 8));
+    case 11: return dfm_sampler_set_double(s, DFM_OPT_DS_THRESHOLD, fz_double(in));
+    case 12: return dfm_sampler_set_int(s, DFM_OPT_DS_GREEDY, fz_int(in, -1, 2));
+    case 13:
+        fz_opt_checked(s, dfm_sampler_set_int(s, DFM_OPT_DS_TOP_K, fz_int(in, -1, (int)V + 1)));
+        fz_opt_checked(s, dfm_sampler_set_double(s, DFM_OPT_DS_TOP_P, fz_unit(in)));
+        return dfm_sampler_set_double(s, DFM_OPT_DS_MIN_P, fz_unit(in));
+    case 14: {
+        const int ids[3] = {DFM_OPT_DS_REMASK_ETA, DFM_OPT_DS_LOOP_START, DFM_OPT_DS_LOOP_END};
+        fz_opt_checked(s, dfm_sampler_set_int(s, DFM_OPT_DS_REMASK, fz_int(in, -1, 4)));
+        for (int k = 0; k < 3; k++) fz_opt_checked(s, dfm_sampler_set_double(s, ids[k], fz_unit(in)));
+        return dfm_sampler_set_double(s, DFM_OPT_DS_LOOP_KAPPA, fz_unit(in));
+    }
+    default: {
+        fz_opt_checked(s, dfm_sampler_set_double(s, DFM_OPT_DS_THETA, fz_unit(in)));
+        int v = fz_int(in, -1, 2), st = dfm_sampler_set_int(s, DFM_OPT_DS_TIME_INDEPENDENT, v);
+        FZ_ASSERT((st == 0) == (v == 0 || v == 1));
+        return st;
+    }
+    }
+}
+
 static void fuzz_sampler(fz *in, dfm_generator *g, size_t d, size_t V, int source, dfm_allocator *mem)
 {
     static int32_t tok[CAP], copy[CAP], saved[4 * CAP];
     static uint8_t fixed[CAP];
     static double grid[70], save[4];
-    int method = fz_u8(in) % 8 ? (fz_u8(in) & 1 ? DFM_METHOD_EXACT : DFM_METHOD_EULER) : fz_int(in, 0, 10);
+    static const int methods[4] = {DFM_METHOD_EXACT, DFM_METHOD_EULER, DFM_METHOD_TAU_LEAPING,
+                                   DFM_METHOD_THETA_TRAPEZOIDAL};
+    int method = fz_u8(in) % 8 ? methods[fz_u8(in) % 4] : fz_int(in, 0, 11);
     dfm_sampler *s = (dfm_sampler *)in;
     int st = dfm_sampler_create(&s, g, method, fz_u8(in) & 1 ? mem : NULL);
     FZ_STATUS_OK(st);
@@ -65,8 +124,8 @@ static void fuzz_sampler(fz *in, dfm_generator *g, size_t d, size_t V, int sourc
         FZ_ASSERT(s == NULL);
         return;
     }
-    for (int k = 0; k < 6; k++) {
-        int what = fz_u8(in) % 8;
+    for (int k = 0; k < 10; k++) {
+        int what = fz_u8(in) % 16;
         if (what == 0) {
             /* small, or invalid (0, > INT32_MAX): a huge valid count is only slow */
             uint8_t sel = fz_u8(in);
@@ -89,7 +148,8 @@ static void fuzz_sampler(fz *in, dfm_generator *g, size_t d, size_t V, int sourc
             size_t n = 2 + fz_below(in, 68);
             for (size_t i = 0; i < n; i++) grid[i] = fz_u8(in) % 16 ? (double)i / (double)(n - 1) : fz_time(in);
             st = dfm_sampler_set_grid(s, grid, n);
-        } else st = dfm_sampler_set_int(s, DFM_OPT_SEED, (int64_t)fz_u64(in));
+        } else if (what == 7) st = dfm_sampler_set_int(s, DFM_OPT_SEED, (int64_t)fz_u64(in));
+        else st = fuzz_infer_option(in, s, what, V);
         FZ_STATUS_OK(st);
         fzm_msg(dfm_sampler_last_error(s), st);
     }
@@ -116,7 +176,11 @@ static void fuzz_sampler(fz *in, dfm_generator *g, size_t d, size_t V, int sourc
     a.fixed = use_fixed ? fixed : NULL;
     a.save_times = save; a.n_save = n_save; a.saved_tokens = saved;
     if (fz_u8(in) & 1) { a.progress = fzm_progress; a.progress_data = &m; }
+    fzs_step sc = {rows, d, V, copy, use_fixed ? fixed : NULL, fz_u8(in) % 4 ? -1 : fz_int(in, 1, 8), 0};
+    int use_step = fz_u8(in) & 1;
+    FZ_ASSERT(dfm_sampler_set_step_callback(s, use_step ? fz_step_cb : NULL, &sc) == 0);
     st = dfm_sampler_run(s, &a);
+    if (use_step && st == DFM_ESTOPPED && sc.seen == sc.stop_at) FZ_ASSERT(dfm_sampler_callback_status(s) == 5);
     fzm_check_run(&m, st, dfm_sampler_callback_status(s));
     fzm_msg(dfm_sampler_last_error(s), st);
     if (st) {
@@ -130,6 +194,9 @@ static void fuzz_sampler(fz *in, dfm_generator *g, size_t d, size_t V, int sourc
         for (size_t i = 0; i < n_save * n; i++) FZ_ASSERT(saved[i] >= 0 && saved[i] < (int32_t)V);
         int64_t v;
         FZ_ASSERT(dfm_sampler_get_stat(s, DFM_STAT_MODEL_CALLS, &v) == 0 && v == m.calls);
+        int64_t steps_done;
+        FZ_ASSERT(dfm_sampler_get_stat(s, DFM_STAT_STEPS, &steps_done) == 0);
+        if (use_step) FZ_ASSERT(sc.seen == steps_done);
     }
     (void)source;
     dfm_sampler_free(s);
