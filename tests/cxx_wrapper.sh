@@ -3,8 +3,10 @@
 # -std=c++11 -Wall -Wextra -Werror against lib/ and runs both. Checks: bad arguments throw
 # dfm::error with libdfm's status, handles move, exceptions thrown by a model or progress lambda
 # never cross into C and come back as dfm::error(DFM_ECALLBACK) with outputs untouched, the
-# model_callback adapter works with the raw C API, and the demo samples its target (TV < 0.03
-# with 20000 samples and 128 steps; the sampling-noise floor is 0.015, 16 steps give 0.06).
+# model_callback adapter works with the raw C API, the trainer's step equals dfm_loss_eval on
+# its draws, the ELBO of a known posterior matches its exact value (3 log 4), and the demo
+# samples its target (TV < 0.03 with 20000 samples and 128 steps; the sampling-noise floor is
+# 0.015, 16 steps give 0.06).
 set -eu
 CXX=${CXX:-c++}
 command -v "$CXX" >/dev/null 2>&1 || { echo "C++ compiler '$CXX' not found"; exit 1; }
@@ -157,6 +159,74 @@ int main()
     CHECK(std::fabs(v - 8.5) < 1e-9);
     out[1] = NAN;
     CHECK(status_of([&] { l.eval(la); }) == DFM_ENUMERIC);
+
+    // the trainer: forward and backward lambdas; the step's loss and gradient equal
+    // dfm_loss_eval on the same draws; a throwing backward -> DFM_ECALLBACK with what(), the
+    // step counter unchanged; evaluate() runs no backward
+    {
+        dfm::space ds = dfm::space::discrete(5, 3);
+        dfm::path mp = dfm::path::mixture(ds, dfm::scheduler::condot(), DFM_SOURCE_MASK, 4);
+        dfm::loss gk = dfm::loss::generalized_kl(mp);
+        dfm::trainer tr(mp, gk);
+        tr.set_int(DFM_OPT_SEED, 3);
+        std::vector<int32_t> data = {0, 1, 2, 3, 2, 1}, seen_xt;
+        std::vector<double> seen_t;
+        std::vector<float> seen_grad;
+        dfm_train_args ta = {};
+        ta.rows = 2;
+        ta.x1_tokens = data.data();
+        auto fwd = [&](const dfm_model_io &io) {
+            for (std::size_t i = 0; i < io.rows * io.out_stride; i++) io.out[i] = 0.1f * (float)(i % 7);
+            seen_xt.assign(io.tokens, io.tokens + io.rows * io.n_tokens);
+            seen_t.assign(io.t, io.t + io.rows);
+        };
+        auto bwd = [&](const dfm_model_io &io, const float *grad) {
+            seen_grad.assign(grad, grad + io.rows * io.out_stride);
+        };
+        double vs = tr.step(fwd, bwd, ta);
+        CHECK(tr.step_count() == 1);
+        std::vector<float> o(30), g2(30);
+        for (std::size_t i = 0; i < 30; i++) o[i] = 0.1f * (float)(i % 7);
+        dfm_loss_args l2 = {};
+        l2.rows = 2; l2.t = seen_t.data(); l2.x1_tokens = data.data(); l2.xt_tokens = seen_xt.data();
+        l2.out = o.data(); l2.grad = g2.data();
+        CHECK(vs == gk.eval(l2) && seen_grad == g2);
+        try {
+            tr.step(fwd, [](const dfm_model_io &, const float *) { throw std::runtime_error("backward boom"); }, ta);
+            CHECK(false);
+        } catch (const dfm::error &err) {
+            CHECK(err.status() == DFM_ECALLBACK);
+            CHECK(err.message().find("backward boom") != std::string::npos);
+        }
+        CHECK(tr.step_count() == 1);
+        double ve = tr.evaluate(fwd, ta);
+        CHECK(std::isfinite(ve) && tr.step_count() == 2);
+        CHECK(status_of([&] { tr.set_double(DFM_OPT_GM_TIME_EPS, 2.0); }) == DFM_EINVAL);
+
+        // the discrete ELBO with the carry-over uniform posterior over the 4 data tokens: its
+        // expectation is exactly 3 log 4 per sequence; a throwing model -> DFM_ECALLBACK
+        auto carry = [](const dfm_model_io &io) {
+            for (std::size_t p = 0; p < io.rows * io.n_tokens; p++)
+                for (int y = 0; y < 5; y++)
+                    io.out[p * 5 + y] = io.tokens[p] == 4 ? (y < 4 ? 0.0f : -INFINITY)
+                                                          : (y == io.tokens[p] ? 0.0f : -INFINITY);
+        };
+        std::vector<double> nelbo(2), se(2);
+        dfm_elbo_args ea = {};
+        ea.rows = 2; ea.x1_tokens = data.data(); ea.n_t = 512; ea.nelbo = nelbo.data();
+        ea.std_error = se.data();
+        gk.discrete_elbo(carry, ea);
+        for (int r = 0; r < 2; r++) CHECK(std::fabs(nelbo[r] - 3.0 * std::log(4.0)) < 5.0 * se[r] + 1e-9);
+        std::vector<double> keep = nelbo;
+        try {
+            gk.discrete_elbo([](const dfm_model_io &) { throw std::runtime_error("elbo boom"); }, ea);
+            CHECK(false);
+        } catch (const dfm::error &err) {
+            CHECK(err.status() == DFM_ECALLBACK);
+            CHECK(err.message().find("elbo boom") != std::string::npos);
+        }
+        CHECK(nelbo == keep);
+    }
 
     std::printf("cxx wrapper test: %d failure(s)\n", fails);
     return fails ? 1 : 0;

@@ -1,15 +1,15 @@
 // libdfm: a thin, header-only C++11 wrapper over the C API (see docs/cxx.md).
 //
-//  * RAII: dfm::space, scheduler, path, generator, loss, sampler and ctmc own one handle each;
-//    they are move-only and free it in their destructor. get() gives the raw handle for any C
-//    function the wrapper does not cover.
+//  * RAII: dfm::space, scheduler, path, generator, loss, sampler, trainer and ctmc own one
+//    handle each; they are move-only and free it in their destructor. get() gives the raw
+//    handle for any C function the wrapper does not cover.
 //  * Errors: every failing call throws dfm::error, which carries the status code (status())
 //    and libdfm's message (the handle's last error when there is a handle).
-//  * Callbacks: sampler::run / log_likelihood / loss and path helpers take any C++ callable
-//    (lambdas with captures included). A C++ exception thrown by the callable is caught at the
-//    C boundary (it never unwinds through libdfm), turned into a nonzero return (so libdfm
-//    reports DFM_ECALLBACK) and reported as a dfm::error with status DFM_ECALLBACK whose
-//    message includes the exception's what().
+//  * Callbacks: sampler::run / log_likelihood, trainer::step / evaluate, loss::discrete_elbo
+//    and path helpers take any C++ callable (lambdas with captures included). A C++ exception
+//    thrown by the callable is caught at the C boundary (it never unwinds through libdfm),
+//    turned into a nonzero return (so libdfm reports DFM_ECALLBACK) and reported as a
+//    dfm::error with status DFM_ECALLBACK whose message includes the exception's what().
 //
 // Nothing here is compiled into libdfm: the ABI stays C. Requires C++11.
 #ifndef DFM_DFM_HPP
@@ -204,6 +204,35 @@ public:
         progress_callback *b = static_cast<progress_callback *>(ud);
         try {
             return detail::call_cb(b->f_, step, n_steps, t);
+        } catch (...) {
+            b->c_.store();
+            return callback_threw;
+        }
+    }
+
+private:
+    F f_;
+    detail::catcher c_;
+};
+
+/// Same for a backward callable (const dfm_model_io &, const float *grad) -> int or void (the
+/// trainer's dfm_backward_fn: grad is dLoss/dout, rows x out_stride).
+template <class F>
+class backward_callback {
+public:
+    explicit backward_callback(F f) : f_(std::move(f)) {}
+    backward_callback(const backward_callback &) = delete;
+    backward_callback &operator=(const backward_callback &) = delete;
+    dfm_backward_fn fn() const noexcept { return &backward_callback::call; }
+    void *data() noexcept { return this; }
+    bool threw() const noexcept { return c_.threw(); }
+    const std::string &what() const noexcept { return c_.what; }
+    const detail::catcher &catcher() const noexcept { return c_; }
+    static int call(const dfm_model_io *io, const float *grad, void *ud) noexcept
+    {
+        backward_callback *b = static_cast<backward_callback *>(ud);
+        try {
+            return detail::call_cb(b->f_, *io, grad);
         } catch (...) {
             b->c_.store();
             return callback_threw;
@@ -479,6 +508,20 @@ public:
         detail::check(dfm_loss_eval(get(), &args), dfm_loss_last_error(get()));
         return *args.loss;
     }
+    /// Negative ELBO per sequence (dfm_loss_discrete_elbo, generalized-KL losses) with model any
+    /// callable taking (const dfm_model_io &) and returning int or void; args.model/user_data
+    /// are set here, the other fields (rows, x1_tokens, n_t, nelbo, ...) are the caller's.
+    template <class Model>
+    void discrete_elbo(Model &&model, dfm_elbo_args args)
+    {
+        typedef typename std::remove_reference<Model>::type M;
+        model_callback<std::reference_wrapper<M> > mc(std::ref(model));
+        args.struct_size = sizeof args;
+        args.model = mc.fn();
+        args.user_data = mc.data();
+        int st = dfm_loss_discrete_elbo(get(), &args);
+        detail::finish(st, dfm_loss_last_error(get()), &mc.catcher());
+    }
     void set_int(int option, int64_t v)
     {
         detail::check(dfm_loss_set_int(get(), option, v), dfm_loss_last_error(get()));
@@ -612,6 +655,94 @@ private:
     };
     detail::handle<dfm_sampler, dfm_sampler_free> h_;
     std::unique_ptr<step_holder> step_;
+};
+
+/// The training step of generator matching (gm.h): libdfm draws t, x0 and x_t, evaluates the
+/// loss and its gradient wrt the model output; the host's callables run the model.
+class trainer {
+public:
+    /// A trainer for loss l on path p (both copied).
+    trainer(const path &p, const loss &l)
+    {
+        dfm_trainer *t = nullptr;
+        detail::check(dfm_trainer_create(&t, p.get(), l.get(), nullptr), "trainer");
+        h_ = detail::handle<dfm_trainer, dfm_trainer_free>(t);
+    }
+    void set_int(int option, int64_t v)
+    {
+        detail::check(dfm_trainer_set_int(get(), option, v), dfm_trainer_last_error(get()));
+    }
+    void set_double(int option, double v)
+    {
+        detail::check(dfm_trainer_set_double(get(), option, v), dfm_trainer_last_error(get()));
+    }
+    uint64_t step_count() const noexcept { return dfm_trainer_step_count(get()); }
+    void set_step(uint64_t s)
+    {
+        detail::check(dfm_trainer_set_step(get(), s), dfm_trainer_last_error(get()));
+    }
+
+    /// One step (dfm_trainer_step): forward, any callable (const dfm_model_io &) -> int or void,
+    /// fills io.out; backward, any callable (const dfm_model_io &, const float *grad) -> int or
+    /// void, receives dLoss/dout (rows x out_stride, valid during the call). args.forward,
+    /// backward, user_data and loss are set here; the other fields are the caller's. Returns
+    /// the reduced loss. A callable that throws makes it throw dfm::error(DFM_ECALLBACK).
+    template <class Forward, class Backward>
+    double step(Forward &&forward, Backward &&backward, dfm_train_args args)
+    {
+        typedef typename std::remove_reference<Forward>::type F;
+        typedef typename std::remove_reference<Backward>::type B;
+        model_callback<std::reference_wrapper<F> > fc(std::ref(forward));
+        backward_callback<std::reference_wrapper<B> > bc(std::ref(backward));
+        // one user_data for both adapters
+        both<F, B> pr = {&fc, &bc};
+        double v = 0.0;
+        args.struct_size = sizeof args;
+        args.forward = &both<F, B>::fwd;
+        args.backward = &both<F, B>::bwd;
+        args.user_data = &pr;
+        args.loss = &v;
+        int st = dfm_trainer_step(get(), &args);
+        detail::finish(st, dfm_trainer_last_error(get()), &fc.catcher(), &bc.catcher());
+        return v;
+    }
+    /// The loss of a step without a backward pass (the step counter still advances).
+    template <class Forward>
+    double evaluate(Forward &&forward, dfm_train_args args)
+    {
+        typedef typename std::remove_reference<Forward>::type F;
+        model_callback<std::reference_wrapper<F> > fc(std::ref(forward));
+        double v = 0.0;
+        args.struct_size = sizeof args;
+        args.forward = fc.fn();
+        args.backward = nullptr;
+        args.user_data = fc.data();
+        args.loss = &v;
+        int st = dfm_trainer_step(get(), &args);
+        detail::finish(st, dfm_trainer_last_error(get()), &fc.catcher());
+        return v;
+    }
+    int callback_status() const noexcept { return dfm_trainer_callback_status(get()); }
+    std::string last_error() const { return dfm_trainer_last_error(get()); }
+    dfm_trainer *get() const noexcept { return h_.get(); }
+
+private:
+    template <class F, class B>
+    struct both {
+        model_callback<std::reference_wrapper<F> > *f;
+        backward_callback<std::reference_wrapper<B> > *b;
+        static int fwd(const dfm_model_io *io, void *ud) noexcept
+        {
+            both *p = static_cast<both *>(ud);
+            return model_callback<std::reference_wrapper<F> >::call(io, p->f);
+        }
+        static int bwd(const dfm_model_io *io, const float *grad, void *ud) noexcept
+        {
+            both *p = static_cast<both *>(ud);
+            return backward_callback<std::reference_wrapper<B> >::call(io, grad, p->b);
+        }
+    };
+    detail::handle<dfm_trainer, dfm_trainer_free> h_;
 };
 
 /// Kolmogorov workspace for n states (exp(hQ), propagation).
