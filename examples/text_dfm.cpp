@@ -38,6 +38,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -78,11 +79,11 @@ struct Options {
     bool quick = false;
     std::string corpus = "/usr/share/games/fortunes", dict = "/usr/share/dict/words";
     long seq_len = 128, width = 128, layers = 4, heads = 4, batch = 32, threads = 2, seed = 1;
-    long samples = 32, eval_windows = 128, elbo_times = 16, log_every = 20;
-    double lr = 2e-3, train_seconds = 210.0, eps = 1e-3;
+    long samples = 32, eval_windows = 128, elbo_times = 8, log_every = 20;
+    double lr = 3e-3, train_seconds = 210.0, eps = 1e-3;
     int time_cond = 0, loss = 0; // loss 0: generalized KL (the ELBO), 1: cross-entropy
     int bf16 = -1;               // -1: when the CPU has bfloat16 instructions
-    std::vector<long> budgets = {16, 32, 64, 128};
+    std::vector<long> budgets = {16, 32, 128};
     long infill_steps = 64;
 };
 
@@ -104,13 +105,13 @@ void usage(FILE *f)
         "                       masked characters\n"
         "  --batch B            sequences per training step (default 32)\n"
         "  --lr LR              Adam learning rate, warmed up, then decayed to 0 over the\n"
-        "                       training time (default 2e-3)\n"
+        "                       training time (default 3e-3)\n"
         "  --eps E              training times on [0, 1 - E] (default 1e-3)\n"
         "  --samples N          samples per sampler setting (default 32; quick 8)\n"
         "  --budgets K,K,...    model-call budgets (sampler steps) of the flow (default\n"
-        "                       16,32,64,128; quick 16,64)\n"
+        "                       16,32,128; quick 16,64)\n"
         "  --eval-windows N     held-out sequences scored (default 128; quick 32)\n"
-        "  --elbo-times N       times per sequence of the ELBO estimate (default 16; quick 4)\n"
+        "  --elbo-times N       times per sequence of the ELBO estimate (default 8; quick 4)\n"
         "  --bf16 auto|0|1      bfloat16 autocast for the matrix products (default auto: on\n"
         "                       when the CPU has avx512_bf16 or AMX)\n"
         "  --threads T          torch threads (default 2)\n"
@@ -589,9 +590,8 @@ struct FlowHost {
     TextNet net{nullptr};
     int64_t L = 0, V = 0;
     int32_t mask = 0;
-    torch::Tensor logits;    // the last training forward's output (a view of libdfm's buffer)
+    torch::Tensor logits;     // the last training forward's output (over libdfm's buffer)
     double model_seconds = 0; // time inside the callbacks (the network's time)
-    std::string error;       // what a callback threw
 };
 
 torch::Tensor times_of(const dfm_model_io &io, bool wanted)
@@ -608,66 +608,45 @@ torch::Tensor tokens_of(const dfm_model_io &io)
                             torch::kInt);
 }
 
-// Training forward (dfm_trainer_step): autograd on, logits into io->out.
-int flow_forward(const dfm_model_io *io, void *ud)
+// Training forward (dfm::trainer::step): autograd on, the logits written into io.out.
+void flow_forward(const dfm_model_io &io, FlowHost &h)
 {
-    FlowHost &h = *static_cast<FlowHost *>(ud);
     double t0 = now();
-    try {
-        torch::Tensor f;
-        {
-            Autocast ac;
-            f = h.net->features(tokens_of(*io), times_of(*io, h.net->time_cond));
-        }
-        h.logits = LinearInto::apply(f, h.net->head_w, h.net->head_b, io->out);
-        exact_where_known(io->out, io->tokens, io->rows * io->n_tokens, h.V, h.mask);
-    } catch (const std::exception &e) {
-        h.error = e.what();
-        return 1;
+    torch::Tensor f;
+    {
+        Autocast ac;
+        f = h.net->features(tokens_of(io), times_of(io, h.net->time_cond));
     }
+    h.logits = LinearInto::apply(f, h.net->head_w, h.net->head_b, io.out);
+    exact_where_known(io.out, io.tokens, io.rows * io.n_tokens, h.V, h.mask);
     h.model_seconds += now() - t0;
-    return 0;
 }
 
 // Training backward: libdfm's gradient wrt the logits, wrapped in place.
-int flow_backward(const dfm_model_io *io, const float *grad, void *ud)
+void flow_backward(const dfm_model_io &io, const float *grad, FlowHost &h)
 {
-    FlowHost &h = *static_cast<FlowHost *>(ud);
     double t0 = now();
-    try {
-        auto g = torch::from_blob(const_cast<float *>(grad), {(int64_t)(io->rows * io->n_tokens), h.V},
-                                  torch::kFloat);
-        h.logits.backward(g);
-        h.logits = torch::Tensor();
-    } catch (const std::exception &e) {
-        h.error = e.what();
-        return 1;
-    }
+    auto g = torch::from_blob(const_cast<float *>(grad), {(int64_t)(io.rows * io.n_tokens), h.V},
+                              torch::kFloat);
+    h.logits.backward(g);
+    h.logits = torch::Tensor();
     h.model_seconds += now() - t0;
-    return 0;
 }
 
-// Evaluation and sampling: no autograd, the output layer writes into io->out.
-int flow_model(const dfm_model_io *io, void *ud)
+// Evaluation and sampling: no autograd, the output layer writes into io.out.
+void flow_model(const dfm_model_io &io, FlowHost &h)
 {
-    FlowHost &h = *static_cast<FlowHost *>(ud);
     double t0 = now();
-    try {
-        torch::NoGradGuard ng;
-        torch::Tensor f;
-        {
-            Autocast ac;
-            f = h.net->features(tokens_of(*io), times_of(*io, h.net->time_cond));
-        }
-        auto y = torch::from_blob(io->out, {f.size(0), h.V}, torch::kFloat);
-        torch::addmm_out(y, h.net->head_b, f, h.net->head_w.t());
-        exact_where_known(io->out, io->tokens, io->rows * io->n_tokens, h.V, h.mask);
-    } catch (const std::exception &e) {
-        h.error = e.what();
-        return 1;
+    torch::NoGradGuard ng;
+    torch::Tensor f;
+    {
+        Autocast ac;
+        f = h.net->features(tokens_of(io), times_of(io, h.net->time_cond));
     }
+    auto y = torch::from_blob(io.out, {f.size(0), h.V}, torch::kFloat);
+    torch::addmm_out(y, h.net->head_b, f, h.net->head_w.t());
+    exact_where_known(io.out, io.tokens, io.rows * io.n_tokens, h.V, h.mask);
     h.model_seconds += now() - t0;
-    return 0;
 }
 
 // ---- training ----
@@ -705,29 +684,20 @@ struct Timing {
     long loss_n = 0;
 };
 
-void flow_step(FlowHost &h, dfm_trainer *tr, torch::optim::Adam &opt, const Corpus &c,
+void flow_step(FlowHost &h, dfm::trainer &tr, torch::optim::Adam &opt, const Corpus &c,
                const Options &o, Timing &tm, std::vector<int32_t> &x1)
 {
     draw_windows(c.train_tok, o.seq_len, o.batch, (uint64_t)o.seed, 11, (uint32_t)tm.steps, x1.data());
     double t0 = now();
     set_lr(opt, lr_at(o.lr, tm.steps, tm.step, o.train_seconds));
     opt.zero_grad();
-    dfm_train_args a;
-    std::memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
+    dfm_train_args a = {};
     a.rows = (size_t)o.batch;
     a.x1_tokens = x1.data();
-    a.forward = flow_forward;
-    a.backward = flow_backward;
-    a.user_data = &h;
-    double loss = 0;
-    a.loss = &loss;
     double m0 = h.model_seconds, s0 = now();
-    int st = dfm_trainer_step(tr, &a);
+    double loss = tr.step([&](const dfm_model_io &io) { flow_forward(io, h); },
+                          [&](const dfm_model_io &io, const float *g) { flow_backward(io, g, h); }, a);
     double inside = now() - s0 - (h.model_seconds - m0);
-    if (st)
-        die(std::string("training step: ") + dfm_trainer_last_error(tr) +
-            (h.error.empty() ? "" : " (" + h.error + ")"));
     opt.step();
     tm.step += now() - t0;
     tm.library += inside;
@@ -789,25 +759,20 @@ std::vector<int32_t> eval_windows(const Corpus &c, int64_t L, int64_t n)
 
 // Held-out negative ELBO (libdfm's estimate per sequence, in nats) in bits per character, and
 // the standard error of the mean.
-void flow_nelbo(FlowHost &h, dfm_loss *gkl, const std::vector<int32_t> &w, const Options &o,
+void flow_nelbo(FlowHost &h, dfm::loss &gkl, const std::vector<int32_t> &w, const Options &o,
                 double &bpc, double &se)
 {
     size_t n = w.size() / (size_t)o.seq_len;
     std::vector<double> nelbo(n), err(n);
-    dfm_elbo_args ea;
-    std::memset(&ea, 0, sizeof ea);
-    ea.struct_size = sizeof ea;
+    dfm_elbo_args ea = {};
     ea.rows = n;
     ea.draw = 1;
     ea.x1_tokens = w.data();
     ea.n_t = (size_t)o.elbo_times;
     ea.chunk_rows = 32;
-    ea.model = flow_model;
-    ea.user_data = &h;
     ea.nelbo = nelbo.data();
     ea.std_error = err.data();
-    if (dfm_loss_discrete_elbo(gkl, &ea))
-        die(std::string("ELBO: ") + dfm_loss_last_error(gkl) + (h.error.empty() ? "" : " (" + h.error + ")"));
+    gkl.discrete_elbo([&](const dfm_model_io &io) { flow_model(io, h); }, ea);
     double s = 0, v = 0, k = (double)o.seq_len * std::log(2.0);
     for (size_t r = 0; r < n; r++) { s += nelbo[r]; v += err[r] * err[r]; }
     bpc = s / (double)n / k;
@@ -839,10 +804,15 @@ struct SampleRun {
     int64_t calls = 0;
 };
 
-// N samples of the flow with the exact mixture step and `steps` model calls (purity: the most
-// confident positions first); fixed/prompt: infilling (prompt tokens at fixed positions).
+// N samples of the flow with `steps` model calls and the given setting; fixed/prompt: infilling
+// (prompt tokens at fixed positions).
+// The sampler settings compared: a name and the options set on a DFM_METHOD_EXACT sampler.
+typedef std::function<void(dfm::sampler &)> Setting;
+const Setting exact_step = [](dfm::sampler &) {};
+const Setting purity = [](dfm::sampler &s) { s.set_int(DFM_OPT_DS_PURITY, 1); };
+
 SampleRun flow_sample(FlowHost &h, const dfm::generator &gen, const Options &o, int64_t N,
-                      int64_t steps, bool purity, const std::vector<uint8_t> *fixed,
+                      int64_t steps, const Setting &setting, const std::vector<uint8_t> *fixed,
                       const std::vector<int32_t> *prompt, std::vector<double> *save_times = nullptr,
                       std::vector<int32_t> *saved = nullptr)
 {
@@ -850,7 +820,7 @@ SampleRun flow_sample(FlowHost &h, const dfm::generator &gen, const Options &o, 
     s.set_steps((size_t)steps);
     s.set_int(DFM_OPT_SEED, o.seed);
     s.set_int(DFM_OPT_THREADS, 1);
-    if (purity) s.set_int(DFM_OPT_DS_PURITY, 1);
+    setting(s);
     SampleRun r;
     r.tokens.assign((size_t)(N * o.seq_len), h.mask);
     if (prompt) r.tokens = *prompt;
@@ -867,7 +837,7 @@ SampleRun flow_sample(FlowHost &h, const dfm::generator &gen, const Options &o, 
         a.saved_tokens = saved->data();
     }
     double m0 = h.model_seconds, t0 = now();
-    s.run([&](const dfm_model_io &io) { return flow_model(&io, &h); }, a);
+    s.run([&](const dfm_model_io &io) { flow_model(io, h); }, a);
     r.seconds = now() - t0;
     r.library = r.seconds - (h.model_seconds - m0);
     r.calls = s.stat(DFM_STAT_MODEL_CALLS);
@@ -948,20 +918,19 @@ struct Flow {
     }
 };
 
-dfm_trainer *make_trainer(const Flow &f, const Options &o)
+// Stratified times over the batch; libdfm's own work runs on the calling thread (it is a small
+// share of the step, and a second libdfm thread would compete with torch's).
+dfm::trainer make_trainer(const Flow &f, const Options &o)
 {
-    dfm_trainer *tr = nullptr;
-    if (dfm_trainer_create(&tr, f.path.get(), f.train_loss.get(), nullptr)) die("trainer: cannot create");
-    // Stratified times over the batch; libdfm's own work runs on the calling thread (it is a
-    // small share of the step, and a second libdfm thread would compete with torch's).
-    if (dfm_trainer_set_int(tr, DFM_OPT_GM_TIME_KIND, DFM_TIME_STRATIFIED) ||
-        dfm_trainer_set_double(tr, DFM_OPT_GM_TIME_EPS, o.eps) ||
-        dfm_trainer_set_int(tr, DFM_OPT_SEED, o.seed) || dfm_trainer_set_int(tr, DFM_OPT_THREADS, 1))
-        die(std::string("trainer: ") + dfm_trainer_last_error(tr));
+    dfm::trainer tr(f.path, f.train_loss);
+    tr.set_int(DFM_OPT_GM_TIME_KIND, DFM_TIME_STRATIFIED);
+    tr.set_double(DFM_OPT_GM_TIME_EPS, o.eps);
+    tr.set_int(DFM_OPT_SEED, o.seed);
+    tr.set_int(DFM_OPT_THREADS, 1);
     return tr;
 }
 
-void train_both(FlowHost &h, dfm_trainer *tr, TextNet &ar, const Corpus &c, const Options &o,
+void train_both(FlowHost &h, dfm::trainer &tr, TextNet &ar, const Corpus &c, const Options &o,
                 Timing &ft, Timing &at)
 {
     torch::optim::Adam fopt(h.net->parameters(), torch::optim::AdamOptions(o.lr).betas({0.9, 0.99}));
@@ -986,16 +955,18 @@ void train_both(FlowHost &h, dfm_trainer *tr, TextNet &ar, const Corpus &c, cons
     }
 }
 
-// The unmasking order of one sample: snapshots at a quarter, half and three quarters of the
-// run, then the text with the step at which each character was revealed (in tenths of the run).
+// The unmasking order of one sample of the purity sampler (the most confident positions first;
+// with the exact step the order is uniformly random by construction): snapshots at a quarter,
+// half and three quarters of the run, then the text with the tenth of the run in which each
+// character was revealed.
 void show_unmasking(FlowHost &h, const Flow &f, const Corpus &c, const Options &o)
 {
     const int64_t steps = 32, L = o.seq_len;
     std::vector<double> st;
     for (int64_t k = 1; k < steps; k++) st.push_back(((double)k + 0.5) / (double)steps);
     std::vector<int32_t> saved;
-    SampleRun r = flow_sample(h, f.gen, o, 1, steps, false, nullptr, nullptr, &st, &saved);
-    std::printf("unmasking order (exact step, %lld steps; _ = still masked, | = end of a fortune):\n",
+    SampleRun r = flow_sample(h, f.gen, o, 1, steps, purity, nullptr, nullptr, &st, &saved);
+    std::printf("unmasking order (purity, %lld steps; _ = still masked, | = end of a fortune):\n",
                 (long long)steps);
     for (int64_t q = 1; q <= 3; q++) {
         int64_t k = q * steps / 4 - 1; // state after q/4 of the steps
@@ -1027,7 +998,7 @@ void infill(FlowHost &h, const Flow &f, const Corpus &c, const Options &o,
             fixed[(size_t)(r * L + i)] = given;
             if (!given) prompt[(size_t)(r * L + i)] = h.mask;
         }
-    SampleRun s = flow_sample(h, f.gen, o, N, o.infill_steps, false, &fixed, &prompt);
+    SampleRun s = flow_sample(h, f.gen, o, N, o.infill_steps, exact_step, &fixed, &prompt);
     std::vector<std::string> mid, ref;
     std::vector<std::string> all = texts(c, s.tokens, L), orig = texts(c, prompt, L);
     std::vector<int32_t> truth(held.begin(), held.begin() + N * L);
@@ -1049,12 +1020,52 @@ void infill(FlowHost &h, const Flow &f, const Corpus &c, const Options &o,
     lib += s.library;
 }
 
-} // namespace
+struct SampleReport {
+    TextStats flow, ar, data; // the flow at the largest budget (exact step), AR, held-out text
+    double seconds = 0, library = 0;
+};
 
-int main(int argc, char **argv)
+// Samples of every setting and budget, the AR model's, infilling and the unmasking figure.
+SampleReport sample_all(FlowHost &h, const Flow &f, TextNet &ar, const Corpus &c, const Options &o,
+                        const std::vector<int32_t> &held, const Dictionary &dict)
 {
-    passive_openmp(argv);
-    const Options o = parse_options(argc, argv);
+    const int64_t L = o.seq_len;
+    SampleReport rep;
+    rep.data = text_stats(texts(c, held, L), dict);
+    std::printf("sampling (%ld samples each):\n  %-34s %6s %8s %7s %7s %7s %8s %8s\n", o.samples,
+                "sampler", "calls", "valid", "words", "dist-2", "dist-3", "seconds", "lib");
+    print_stats_row("held-out text", 0, rep.data, 0.0, 0.0);
+    std::vector<std::pair<std::string, Setting> > settings = {{"flow exact step", exact_step}};
+    std::vector<int32_t> shown;
+    for (size_t k = 0; k < o.budgets.size(); k++) {
+        if (k + 1 == o.budgets.size()) settings.push_back({"flow purity", purity});
+        for (auto &st : settings) {
+            SampleRun r = flow_sample(h, f.gen, o, o.samples, o.budgets[k], st.second, nullptr, nullptr);
+            TextStats ts = text_stats(texts(c, r.tokens, L), dict);
+            std::string name = st.first + ", " + std::to_string(o.budgets[k]) + " steps";
+            print_stats_row(name.c_str(), r.calls, ts, r.seconds, r.library / r.seconds);
+            std::fflush(stdout);
+            rep.seconds += r.seconds;
+            rep.library += r.library;
+            if (k + 1 == o.budgets.size() && &st == &settings[0]) { rep.flow = ts; shown = r.tokens; }
+        }
+    }
+    SampleRun ars = ar_sample(ar, o, c.MASK, o.samples);
+    rep.ar = text_stats(texts(c, ars.tokens, L), dict);
+    print_stats_row("AR (one character per call)", ars.calls, rep.ar, ars.seconds, 0.0);
+    std::printf("samples (flow, %ld steps):\n", o.budgets.back());
+    for (int64_t r = 0; r < std::min<int64_t>(3, o.samples); r++)
+        std::printf("  %s\n", decode(c, shown.data() + r * L, (size_t)L).c_str());
+    std::printf("samples (AR):\n");
+    for (int64_t r = 0; r < std::min<int64_t>(3, o.samples); r++)
+        std::printf("  %s\n", decode(c, ars.tokens.data() + r * L, (size_t)L).c_str());
+    infill(h, f, c, o, held, dict, rep.seconds, rep.library);
+    show_unmasking(h, f, c, o);
+    return rep;
+}
+
+int run(const Options &o)
+{
     const double t_start = now();
     torch::set_num_threads((int)o.threads);
     use_bf16 = o.bf16 < 0 ? cpu_has_bf16() : o.bf16 == 1;
@@ -1069,7 +1080,7 @@ int main(int argc, char **argv)
                 c.dropped, c.V - 1);
 
     Flow f(c.V, L, c.MASK, o.loss);
-    dfm_trainer *tr = make_trainer(f, o);
+    dfm::trainer tr = make_trainer(f, o);
     FlowHost h;
     h.net = TextNet(c.V, L, o.width, o.layers, o.heads, false, o.time_cond != 0);
     h.L = L;
@@ -1099,51 +1110,34 @@ int main(int argc, char **argv)
     // 2. Held-out likelihood.
     double t_eval = now(), nelbo, nelbo_se;
     std::vector<int32_t> held = eval_windows(c, L, o.eval_windows);
-    flow_nelbo(h, f.gkl.get(), held, o, nelbo, nelbo_se);
+    flow_nelbo(h, f.gkl, held, o, nelbo, nelbo_se);
     double arbpc = ar_bpc(ar, held, o, c.MASK);
     std::printf("held-out (%ld windows of %lld): flow negative ELBO %.3f +- %.3f bits/char, AR %.3f "
                 "bits/char (%.1f s)\n",
                 o.eval_windows, (long long)L, nelbo, nelbo_se, arbpc, now() - t_eval);
 
     // 3. Samples and their words.
-    TextStats data = text_stats(texts(c, held, L), dict);
-    std::printf("sampling (%ld samples each):\n  %-34s %6s %8s %7s %7s %7s %8s %8s\n", o.samples,
-                "sampler", "calls", "valid", "words", "dist-2", "dist-3", "seconds", "lib");
-    print_stats_row("held-out text", 0, data, 0.0, 0.0);
-    double s_sec = 0, s_lib = 0;
-    TextStats flow_main;
-    std::vector<int32_t> shown;
-    for (size_t k = 0; k < o.budgets.size(); k++)
-        for (int purity = 0; purity <= (k + 1 == o.budgets.size() ? 1 : 0); purity++) {
-            SampleRun r = flow_sample(h, f.gen, o, o.samples, o.budgets[k], purity != 0, nullptr, nullptr);
-            TextStats st = text_stats(texts(c, r.tokens, L), dict);
-            std::string name = std::string(purity ? "flow purity" : "flow exact step") + ", " +
-                               std::to_string(o.budgets[k]) + " steps";
-            print_stats_row(name.c_str(), r.calls, st, r.seconds, r.library / r.seconds);
-            std::fflush(stdout);
-            s_sec += r.seconds;
-            s_lib += r.library;
-            if (k + 1 == o.budgets.size() && !purity) { flow_main = st; shown = r.tokens; }
-        }
-    SampleRun ars = ar_sample(ar, o, c.MASK, o.samples);
-    TextStats ast = text_stats(texts(c, ars.tokens, L), dict);
-    print_stats_row("AR (one character per call)", ars.calls, ast, ars.seconds, 0.0);
-    std::printf("samples (flow, %lld steps):\n", (long long)o.budgets.back());
-    for (int64_t r = 0; r < std::min<int64_t>(3, o.samples); r++)
-        std::printf("  %s\n", decode(c, shown.data() + r * L, (size_t)L).c_str());
-    std::printf("samples (AR):\n");
-    for (int64_t r = 0; r < std::min<int64_t>(3, o.samples); r++)
-        std::printf("  %s\n", decode(c, ars.tokens.data() + r * L, (size_t)L).c_str());
-    infill(h, f, c, o, held, dict, s_sec, s_lib);
-    show_unmasking(h, f, c, o);
-
-    dfm_trainer_free(tr);
-    std::printf("details: sample_library_share=%.4f flow_steps=%ld ar_steps=%ld data_valid_word_rate=%.3f "
-                "distinct2=%.3f ar_distinct2=%.3f nelbo_se=%.3f load=%.2f wall=%.1f\n",
-                s_lib / s_sec, ft.steps, at.steps, data.valid_rate, flow_main.distinct[2],
-                ast.distinct[2], nelbo_se, loadavg(), now() - t_start);
+    SampleReport rep = sample_all(h, f, ar, c, o, held, dict);
+    std::printf("details: sample_library_share=%.4f flow_steps=%ld ar_steps=%ld "
+                "data_valid_word_rate=%.3f distinct2=%.3f ar_distinct2=%.3f nelbo_se=%.3f "
+                "load=%.2f wall=%.1f\n",
+                rep.library / rep.seconds, ft.steps, at.steps, rep.data.valid_rate,
+                rep.flow.distinct[2], rep.ar.distinct[2], nelbo_se, loadavg(), now() - t_start);
     std::printf("result: nelbo_bpc=%.3f ar_bpc=%.3f valid_word_rate=%.3f ar_valid_word_rate=%.3f "
                 "library_share=%.4f train_seconds=%.1f\n",
-                nelbo, arbpc, flow_main.valid_rate, ast.valid_rate, lib_share, ft.step);
+                nelbo, arbpc, rep.flow.valid_rate, rep.ar.valid_rate, lib_share, ft.step);
     return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    passive_openmp(argv);
+    const Options o = parse_options(argc, argv);
+    try {
+        return run(o);
+    } catch (const std::exception &e) { // dfm::error (with libdfm's message) or torch's
+        die(e.what());
+    }
 }
