@@ -50,6 +50,103 @@ static int pp_clone(dfm_path *dst, const dfm_path *src)
     return 0;
 }
 
+/* Scratch of a product path sample: the whole outputs (written to the host only on success),
+ * one part's inputs and outputs, and the part's times. */
+typedef struct pp_scratch {
+    char *blk;
+    float *px0o;                     /* part's x0 out (its own block) */
+    double *tk;                      /* rows: the part's times */
+    int32_t *xt_t, *x1_t, *x0_t, *pxt;
+    float *xt_r, *tg_r, *x0o_r, *x1_r, *x0_r, *pxr, *ptg;
+} pp_scratch;
+
+static int pp_scratch_alloc(dfm_path *p, size_t rows, pp_scratch *w)
+{
+    size_t nt = p->space.n_tokens, nr = p->space.n_reals;
+    size_t bytes = rows * (nt * 4 * sizeof(int32_t) + nr * 7 * sizeof(float) + sizeof(double));
+    memset(w, 0, sizeof *w);
+    w->blk = (char *)dfm__alloc(&p->b.mem, bytes ? bytes : 1);
+    if (!w->blk) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
+    w->tk = (double *)w->blk; /* doubles first: every block below stays aligned */
+    w->xt_t = (int32_t *)(w->tk + rows);
+    w->x1_t = w->xt_t + rows * nt;
+    w->x0_t = w->x1_t + rows * nt;
+    w->pxt = w->x0_t + rows * nt;
+    w->xt_r = (float *)(w->pxt + rows * nt);
+    w->tg_r = w->xt_r + rows * nr;
+    w->x0o_r = w->tg_r + rows * nr;
+    w->x1_r = w->x0o_r + rows * nr;
+    w->x0_r = w->x1_r + rows * nr;
+    w->pxr = w->x0_r + rows * nr;
+    w->ptg = w->pxr + rows * nr;
+    w->px0o = (float *)dfm__alloc(&p->b.mem, rows * (nr ? nr : 1) * sizeof(float));
+    if (!w->px0o) {
+        dfm__free(&p->b.mem, w->blk);
+        return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
+    }
+    return 0;
+}
+
+/* Part arguments: part k's slices of the host's inputs, its outputs in the scratch. */
+static void pp_part_args(const dfm_path *p, const dfm_path_sample_args *a, const dfm__gm_slot *sl,
+                         pp_scratch *w, dfm_path_sample_args *pa)
+{
+    size_t rows = a->rows, nt = p->space.n_tokens, nr = p->space.n_reals;
+    memset(pa, 0, sizeof *pa);
+    pa->struct_size = sizeof *pa;
+    pa->rows = rows;
+    pa->row_offset = a->row_offset;
+    pa->draw = a->draw;
+    pa->t = w->tk;
+    if (sl->n_tok) {
+        gather(w->x1_t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
+        pa->x1_tokens = w->x1_t;
+        if (a->x0_tokens) {
+            gather(w->x0_t, a->x0_tokens, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
+            pa->x0_tokens = w->x0_t;
+        }
+        pa->xt_tokens = w->pxt;
+    }
+    if (sl->n_real) {
+        gather(w->x1_r, a->x1_reals, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+        pa->x1_reals = w->x1_r;
+        if (a->x0_reals) {
+            gather(w->x0_r, a->x0_reals, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+            pa->x0_reals = w->x0_r;
+        }
+        pa->xt_reals = w->pxr;
+        pa->target_reals = a->target_reals ? w->ptg : NULL;
+        pa->x0_reals_out = w->px0o;
+    }
+}
+
+/* Part k's outputs into their slices of the whole outputs. */
+static void pp_part_scatter(const dfm_path *p, const dfm_path_sample_args *a,
+                            const dfm__gm_slot *sl, pp_scratch *w)
+{
+    size_t rows = a->rows, nt = p->space.n_tokens, nr = p->space.n_reals;
+    if (sl->n_tok) scatter(w->xt_t, w->pxt, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
+    if (sl->n_real) {
+        scatter(w->xt_r, w->pxr, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+        if (a->target_reals)
+            scatter(w->tg_r, w->ptg, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+        scatter(w->x0o_r, w->px0o, rows, nr, sl->real_off, sl->n_real, sizeof(float));
+    }
+}
+
+/* Every part succeeded: the whole outputs go to the host. */
+static void pp_commit(const dfm_path *p, const dfm_path_sample_args *a, const pp_scratch *w)
+{
+    size_t rows = a->rows, nt = p->space.n_tokens, nr = p->space.n_reals;
+    if (nt) memcpy(a->xt_tokens, w->xt_t, rows * nt * sizeof(int32_t));
+    if (nr) {
+        memcpy(a->xt_reals, w->xt_r, rows * nr * sizeof(float));
+        if (a->target_reals) memcpy(a->target_reals, w->tg_r, rows * nr * sizeof(float));
+        if (a->x0_reals_out) memcpy(a->x0_reals_out, w->x0o_r, rows * nr * sizeof(float));
+    }
+}
+
+/* Sample every part on its slices (part k at part_t[r][k], or at t[r]), then write back. */
 static int pp_sample_impl(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
 {
     const dfm__gm_ppath *pp = (const dfm__gm_ppath *)p->impl;
@@ -62,80 +159,28 @@ static int pp_sample_impl(dfm_path *p, const dfm_path_sample_args *a, const doub
         return dfm__fail(&p->b, DFM_EINVAL, "args->x1_tokens / xt_tokens is NULL");
     if (nr && (!a->x1_reals || !a->xt_reals))
         return dfm__fail(&p->b, DFM_EINVAL, "args->x1_reals / xt_reals is NULL");
-    /* Scratch: the whole outputs (written to the host only on success) + one part's inputs. */
-    size_t bytes = rows * (nt * 4 * sizeof(int32_t) + nr * 7 * sizeof(float) + sizeof(double));
-    char *blk = (char *)dfm__alloc(&p->b.mem, bytes ? bytes : 1);
-    if (!blk) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
-    double *tk = (double *)blk; /* doubles first: every block below stays aligned */
-    int32_t *xt_t = (int32_t *)(tk + rows), *x1_t = xt_t + rows * nt, *x0_t = x1_t + rows * nt,
-            *pxt = x0_t + rows * nt;
-    float *xt_r = (float *)(pxt + rows * nt), *tg_r = xt_r + rows * nr, *x0o_r = tg_r + rows * nr,
-          *x1_r = x0o_r + rows * nr, *x0_r = x1_r + rows * nr, *pxr = x0_r + rows * nr,
-          *ptg = pxr + rows * nr;
-    float *px0o = (float *)dfm__alloc(&p->b.mem, rows * (nr ? nr : 1) * sizeof(float));
-    if (!px0o) {
-        dfm__free(&p->b.mem, blk);
-        return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
-    }
-    int st = 0;
+    pp_scratch w;
+    int st = pp_scratch_alloc(p, rows, &w);
+    if (st) return st;
     for (size_t k = 0; k < n && !st; k++) {
-        const dfm__gm_slot *sl = &pp->slot[k];
         dfm_path *q = pp->parts[k];
         q->b.seed = dfm__gm_part_seed(p->b.seed, k);
         q->b.nthreads = p->b.nthreads;
         q->b.spin_us = p->b.spin_us;
-        for (size_t r = 0; r < rows; r++) tk[r] = part_t ? part_t[r * n + k] : a->t[r];
+        for (size_t r = 0; r < rows; r++) w.tk[r] = part_t ? part_t[r * n + k] : a->t[r];
         dfm_path_sample_args pa;
-        memset(&pa, 0, sizeof pa);
-        pa.struct_size = sizeof pa;
-        pa.rows = rows;
-        pa.row_offset = a->row_offset;
-        pa.draw = a->draw;
-        pa.t = tk;
-        if (sl->n_tok) {
-            gather(x1_t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
-            pa.x1_tokens = x1_t;
-            if (a->x0_tokens) {
-                gather(x0_t, a->x0_tokens, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
-                pa.x0_tokens = x0_t;
-            }
-            pa.xt_tokens = pxt;
-        }
-        if (sl->n_real) {
-            gather(x1_r, a->x1_reals, rows, nr, sl->real_off, sl->n_real, sizeof(float));
-            pa.x1_reals = x1_r;
-            if (a->x0_reals) {
-                gather(x0_r, a->x0_reals, rows, nr, sl->real_off, sl->n_real, sizeof(float));
-                pa.x0_reals = x0_r;
-            }
-            pa.xt_reals = pxr;
-            pa.target_reals = a->target_reals ? ptg : NULL;
-            pa.x0_reals_out = px0o;
-        }
+        pp_part_args(p, a, &pp->slot[k], &w, &pa);
         st = dfm_path_sample(q, &pa);
         if (st) {
             p->b.cb_raw = q->b.cb_raw;
             st = dfm__fail(&p->b, st, "part %zu: %s", k, q->b.err);
             break;
         }
-        if (sl->n_tok) scatter(xt_t, pxt, rows, nt, sl->tok_off, sl->n_tok, sizeof(int32_t));
-        if (sl->n_real) {
-            scatter(xt_r, pxr, rows, nr, sl->real_off, sl->n_real, sizeof(float));
-            if (a->target_reals)
-                scatter(tg_r, ptg, rows, nr, sl->real_off, sl->n_real, sizeof(float));
-            scatter(x0o_r, px0o, rows, nr, sl->real_off, sl->n_real, sizeof(float));
-        }
+        pp_part_scatter(p, a, &pp->slot[k], &w);
     }
-    if (!st) {
-        if (nt) memcpy(a->xt_tokens, xt_t, rows * nt * sizeof(int32_t));
-        if (nr) {
-            memcpy(a->xt_reals, xt_r, rows * nr * sizeof(float));
-            if (a->target_reals) memcpy(a->target_reals, tg_r, rows * nr * sizeof(float));
-            if (a->x0_reals_out) memcpy(a->x0_reals_out, x0o_r, rows * nr * sizeof(float));
-        }
-    }
-    dfm__free(&p->b.mem, px0o);
-    dfm__free(&p->b.mem, blk);
+    if (!st) pp_commit(p, a, &w);
+    dfm__free(&p->b.mem, w.px0o);
+    dfm__free(&p->b.mem, w.blk);
     return st;
 }
 
@@ -367,17 +412,25 @@ static int pl_clone(dfm_loss *dst, const dfm_loss *src)
     return 0;
 }
 
-static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+/* The product loss's scratch (kept on the handle, grown once), carved per evaluation. */
+typedef struct pl_scratch {
+    double *vsum;            /* rows x ncol weighted values, host layout */
+    double *tk;              /* rows: the part's times */
+    double *pv;              /* the part's values */
+    float *pout, *pgrad;     /* the part's model output; every part's gradient in its block */
+    float *x0, *x1, *xt;     /* the part's reals */
+    int32_t *x1t, *xtt;      /* the part's tokens */
+    uint8_t *fx;             /* the part's fixed flags */
+} pl_scratch;
+
+static int pl_scratch_reserve(dfm_loss *l, size_t rows, pl_scratch *w)
 {
     dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
-    size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, n = pl->n;
-    size_t tmp;
-    if (dfm__mul3(rows, nt + nr + S + 1, 8, &tmp))
-        return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x row size overflows");
-    size_t ncol = nt + nr;
+    size_t nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, ncol = nt + nr;
     size_t bytes = rows * (3 * nt * sizeof(int32_t) + nt + 3 * nr * sizeof(float) +
                            2 * S * sizeof(float) + (ncol + 1) * sizeof(double)) +
                    rows * S * sizeof(float) + rows * (ncol + 1) * sizeof(double) + 64;
+    memset(w, 0, sizeof *w);
     if (bytes > pl->cap) { /* grown once, reused by later evaluations */
         char *nb = (char *)dfm__alloc(&l->b.mem, bytes);
         if (!nb) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate product loss scratch");
@@ -385,63 +438,123 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
         pl->scratch = nb;
         pl->cap = bytes;
     }
-    char *blk = pl->scratch;
-    double *vsum = (double *)blk; /* rows x ncol values */
-    vsum = (double *)(((uintptr_t)vsum + 7) & ~(uintptr_t)7);
-    double *tk = vsum + rows * ncol;
-    double *pv = tk + rows;
-    float *pout = (float *)(pv + rows * ncol), *pgrad = pout + rows * S, *x0 = pgrad + rows * S,
-          *x1 = x0 + rows * nr, *xt = x1 + rows * nr;
-    int32_t *x1t = (int32_t *)(xt + rows * nr), *xtt = x1t + rows * nt, *unused = xtt + rows * nt;
-    uint8_t *fx = (uint8_t *)(unused + rows * nt);
-    /* (the parts' slices cover every column of pgrad and vsum: no clearing needed) */
+    double *vsum = (double *)pl->scratch; /* rows x ncol values */
+    w->vsum = (double *)(((uintptr_t)vsum + 7) & ~(uintptr_t)7);
+    w->tk = w->vsum + rows * ncol;
+    w->pv = w->tk + rows;
+    w->pout = (float *)(w->pv + rows * ncol);
+    w->pgrad = w->pout + rows * S;
+    w->x0 = w->pgrad + rows * S;
+    w->x1 = w->x0 + rows * nr;
+    w->xt = w->x1 + rows * nr;
+    w->x1t = (int32_t *)(w->xt + rows * nr);
+    w->xtt = w->x1t + rows * nt;
+    int32_t *unused = w->xtt + rows * nt;
+    w->fx = (uint8_t *)(unused + rows * nt);
+    return 0;
+}
+
+/* Part arguments: part k's slices of the host's inputs and model output; its gradient goes to
+ * its own block of pgrad (kept there until every part succeeded). */
+static void pl_part_args(const dfm_loss *l, const dfm_loss_args *a, const dfm__gm_slot *sl,
+                         const pl_scratch *w, dfm_loss_args *pa)
+{
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals;
+    memset(pa, 0, sizeof *pa);
+    pa->struct_size = sizeof *pa;
+    pa->rows = rows;
+    pa->t = w->tk;
+    if (sl->n_tok) {
+        if (a->x1_tokens) {
+            gather(w->x1t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
+            pa->x1_tokens = w->x1t;
+        }
+        if (a->xt_tokens) {
+            gather(w->xtt, a->xt_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
+            pa->xt_tokens = w->xtt;
+        }
+        if (a->fixed) {
+            gather(w->fx, a->fixed, rows, nt, sl->tok_off, sl->n_tok, 1);
+            pa->fixed = w->fx;
+        }
+    }
+    if (sl->n_real) {
+        if (a->x0_reals) {
+            gather(w->x0, a->x0_reals, rows, nr, sl->real_off, sl->n_real, 4);
+            pa->x0_reals = w->x0;
+        }
+        if (a->x1_reals) {
+            gather(w->x1, a->x1_reals, rows, nr, sl->real_off, sl->n_real, 4);
+            pa->x1_reals = w->x1;
+        }
+        if (a->xt_reals) {
+            gather(w->xt, a->xt_reals, rows, nr, sl->real_off, sl->n_real, 4);
+            pa->xt_reals = w->xt;
+        }
+    }
+    gather(w->pout, a->out, rows, l->out_stride, sl->out_off, sl->stride, 4);
+    pa->out = w->pout;
+    pa->grad = a->grad ? w->pgrad + rows * sl->out_off : NULL;
+    pa->values = l->reduction == DFM_REDUCE_NONE ? w->pv : NULL;
+}
+
+/* Part k's values, times its weight, into their columns of the host's layout. */
+static void pl_part_values(const dfm__gm_ploss *pl, const dfm__gm_slot *sl, size_t rows, double w,
+                           const double *pv, double *vsum)
+{
+    size_t nt = pl->n_tokens, ncol = nt + pl->n_reals, pc = sl->n_tok + sl->n_real;
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t j = 0; j < sl->n_tok; j++)
+            vsum[r * ncol + sl->tok_off + j] = w * pv[r * pc + j];
+        for (size_t j = 0; j < sl->n_real; j++)
+            vsum[r * ncol + nt + sl->real_off + j] = w * pv[r * pc + sl->n_tok + j];
+    }
+}
+
+/* Every part succeeded: weighted gradients, values and the loss go to the host. */
+static void pl_commit(const dfm_loss *l, const dfm_loss_args *a, const pl_scratch *w, double total)
+{
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    size_t rows = a->rows, S = l->out_stride, ncol = pl->n_tokens + pl->n_reals;
+    if (a->grad)
+        for (size_t k = 0; k < pl->n; k++) {
+            const dfm__gm_slot *sl = &pl->slot[k];
+            const float *src = w->pgrad + rows * sl->out_off;
+            double wk = pl->w[k];
+            for (size_t r = 0; r < rows; r++) {
+                float *dst = a->grad + r * S + sl->out_off;
+                const float *sr = src + r * sl->stride;
+                if (wk == 1.0) memcpy(dst, sr, sl->stride * sizeof(float));
+                else for (size_t j = 0; j < sl->stride; j++) dst[j] = (float)(wk * sr[j]);
+            }
+        }
+    if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, w->vsum, rows * ncol * sizeof(double));
+    *a->loss = total;
+}
+
+/* sum_k w_k L_k: every part on its slices (part k at part_t[r][k], or at t[r]), then write back.
+ * (The parts' slices cover every column of pgrad and vsum: no clearing needed.) */
+static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+{
+    dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
+    size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, n = pl->n;
+    size_t tmp;
+    if (dfm__mul3(rows, nt + nr + S + 1, 8, &tmp))
+        return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x row size overflows");
+    pl_scratch w;
+    int st = pl_scratch_reserve(l, rows, &w);
+    if (st) return st;
     double total = 0.0;
-    int st = 0;
     for (size_t k = 0; k < n && !st; k++) {
         const dfm__gm_slot *sl = &pl->slot[k];
         dfm_loss *q = pl->parts[k];
         q->reduction = l->reduction;
         q->b.nthreads = l->b.nthreads;
         q->b.spin_us = l->b.spin_us;
-        for (size_t r = 0; r < rows; r++) tk[r] = part_t ? part_t[r * n + k] : a->t[r];
+        for (size_t r = 0; r < rows; r++) w.tk[r] = part_t ? part_t[r * n + k] : a->t[r];
         dfm_loss_args pa;
-        memset(&pa, 0, sizeof pa);
-        pa.struct_size = sizeof pa;
-        pa.rows = rows;
-        pa.t = tk;
-        if (sl->n_tok) {
-            if (a->x1_tokens) {
-                gather(x1t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
-                pa.x1_tokens = x1t;
-            }
-            if (a->xt_tokens) {
-                gather(xtt, a->xt_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
-                pa.xt_tokens = xtt;
-            }
-            if (a->fixed) {
-                gather(fx, a->fixed, rows, nt, sl->tok_off, sl->n_tok, 1);
-                pa.fixed = fx;
-            }
-        }
-        if (sl->n_real) {
-            if (a->x0_reals) {
-                gather(x0, a->x0_reals, rows, nr, sl->real_off, sl->n_real, 4);
-                pa.x0_reals = x0;
-            }
-            if (a->x1_reals) {
-                gather(x1, a->x1_reals, rows, nr, sl->real_off, sl->n_real, 4);
-                pa.x1_reals = x1;
-            }
-            if (a->xt_reals) {
-                gather(xt, a->xt_reals, rows, nr, sl->real_off, sl->n_real, 4);
-                pa.xt_reals = xt;
-            }
-        }
-        gather(pout, a->out, rows, S, sl->out_off, sl->stride, 4);
-        pa.out = pout;
-        /* part k's gradient stays in its own block of pgrad until every part succeeded */
-        pa.grad = a->grad ? pgrad + rows * sl->out_off : NULL;
-        pa.values = l->reduction == DFM_REDUCE_NONE ? pv : NULL;
+        pl_part_args(l, a, sl, &w, &pa);
         double lk = 0.0;
         pa.loss = &lk;
         st = dfm_loss_eval(q, &pa);
@@ -450,37 +563,12 @@ static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_
             st = dfm__fail(&l->b, st, "part %zu: %s", k, q->b.err);
             break;
         }
-        double w = pl->w[k];
-        total += w * lk;
-
-        if (pa.values) {
-            size_t pc = sl->n_tok + sl->n_real;
-            for (size_t r = 0; r < rows; r++) {
-                for (size_t j = 0; j < sl->n_tok; j++)
-                    vsum[r * ncol + sl->tok_off + j] = w * pv[r * pc + j];
-                for (size_t j = 0; j < sl->n_real; j++)
-                    vsum[r * ncol + nt + sl->real_off + j] = w * pv[r * pc + sl->n_tok + j];
-            }
-        }
+        total += pl->w[k] * lk;
+        if (pa.values) pl_part_values(pl, sl, rows, pl->w[k], w.pv, w.vsum);
     }
     if (!st && !isfinite(total))
         st = dfm__fail(&l->b, DFM_ENUMERIC, "the product loss is not finite");
-    if (!st) {
-        if (a->grad)
-            for (size_t k = 0; k < n; k++) {
-                const dfm__gm_slot *sl = &pl->slot[k];
-                const float *src = pgrad + rows * sl->out_off;
-                double w = pl->w[k];
-                for (size_t r = 0; r < rows; r++) {
-                    float *dst = a->grad + r * S + sl->out_off;
-                    const float *sr = src + r * sl->stride;
-                    if (w == 1.0) memcpy(dst, sr, sl->stride * sizeof(float));
-                    else for (size_t j = 0; j < sl->stride; j++) dst[j] = (float)(w * sr[j]);
-                }
-            }
-        if (l->reduction == DFM_REDUCE_NONE) memcpy(a->values, vsum, rows * ncol * sizeof(double));
-        *a->loss = total;
-    }
+    if (!st) pl_commit(l, a, &w, total);
     return st;
 }
 

@@ -131,17 +131,178 @@ static int rec_err(step_ctx *c, int tid, int code, size_t r, size_t i)
     return code;
 }
 
+/* One discrete token's step. Scratch of the calling thread and what it counts. */
+typedef struct tok_step {
+    int32_t V;
+    const dfm__mixture *mx;  /* the block's mixture path (source of backward components) */
+    double *lam, *inf;       /* V superposed rates: finite and infinite integrated parts */
+    float *pf;               /* V floats: softmax numerators */
+    int64_t clamped;
+} tok_step;
+
+/* Exact mixture step of a logits leaf: with probability (kappa(t + h) - kappa(t)) /
+ * (1 - kappa(t)) the token is drawn from p_{1|t}, else it stays. */
+static int exact_token(const step_ctx *c, tok_step *ts, const float *z, double u1, double u2,
+                       int32_t *y)
+{
+    int bad;
+    float mxz = dfm__max_check(z, (size_t)ts->V, &bad);
+    if (bad || mxz == -INFINITY) return DFM_ENUMERIC;
+    double pj = c->kt >= 1.0 ? 0.0 : (c->kh - c->kt) / (1.0 - c->kt);
+    if (u1 < pj) {
+        int32_t t1;
+        if (dfm__categorical_logits(z, (size_t)ts->V, 1.0, u2, ts->pf, &t1)) return DFM_ENUMERIC;
+        *y = t1;
+    }
+    return 0;
+}
+
+/* An infinite integrated rate mixes the token to the component's own stationary law: p_{1|t}
+ * (logits) or p0 (backward), x included. Backward component: rate f p0(v) towards the source,
+ * entered with a minus sign (it runs the mixture path backwards). */
+static int add_backward(tok_step *ts, int32_t xi, double f, int isinf_, double *dst)
+{
+    const dfm__mixture *mx = ts->mx;
+    int any_inf = 0;
+    if (mx->source == DFM_SOURCE_MASK) {
+        if (isinf_ || xi != mx->mask) { dst[mx->mask] -= f; any_inf |= isinf_; }
+    } else {
+        for (int32_t v = 0; v < ts->V; v++)
+            if ((isinf_ || v != xi) && mx->p0[v] > 0.0) {
+                dst[v] -= f * mx->p0[v];
+                any_inf |= isinf_;
+            }
+    }
+    return any_inf;
+}
+
+/* Rates component: the model's rates z (>= 0, finite) times f. */
+static int add_rates(const tok_step *ts, const float *z, int32_t xi, double f, double *dst)
+{
+    for (int32_t v = 0; v < ts->V; v++) {
+        if (v == xi) continue;
+        if (!(z[v] >= 0.0f) || z[v] == INFINITY) return DFM_ENUMERIC;
+        dst[v] += f * (double)z[v];
+    }
+    return 0;
+}
+
+/* Logits component: f p_{1|t}(v) from the logits z (vectorised softmax: p(v) = pf[v] / tot). */
+static int add_logits(tok_step *ts, const float *z, int32_t xi, double f, int isinf_, double *dst)
+{
+    int bad;
+    float zmax = dfm__max_check(z, (size_t)ts->V, &bad);
+    if (bad || zmax == -INFINITY) return DFM_ENUMERIC;
+    double sc = f / dfm__exp_shift_sum(z, (size_t)ts->V, zmax, 1.0f, ts->pf);
+    for (int32_t v = 0; v < ts->V; v++)
+        if (isinf_ || v != xi) dst[v] += sc * (double)ts->pf[v];
+    return 0;
+}
+
+/* Superposed rates out of xi over the step: component k with weight w_k and integrated time
+ * factor F_k adds w_k F_k times its rates to lam, or w_k times them to inf when F_k = +inf. */
+static int superpose_rates(const step_ctx *c, tok_step *ts, size_t r, size_t i, int32_t xi,
+                           int *any_inf)
+{
+    const block *bk = c->bk;
+    const int32_t V = ts->V;
+    for (int32_t v = 0; v < V; v++) ts->lam[v] = ts->inf[v] = 0.0;
+    int anyi = 0;
+    for (size_t k = 0; k < bk->nc; k++) {
+        const comp *cp = &bk->c[k];
+        double wk = c->w[cp->wi], F = c->F[k];
+        if (wk == 0.0 || F == 0.0 || (c->final && !isinf(F))) continue;
+        int isinf_ = isinf(F);
+        double *dst = isinf_ ? ts->inf : ts->lam;
+        double f = isinf_ ? wk : wk * F;
+        if (cp->kind == C_BWD) {
+            anyi |= add_backward(ts, xi, f, isinf_, dst);
+            continue;
+        }
+        const float *z = c->out[cp->branch] + r * c->gs->bstride[cp->branch] + cp->off +
+                         i * (size_t)V;
+        if (cp->kind == C_RATES) {
+            if (add_rates(ts, z, xi, f, dst)) return DFM_ENUMERIC;
+        } else {
+            if (add_logits(ts, z, xi, f, isinf_, dst)) return DFM_ENUMERIC;
+            anyi |= isinf_;
+        }
+    }
+    *any_inf = anyi;
+    return 0;
+}
+
+/* Negative superposed rates are clamped at 0 (and counted). When an infinite rate reaches
+ * another value the token jumps surely, its new value (x included) drawn from the infinite
+ * part; else the rates out of x are kept. *tot = their sum. */
+static int clamp_rates(tok_step *ts, int32_t xi, int any_inf, int *sure, double *tot)
+{
+    const int32_t V = ts->V;
+    double *lam = ts->lam;
+    const double *inf = ts->inf;
+    double sum = 0.0;
+    int s = 0;
+    if (any_inf)
+        for (int32_t v = 0; v < V; v++)
+            if (v != xi && inf[v] > 0.0) s = 1;
+    if (s) {
+        for (int32_t v = 0; v < V; v++) {
+            if (v != xi && (inf[v] < 0.0 || (inf[v] == 0.0 && lam[v] < 0.0))) ts->clamped++;
+            lam[v] = inf[v] > 0.0 ? inf[v] : 0.0;
+            sum += lam[v];
+        }
+    } else {
+        for (int32_t v = 0; v < V; v++) {
+            if (v == xi) { lam[v] = 0.0; continue; }
+            if (inf[v] < 0.0) { ts->clamped++; lam[v] = 0.0; continue; }
+            if (lam[v] < 0.0) { ts->clamped++; lam[v] = 0.0; }
+            if (!isfinite(lam[v])) return DFM_ENUMERIC;
+            sum += lam[v];
+        }
+    }
+    *sure = s;
+    *tot = sum;
+    return 0;
+}
+
+/* Euler step in the superposed rates: superpose, clamp, then jump with probability
+ * 1 - exp(-tot) (or surely) to a value drawn in proportion to the rates. */
+static int rates_token(const step_ctx *c, tok_step *ts, size_t r, size_t i, int32_t xi, double u1,
+                       double u2, int32_t *y)
+{
+    int any_inf, sure;
+    double tot;
+    if (superpose_rates(c, ts, r, i, xi, &any_inf)) return DFM_ENUMERIC;
+    if (clamp_rates(ts, xi, any_inf, &sure, &tot)) return DFM_ENUMERIC;
+    if (tot > 0.0 && (sure || u1 < -expm1(-tot))) {
+        double target = u2 * tot, acc = 0.0;
+        int32_t last = -1;
+        for (int32_t v = 0; v < ts->V; v++) {
+            if (ts->lam[v] <= 0.0) continue;
+            acc += ts->lam[v];
+            last = v;
+            if (acc > target) break;
+        }
+        if (last >= 0) *y = last;
+    }
+    return 0;
+}
+
+/* Rows [begin, end) of a discrete block: every free token takes the exact or the Euler step. */
 static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
 {
     step_ctx *c = (step_ctx *)vctx;
     const block *bk = c->bk;
     const dfm_run_args *a = c->a;
     const size_t nt = c->gs->nt, d = bk->sl.n_tok;
-    const int32_t V = dfm__space_vocab(&bk->path->space, 0);
-    const dfm__mixture *mx = dfm__mixture_of(bk->path);
-    double *lam = c->scratch + (size_t)tid * c->scr_per, *inf = lam + V;
-    float *pf = (float *)(inf + V);
-    int64_t jumps = 0, clamped = 0;
+    tok_step ts;
+    ts.V = dfm__space_vocab(&bk->path->space, 0);
+    ts.mx = dfm__mixture_of(bk->path);
+    ts.lam = c->scratch + (size_t)tid * c->scr_per;
+    ts.inf = ts.lam + ts.V;
+    ts.pf = (float *)(ts.inf + ts.V);
+    ts.clamped = 0;
+    int64_t jumps = 0;
     for (size_t r = begin; r < end; r++) {
         uint64_t grow = (uint64_t)(a->row_offset + r);
         int32_t *x = c->tok + r * nt + bk->sl.tok_off;
@@ -151,100 +312,18 @@ static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
             int32_t xi = x[i], y = xi;
             double u1, u2;
             dfm__uniform2(bk->seed, GM_STREAM_STEP, grow, (uint32_t)i, c->step, &u1, &u2);
-            if (bk->exact) {
-                const float *z = c->out[0] + r * c->gs->bstride[0] + bk->c[0].off + i * (size_t)V;
-                int bad;
-                float mxz = dfm__max_check(z, (size_t)V, &bad);
-                if (bad || mxz == -INFINITY) return rec_err(c, tid, DFM_ENUMERIC, r, i);
-                double pj = c->kt >= 1.0 ? 0.0 : (c->kh - c->kt) / (1.0 - c->kt);
-                if (u1 < pj) {
-                    int32_t t1;
-                    if (dfm__categorical_logits(z, (size_t)V, 1.0, u2, pf, &t1))
-                        return rec_err(c, tid, DFM_ENUMERIC, r, i);
-                    y = t1;
-                }
-            } else {
-                for (int32_t v = 0; v < V; v++) lam[v] = inf[v] = 0.0;
-                int any_inf = 0;
-                for (size_t k = 0; k < bk->nc; k++) {
-                    const comp *cp = &bk->c[k];
-                    double wk = c->w[cp->wi], F = c->F[k];
-                    if (wk == 0.0 || F == 0.0 || (c->final && !isinf(F))) continue;
-                    int isinf_ = isinf(F);
-                    double *dst = isinf_ ? inf : lam;
-                    double f = isinf_ ? wk : wk * F;
-                    /* An infinite integrated rate mixes the token to the component's own
-                     * stationary law: p_{1|t} (logits) or p0 (backward), x included. */
-                    if (cp->kind == C_BWD) {
-                        if (mx->source == DFM_SOURCE_MASK) {
-                            if (isinf_ || xi != mx->mask) { dst[mx->mask] -= f; any_inf |= isinf_; }
-                        } else {
-                            for (int32_t v = 0; v < V; v++)
-                                if ((isinf_ || v != xi) && mx->p0[v] > 0.0) {
-                                    dst[v] -= f * mx->p0[v];
-                                    any_inf |= isinf_;
-                                }
-                        }
-                        continue;
-                    }
-                    const float *z = c->out[cp->branch] + r * c->gs->bstride[cp->branch] + cp->off +
-                                     i * (size_t)V;
-                    if (cp->kind == C_RATES) {
-                        for (int32_t v = 0; v < V; v++) {
-                            if (v == xi) continue;
-                            if (!(z[v] >= 0.0f) || z[v] == INFINITY)
-                                return rec_err(c, tid, DFM_ENUMERIC, r, i);
-                            dst[v] += f * (double)z[v];
-                        }
-                    } else {
-                        int bad;
-                        float zmax = dfm__max_check(z, (size_t)V, &bad);
-                        if (bad || zmax == -INFINITY) return rec_err(c, tid, DFM_ENUMERIC, r, i);
-                        /* vectorised softmax: p(v) = pf[v] / tot */
-                        double sc = f / dfm__exp_shift_sum(z, (size_t)V, zmax, 1.0f, pf);
-                        for (int32_t v = 0; v < V; v++)
-                            if (isinf_ || v != xi) dst[v] += sc * (double)pf[v];
-                        any_inf |= isinf_;
-                    }
-                }
-                double tot = 0.0;
-                int sure = 0;
-                if (any_inf)
-                    for (int32_t v = 0; v < V; v++)
-                        if (v != xi && inf[v] > 0.0) sure = 1;
-                if (sure) { /* jump surely: the new value (x included) drawn from the mix */
-                    for (int32_t v = 0; v < V; v++) {
-                        if (v != xi && (inf[v] < 0.0 || (inf[v] == 0.0 && lam[v] < 0.0)))
-                            clamped++;
-                        lam[v] = inf[v] > 0.0 ? inf[v] : 0.0;
-                        tot += lam[v];
-                    }
-                } else {
-                    for (int32_t v = 0; v < V; v++) {
-                        if (v == xi) { lam[v] = 0.0; continue; }
-                        if (inf[v] < 0.0) { clamped++; lam[v] = 0.0; continue; }
-                        if (lam[v] < 0.0) { clamped++; lam[v] = 0.0; }
-                        if (!isfinite(lam[v])) return rec_err(c, tid, DFM_ENUMERIC, r, i);
-                        tot += lam[v];
-                    }
-                }
-                if (tot > 0.0 && (sure || u1 < -expm1(-tot))) {
-                    double target = u2 * tot, acc = 0.0;
-                    int32_t last = -1;
-                    for (int32_t v = 0; v < V; v++) {
-                        if (lam[v] <= 0.0) continue;
-                        acc += lam[v];
-                        last = v;
-                        if (acc > target) break;
-                    }
-                    if (last >= 0) y = last;
-                }
-            }
+            int code;
+            if (bk->exact)
+                code = exact_token(c, &ts, c->out[0] + r * c->gs->bstride[0] + bk->c[0].off +
+                                               i * (size_t)ts.V, u1, u2, &y);
+            else
+                code = rates_token(c, &ts, r, i, xi, u1, u2, &y);
+            if (code) return rec_err(c, tid, code, r, i);
             if (y != xi) { x[i] = y; jumps++; }
         }
     }
     c->jumps[tid] += jumps;
-    c->clamped[tid] += clamped;
+    c->clamped[tid] += ts.clamped;
     return 0;
 }
 
@@ -395,72 +474,47 @@ static int part_times(dfm_sampler *s, double t, double *out)
     return 0;
 }
 
-/* Drift of every (continuous) block at time tt for states y (rows x nr) into k. */
-static int rk_drift(dfm_sampler *s, const dfm_run_args *a, double tt, int step, const double *y,
-                    double *k, float *ref, double *tv, double *pt, float *out0, float *out1,
-                    double *scr, size_t scr_per, int64_t *jumps, err_rec *errs, int nth,
-                    int64_t *clamped)
+/* ---- the run's work space ---- */
+
+/* What a run works on: one zeroed block carved into the pieces below, the saved states and,
+ * for Runge-Kutta runs, the stage buffers. */
+typedef struct gs_work {
+    size_t sz_tok, sz_re;    /* rows x nt, rows x nr */
+    size_t npts;             /* time points: the grid merged with the save times */
+    double *pts;
+    size_t *save_at;         /* at point i: 1 + the index of the save time there, or 0 */
+    int32_t *tok;            /* the state: tokens */
+    double *re;              /* the state: reals (double between steps) */
+    float *ref;              /* the reals as the model sees them */
+    double *tv, *pt;         /* model times: rows, rows x nparts */
+    float *out[2];           /* model outputs of the MAIN and UNCOND branches */
+    double *scr;             /* per thread: scr_per doubles */
+    size_t scr_per;
+    int nth;                 /* threads of the row loops */
+    int64_t *jumps, *clamped;/* per thread */
+    err_rec *errs;           /* per thread */
+    char *blk;
+    int32_t *saved_t;        /* n_save x rows x nt */
+    float *saved_r;          /* n_save x rows x nr */
+    double *rk;              /* stages > 1: ytmp + 4 stage buffers, rows x nr each */
+} gs_work;
+
+static void work_free(dfm_sampler *s, gs_work *w)
 {
-    gm_samp *gs = (gm_samp *)s->impl;
-    size_t rows = a->rows, nr = gs->nr;
-    int st = 0;
-    for (size_t r = 0; r < rows; r++) tv[r] = tt;
-    for (size_t r = 0; r < rows * gs->nparts; r++) pt[r] = tt;
-    for (size_t j = 0; j < rows * nr; j++) ref[j] = (float)y[j];
-    if (gs->bstride[0] || gs->bstride[1] == 0)
-        st = call_model(s, a, DFM_BRANCH_MAIN, tt, step, tv, pt, NULL, ref, out0, gs->bstride[0]);
-    if (!st && gs->bstride[1])
-        st = call_model(s, a, DFM_BRANCH_UNCOND, tt, step, tv, pt, NULL, ref, out1, gs->bstride[1]);
-    for (size_t b = 0; b < gs->nb && !st; b++) {
-        const block *bk = &gs->b[b];
-        double w[DFM__GM_MAXP];
-        if ((st = block_weights(s, bk, tt, w))) break;
-        step_ctx c;
-        memset(&c, 0, sizeof c);
-        c.s = s; c.gs = gs; c.a = a; c.bk = bk; c.re = (double *)y;
-        c.out[0] = out0; c.out[1] = out1; c.w = w; c.step = (uint32_t)step;
-        c.scratch = scr; c.scr_per = scr_per; c.jumps = jumps; c.clamped = jumps + nth;
-        c.err = errs;
-        c.kout = k;
-        memset(errs, 0, (size_t)nth * sizeof(err_rec));
-        if ((st = cont_coefs(s, &c, tt, clamped))) break;
-        dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
-        for (int q = 0; q < nth && !st; q++)
-            if (errs[q].code)
-                st = dfm__fail(&s->b, errs[q].code,
-                               "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
-                               "NaN/Inf", b, tt, errs[q].row, errs[q].coord);
-    }
-    return st;
+    dfm__free(&s->b.mem, w->rk);
+    dfm__free(&s->b.mem, w->saved_t);
+    dfm__free(&s->b.mem, w->saved_r);
+    dfm__free(&s->b.mem, w->blk);
 }
 
-static int gs_run(dfm_sampler *s, const dfm_run_args *a)
+/* Sizes the work space, allocates it (block, saved states, Runge-Kutta stages) and carves the
+ * block: doubles first, then 64-bit counters, records, indices, floats and tokens. */
+static int work_alloc(dfm_sampler *s, const dfm_run_args *a, gs_work *w)
 {
-    gm_samp *gs = (gm_samp *)s->impl;
+    const gm_samp *gs = (const gm_samp *)s->impl;
     const size_t nt = gs->nt, nr = gs->nr, rows = a->rows;
-    int st = dfm__check_run_common(s, a, nt, nr);
-    if (st) return st;
-    gs->last_clamped = 0;
-    size_t nsteps = dfm__sampler_nsteps(s);
-    double t0 = dfm__sampler_time(s, 0), t1 = dfm__sampler_time(s, nsteps);
-    if (!(t1 > t0))
-        return dfm__fail(&s->b, DFM_EUNSUPPORTED,
-                         "superposition and product samplers run increasing grids only");
-    if (rows == 0) return 0;
-    for (size_t k = 0; k < gs->nb; k++)
-        gs->b[k].seed = gs->product ? dfm__gm_part_seed(s->b.seed, k) : s->b.seed;
-    if (!a->draw_source) {
-        size_t bad;
-        if (nt && dfm_space_check_tokens(&s->gen->path->space, a->tokens, rows, &bad))
-            return dfm__fail(&s->b, DFM_ERANGE, "tokens[row %zu][coord %zu] = %d is out of range",
-                             bad / nt, bad % nt, (int)a->tokens[bad]);
-        for (size_t i = 0; i < rows * nr; i++)
-            if (!isfinite(a->reals[i]))
-                return dfm__fail(&s->b, DFM_ENUMERIC, "reals[row %zu][coord %zu] is not finite",
-                                 i / nr, i % nr);
-    }
-    /* Time points: the grid merged with the save times. */
-    size_t npts_max = nsteps + 1 + a->n_save, npts = 0;
+    size_t npts_max = dfm__sampler_nsteps(s) + 1 + a->n_save;
+    memset(w, 0, sizeof *w);
     int nth = dfm__parallel_width(s->b.nthreads, rows);
     size_t Vmax = 1;
     for (size_t j = 0; j < nt; j++) {
@@ -477,188 +531,347 @@ static int gs_run(dfm_sampler *s, const dfm_run_args *a)
                                      (size_t)nth * scr_per + 4 * (size_t)nth) +
                    sizeof(float) * (sz_re + sz_o0 + sz_o1) + sizeof(int32_t) * sz_tok +
                    sizeof(size_t) * (npts_max + 1) + sizeof(err_rec) * (size_t)nth + 64;
-    char *blk = (char *)dfm__calloc(&s->b.mem, 1, bytes);
-    int32_t *saved_t = NULL;
-    float *saved_r = NULL;
+    w->blk = (char *)dfm__calloc(&s->b.mem, 1, bytes);
     if (a->n_save) {
-        saved_t = nt ? (int32_t *)dfm__calloc(&s->b.mem, a->n_save * sz_tok, sizeof(int32_t)) : NULL;
-        saved_r = nr ? (float *)dfm__calloc(&s->b.mem, a->n_save * sz_re, sizeof(float)) : NULL;
+        w->saved_t = nt ? (int32_t *)dfm__calloc(&s->b.mem, a->n_save * sz_tok, sizeof(int32_t))
+                        : NULL;
+        w->saved_r = nr ? (float *)dfm__calloc(&s->b.mem, a->n_save * sz_re, sizeof(float)) : NULL;
     }
-    if (!blk || (a->n_save && ((nt && !saved_t) || (nr && !saved_r)))) {
-        dfm__free(&s->b.mem, blk);
-        dfm__free(&s->b.mem, saved_t);
-        dfm__free(&s->b.mem, saved_r);
+    if (!w->blk || (a->n_save && ((nt && !w->saved_t) || (nr && !w->saved_r)))) {
+        work_free(s, w);
         return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the sampler's work space");
     }
-    double *pts = (double *)blk, *re = pts + npts_max, *tv = re + sz_re, *pt = tv + rows,
-           *scr = pt + rows * gs->nparts;
-    int64_t *jumps = (int64_t *)(scr + (size_t)nth * scr_per), *clamped = jumps + nth;
-    err_rec *errs = (err_rec *)(clamped + 2 * nth);
-    size_t *save_at = (size_t *)(errs + nth);
-    float *ref = (float *)(save_at + npts_max + 1), *out0 = ref + sz_re, *out1 = out0 + sz_o0;
-    int32_t *tok = (int32_t *)(out1 + sz_o1);
-    {
-        size_t gi = 0, si = 0;
-        while (gi <= nsteps || si < a->n_save) {
-            double tg = gi <= nsteps ? dfm__sampler_time(s, gi) : INFINITY;
-            double ts = si < a->n_save ? a->save_times[si] : INFINITY;
-            if (ts < tg) { pts[npts] = ts; save_at[npts++] = ++si; continue; }
-            pts[npts] = tg;
-            save_at[npts] = 0;
-            if (ts == tg) save_at[npts] = ++si;
-            npts++;
-            gi++;
-        }
-    }
-    /* Initial state. */
-    if (a->draw_source) {
-        for (size_t b = 0; b < gs->nb; b++) {
-            const block *bk = &gs->b[b];
-            for (size_t r = 0; r < rows; r++) {
-                uint64_t grow = (uint64_t)(a->row_offset + r);
-                if (!bk->cont) {
-                    const dfm__mixture *mx = dfm__mixture_of(bk->path);
-                    for (size_t i = 0; i < bk->sl.n_tok; i++)
-                        tok[r * nt + bk->sl.tok_off + i] = dfm__mix_source_draw(
-                            mx, dfm__uniform(bk->seed, GM_STREAM_SRC, grow, (uint32_t)i, 0));
-                } else {
-                    float *z = ref + r * nr + bk->sl.real_off;
-                    dfm__normal_row(bk->seed, DFM_STREAM_SOURCE, grow, 0, bk->sl.n_real, z);
-                    for (size_t j = 0; j < bk->sl.n_real; j++)
-                        re[r * nr + bk->sl.real_off + j] = z[j];
-                }
-            }
-        }
-        if (a->fixed && nt) /* fixed positions keep the host's tokens */
-            for (size_t i = 0; i < sz_tok; i++)
-                if (a->fixed[i]) tok[i] = a->tokens[i];
-    } else {
-        if (nt) memcpy(tok, a->tokens, sz_tok * sizeof(int32_t));
-        for (size_t i = 0; i < sz_re; i++) re[i] = a->reals[i];
-    }
-    if (save_at[0]) {
-        size_t k = save_at[0] - 1;
-        if (nt) memcpy(saved_t + k * sz_tok, tok, sz_tok * sizeof(int32_t));
-        for (size_t i = 0; i < sz_re; i++) saved_r[k * sz_re + i] = (float)re[i];
-    }
-    double *rk = NULL; /* stages > 1: ytmp + 4 stage buffers, rows x nr each */
+    w->sz_tok = sz_tok;
+    w->sz_re = sz_re;
+    w->nth = nth;
+    w->scr_per = scr_per;
+    w->pts = (double *)w->blk;
+    w->re = w->pts + npts_max;
+    w->tv = w->re + sz_re;
+    w->pt = w->tv + rows;
+    w->scr = w->pt + rows * gs->nparts;
+    w->jumps = (int64_t *)(w->scr + (size_t)nth * scr_per);
+    w->clamped = w->jumps + nth;
+    w->errs = (err_rec *)(w->clamped + 2 * nth);
+    w->save_at = (size_t *)(w->errs + nth);
+    w->ref = (float *)(w->save_at + npts_max + 1);
+    w->out[0] = w->ref + sz_re;
+    w->out[1] = w->out[0] + sz_o0;
+    w->tok = (int32_t *)(w->out[1] + sz_o1);
     if (gs->stages > 1) {
-        rk = (double *)dfm__calloc(&s->b.mem, 5 * sz_re + 1, sizeof(double));
-        if (!rk) st = dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the Runge-Kutta stages");
-    }
-    for (size_t i = 0; i + 1 < npts && !st; i++) {
-        double t = pts[i], h = pts[i + 1] - t;
-        if (gs->stages > 1) {
-            /* midpoint: k1 at t, k2 at t + h/2 on x + h/2 k1; RK4: the classical tableau */
-            static const double C4[4] = {0.0, 0.5, 0.5, 1.0}, B4[4] = {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6};
-            static const double C2[2] = {0.0, 0.5}, B2[2] = {0.0, 1.0};
-            const double *cc = gs->stages == 4 ? C4 : C2, *bb = gs->stages == 4 ? B4 : B2;
-            double *yt = rk, *kk = rk + sz_re;
-            int64_t step_clamped = 0;
-            for (int q = 0; q < gs->stages && !st; q++) {
-                const double *src = q == 0 ? re : yt;
-                if (q > 0) /* RK4 and midpoint: stage q reads x + c_q h k_{q-1} */
-                    for (size_t j = 0; j < sz_re; j++)
-                        yt[j] = re[j] + cc[q] * h * kk[(size_t)(q - 1) * sz_re + j];
-                double tq = cc[q] == 1.0 ? pts[i + 1] : t + cc[q] * h;
-                st = rk_drift(s, a, tq, (int)i, src, kk + (size_t)q * sz_re, ref, tv, pt, out0,
-                              out1, scr, scr_per, jumps, errs, nth, &step_clamped);
-            }
-            if (st) break;
-            for (size_t j = 0; j < sz_re; j++) {
-                double inc = 0.0;
-                for (int q = 0; q < gs->stages; q++) inc += bb[q] * kk[(size_t)q * sz_re + j];
-                re[j] += h * inc;
-            }
-            gs->last_clamped = step_clamped;
-            s->stats[DFM_STAT_CLAMPED] += step_clamped;
-            s->stats[DFM_STAT_STEPS]++;
-            if (save_at[i + 1]) {
-                size_t k = save_at[i + 1] - 1;
-                for (size_t j = 0; j < sz_re; j++) saved_r[k * sz_re + j] = (float)re[j];
-            }
-            st = dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)(npts - 1),
-                                pts[i + 1]);
-            continue;
+        w->rk = (double *)dfm__calloc(&s->b.mem, 5 * sz_re + 1, sizeof(double));
+        if (!w->rk) {
+            work_free(s, w);
+            return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the Runge-Kutta stages");
         }
-        /* Part times of this step: tau_k(t) -> tau_k(t_next), or t -> t_next. */
-        double p0[DFM__GM_MAXP], p1[DFM__GM_MAXP];
-        for (size_t k = 0; k < gs->nparts; k++) { p0[k] = t; p1[k] = pts[i + 1]; }
-        if (gs->ptfn && ((st = part_times(s, t, p0)) || (st = part_times(s, pts[i + 1], p1))))
-            break;
-        for (size_t k = 0; k < gs->nparts && gs->ptfn; k++)
-            if (!(p1[k] >= p0[k])) {
-                st = dfm__fail(&s->b, DFM_EINVAL, "part %zu's time decreases from %g to %g "
-                               "between t = %g and %g", k, p0[k], p1[k], t, pts[i + 1]);
-                break;
-            }
-        if (st) break;
-        for (size_t r = 0; r < rows; r++) tv[r] = t;
-        for (size_t r = 0; r < rows; r++)
-            for (size_t k = 0; k < gs->nparts; k++) pt[r * gs->nparts + k] = p0[k];
-        for (size_t j = 0; j < sz_re; j++) ref[j] = (float)re[j];
-        if (gs->bstride[0] || gs->bstride[1] == 0)
-            st = call_model(s, a, DFM_BRANCH_MAIN, t, (int)i, tv, pt, tok, ref, out0, gs->bstride[0]);
-        if (!st && gs->bstride[1])
-            st = call_model(s, a, DFM_BRANCH_UNCOND, t, (int)i, tv, pt, tok, ref, out1, gs->bstride[1]);
-        int64_t step_clamped = 0;
-        for (size_t b = 0; b < gs->nb && !st; b++) {
-            const block *bk = &gs->b[b];
-            double w[DFM__GM_MAXP], tb = p0[b], tbn = p1[b];
-            if ((st = block_weights(s, bk, tb, w))) break;
-            step_ctx c;
-            memset(&c, 0, sizeof c);
-            c.s = s; c.gs = gs; c.a = a; c.bk = bk; c.tok = tok; c.re = re;
-            c.out[0] = out0; c.out[1] = out1; c.w = w; c.step = (uint32_t)i; c.h = tbn - tb;
-            c.scratch = scr; c.scr_per = scr_per; c.jumps = jumps; c.clamped = clamped;
-            c.err = errs;
-            memset(jumps, 0, 2 * (size_t)nth * sizeof(int64_t));
-            memset(errs, 0, (size_t)nth * sizeof(err_rec));
-            if (bk->cont) {
-                if (c.h == 0.0) continue; /* the part does not move in this step */
-                if ((st = cont_coefs(s, &c, tb, &step_clamped))) break;
-                dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
+    }
+    return 0;
+}
+
+/* ---- run phases ---- */
+
+/* The run's arguments against the sampler: grid direction, then (rows > 0, entry states
+ * given) the tokens in range and the reals finite. */
+static int run_validate(dfm_sampler *s, const dfm_run_args *a)
+{
+    gm_samp *gs = (gm_samp *)s->impl;
+    const size_t nt = gs->nt, nr = gs->nr, rows = a->rows;
+    int st = dfm__check_run_common(s, a, nt, nr);
+    if (st) return st;
+    gs->last_clamped = 0;
+    size_t nsteps = dfm__sampler_nsteps(s);
+    double t0 = dfm__sampler_time(s, 0), t1 = dfm__sampler_time(s, nsteps);
+    if (!(t1 > t0))
+        return dfm__fail(&s->b, DFM_EUNSUPPORTED,
+                         "superposition and product samplers run increasing grids only");
+    if (rows == 0 || a->draw_source) return 0;
+    size_t bad;
+    if (nt && dfm_space_check_tokens(&s->gen->path->space, a->tokens, rows, &bad))
+        return dfm__fail(&s->b, DFM_ERANGE, "tokens[row %zu][coord %zu] = %d is out of range",
+                         bad / nt, bad % nt, (int)a->tokens[bad]);
+    for (size_t i = 0; i < rows * nr; i++)
+        if (!isfinite(a->reals[i]))
+            return dfm__fail(&s->b, DFM_ENUMERIC, "reals[row %zu][coord %zu] is not finite",
+                             i / nr, i % nr);
+    return 0;
+}
+
+/* Time points: the grid merged with the save times (a save time on a grid point shares it). */
+static void merge_times(dfm_sampler *s, const dfm_run_args *a, gs_work *w)
+{
+    size_t nsteps = dfm__sampler_nsteps(s), gi = 0, si = 0, npts = 0;
+    while (gi <= nsteps || si < a->n_save) {
+        double tg = gi <= nsteps ? dfm__sampler_time(s, gi) : INFINITY;
+        double ts = si < a->n_save ? a->save_times[si] : INFINITY;
+        if (ts < tg) { w->pts[npts] = ts; w->save_at[npts++] = ++si; continue; }
+        w->pts[npts] = tg;
+        w->save_at[npts] = 0;
+        if (ts == tg) w->save_at[npts] = ++si;
+        npts++;
+        gi++;
+    }
+    w->npts = npts;
+}
+
+/* Save the state as save time k1 - 1 (k1 = 0: not a save point). */
+static void save_state(gs_work *w, size_t nt, size_t k1)
+{
+    if (!k1) return;
+    size_t k = k1 - 1;
+    if (nt) memcpy(w->saved_t + k * w->sz_tok, w->tok, w->sz_tok * sizeof(int32_t));
+    for (size_t j = 0; j < w->sz_re; j++) w->saved_r[k * w->sz_re + j] = (float)w->re[j];
+}
+
+/* Initial state: drawn from each block's source (fixed tokens kept) or the host's. */
+static void init_state(const gm_samp *gs, const dfm_run_args *a, gs_work *w)
+{
+    const size_t nt = gs->nt, nr = gs->nr, rows = a->rows;
+    if (!a->draw_source) {
+        if (nt) memcpy(w->tok, a->tokens, w->sz_tok * sizeof(int32_t));
+        for (size_t i = 0; i < w->sz_re; i++) w->re[i] = a->reals[i];
+        return;
+    }
+    for (size_t b = 0; b < gs->nb; b++) {
+        const block *bk = &gs->b[b];
+        for (size_t r = 0; r < rows; r++) {
+            uint64_t grow = (uint64_t)(a->row_offset + r);
+            if (!bk->cont) {
+                const dfm__mixture *mx = dfm__mixture_of(bk->path);
+                for (size_t i = 0; i < bk->sl.n_tok; i++)
+                    w->tok[r * nt + bk->sl.tok_off + i] = dfm__mix_source_draw(
+                        mx, dfm__uniform(bk->seed, GM_STREAM_SRC, grow, (uint32_t)i, 0));
             } else {
-                if (c.h == 0.0) continue;
-                if ((st = disc_factors(s, &c, tb, tbn))) break;
-                dfm__parallel_for(&s->b, s->b.nthreads, rows, disc_rows, &c);
-            }
-            for (int q = 0; q < nth; q++) {
-                if (errs[q].code && !st)
-                    st = dfm__fail(&s->b, errs[q].code,
-                                   "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
-                                   "NaN/Inf, all -Inf logits or negative rates", b, t,
-                                   errs[q].row, errs[q].coord);
-                s->stats[DFM_STAT_JUMPS] += jumps[q];
-                step_clamped += clamped[q];
+                float *z = w->ref + r * nr + bk->sl.real_off;
+                dfm__normal_row(bk->seed, DFM_STREAM_SOURCE, grow, 0, bk->sl.n_real, z);
+                for (size_t j = 0; j < bk->sl.n_real; j++)
+                    w->re[r * nr + bk->sl.real_off + j] = z[j];
             }
         }
-        if (st) break;
-        gs->last_clamped = step_clamped;
-        s->stats[DFM_STAT_CLAMPED] += step_clamped;
-        s->stats[DFM_STAT_STEPS]++;
-        if (save_at[i + 1]) {
-            size_t k = save_at[i + 1] - 1;
-            if (nt) memcpy(saved_t + k * sz_tok, tok, sz_tok * sizeof(int32_t));
-            for (size_t j = 0; j < sz_re; j++) saved_r[k * sz_re + j] = (float)re[j];
-        }
-        st = dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)(npts - 1),
-                            pts[i + 1]);
     }
-    for (size_t i = 0; !st && i < sz_re; i++)
-        if (!isfinite((float)re[i]))
-            st = dfm__fail(&s->b, DFM_ENUMERIC, "the state overflowed (row %zu, coord %zu)",
-                           i / nr, i % nr);
-    if (!st) {
-        if (nt) memcpy(a->tokens, tok, sz_tok * sizeof(int32_t));
-        for (size_t i = 0; i < sz_re; i++) a->reals[i] = (float)re[i];
-        if (a->n_save && nt) memcpy(a->saved_tokens, saved_t, a->n_save * sz_tok * sizeof(int32_t));
-        if (a->n_save && nr) memcpy(a->saved_reals, saved_r, a->n_save * sz_re * sizeof(float));
+    if (a->fixed && nt) /* fixed positions keep the host's tokens */
+        for (size_t i = 0; i < w->sz_tok; i++)
+            if (a->fixed[i]) w->tok[i] = a->tokens[i];
+}
+
+/* One model call per branch in use (MAIN also when no branch has outputs). */
+static int call_branches(dfm_sampler *s, const dfm_run_args *a, const gs_work *w, double t,
+                         int step, const int32_t *tok)
+{
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    int st = 0;
+    if (gs->bstride[0] || gs->bstride[1] == 0)
+        st = call_model(s, a, DFM_BRANCH_MAIN, t, step, w->tv, w->pt, tok, w->ref, w->out[0],
+                        gs->bstride[0]);
+    if (!st && gs->bstride[1])
+        st = call_model(s, a, DFM_BRANCH_UNCOND, t, step, w->tv, w->pt, tok, w->ref, w->out[1],
+                        gs->bstride[1]);
+    return st;
+}
+
+/* The row kernels' context for block bk with weights wts at step `step`. */
+static void ctx_init(step_ctx *c, dfm_sampler *s, const dfm_run_args *a, const gs_work *w,
+                     const block *bk, const double *wts, size_t step)
+{
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->gs = (const gm_samp *)s->impl;
+    c->a = a;
+    c->bk = bk;
+    c->tok = w->tok;
+    c->re = w->re;
+    c->out[0] = w->out[0];
+    c->out[1] = w->out[1];
+    c->w = wts;
+    c->step = (uint32_t)step;
+    c->scratch = w->scr;
+    c->scr_per = w->scr_per;
+    c->jumps = w->jumps;
+    c->clamped = w->clamped;
+    c->err = w->errs;
+}
+
+/* Drift of every (continuous) block at time tt for states y (rows x nr) into k. */
+static int rk_drift(dfm_sampler *s, const dfm_run_args *a, gs_work *w, double tt, int step,
+                    const double *y, double *k, int64_t *clamped)
+{
+    gm_samp *gs = (gm_samp *)s->impl;
+    size_t rows = a->rows, nr = gs->nr;
+    for (size_t r = 0; r < rows; r++) w->tv[r] = tt;
+    for (size_t r = 0; r < rows * gs->nparts; r++) w->pt[r] = tt;
+    for (size_t j = 0; j < rows * nr; j++) w->ref[j] = (float)y[j];
+    int st = call_branches(s, a, w, tt, step, NULL);
+    for (size_t b = 0; b < gs->nb && !st; b++) {
+        const block *bk = &gs->b[b];
+        double wts[DFM__GM_MAXP];
+        if ((st = block_weights(s, bk, tt, wts))) break;
+        step_ctx c;
+        ctx_init(&c, s, a, w, bk, wts, (size_t)step);
+        c.tok = NULL;
+        c.re = (double *)y;
+        c.kout = k;
+        memset(w->errs, 0, (size_t)w->nth * sizeof(err_rec));
+        if ((st = cont_coefs(s, &c, tt, clamped))) break;
+        dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
+        for (int q = 0; q < w->nth && !st; q++)
+            if (w->errs[q].code)
+                st = dfm__fail(&s->b, w->errs[q].code,
+                               "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
+                               "NaN/Inf", b, tt, w->errs[q].row, w->errs[q].coord);
     }
-    dfm__free(&s->b.mem, rk);
-    dfm__free(&s->b.mem, saved_t);
-    dfm__free(&s->b.mem, saved_r);
-    dfm__free(&s->b.mem, blk);
+    return st;
+}
+
+/* Step i of a drift-only continuous run by the midpoint rule (k1 at t, k2 at t + h/2 on
+ * x + h/2 k1) or the classical RK4 tableau. */
+static int rk_step(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t i,
+                   int64_t *step_clamped)
+{
+    static const double C4[4] = {0.0, 0.5, 0.5, 1.0}, B4[4] = {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6};
+    static const double C2[2] = {0.0, 0.5}, B2[2] = {0.0, 1.0};
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    const double *cc = gs->stages == 4 ? C4 : C2, *bb = gs->stages == 4 ? B4 : B2;
+    const size_t sz_re = w->sz_re;
+    double t = w->pts[i], h = w->pts[i + 1] - t, *re = w->re, *yt = w->rk, *kk = w->rk + sz_re;
+    int st = 0;
+    for (int q = 0; q < gs->stages && !st; q++) {
+        const double *src = q == 0 ? re : yt;
+        if (q > 0) /* stage q reads x + c_q h k_{q-1} */
+            for (size_t j = 0; j < sz_re; j++)
+                yt[j] = re[j] + cc[q] * h * kk[(size_t)(q - 1) * sz_re + j];
+        double tq = cc[q] == 1.0 ? w->pts[i + 1] : t + cc[q] * h;
+        st = rk_drift(s, a, w, tq, (int)i, src, kk + (size_t)q * sz_re, step_clamped);
+    }
+    if (st) return st;
+    for (size_t j = 0; j < sz_re; j++) {
+        double inc = 0.0;
+        for (int q = 0; q < gs->stages; q++) inc += bb[q] * kk[(size_t)q * sz_re + j];
+        re[j] += h * inc;
+    }
+    return 0;
+}
+
+/* Part times of step t -> tn: tau_k(t) -> tau_k(tn) from the host's map, or t -> tn. */
+static int step_part_times(dfm_sampler *s, double t, double tn, double *p0, double *p1)
+{
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    int st;
+    for (size_t k = 0; k < gs->nparts; k++) { p0[k] = t; p1[k] = tn; }
+    if (!gs->ptfn) return 0;
+    if ((st = part_times(s, t, p0)) || (st = part_times(s, tn, p1))) return st;
+    for (size_t k = 0; k < gs->nparts; k++)
+        if (!(p1[k] >= p0[k]))
+            return dfm__fail(&s->b, DFM_EINVAL, "part %zu's time decreases from %g to %g "
+                             "between t = %g and %g", k, p0[k], p1[k], t, tn);
+    return 0;
+}
+
+/* Block b moves from its time tb to tbn (the model was called at the step's time t): time
+ * factors or drift coefficients, then its rows in parallel; the first bad row is reported. */
+static int step_block(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t b, double tb,
+                      double tbn, double t, size_t i, int64_t *step_clamped)
+{
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    const block *bk = &gs->b[b];
+    double wts[DFM__GM_MAXP];
+    int st = block_weights(s, bk, tb, wts);
+    if (st) return st;
+    step_ctx c;
+    ctx_init(&c, s, a, w, bk, wts, i);
+    c.h = tbn - tb;
+    memset(w->jumps, 0, 2 * (size_t)w->nth * sizeof(int64_t));
+    memset(w->errs, 0, (size_t)w->nth * sizeof(err_rec));
+    if (c.h == 0.0) return 0; /* the part does not move in this step */
+    if (bk->cont) {
+        if ((st = cont_coefs(s, &c, tb, step_clamped))) return st;
+        dfm__parallel_for(&s->b, s->b.nthreads, a->rows, cont_rows, &c);
+    } else {
+        if ((st = disc_factors(s, &c, tb, tbn))) return st;
+        dfm__parallel_for(&s->b, s->b.nthreads, a->rows, disc_rows, &c);
+    }
+    for (int q = 0; q < w->nth; q++) {
+        if (w->errs[q].code && !st)
+            st = dfm__fail(&s->b, w->errs[q].code,
+                           "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
+                           "NaN/Inf, all -Inf logits or negative rates", b, t, w->errs[q].row,
+                           w->errs[q].coord);
+        s->stats[DFM_STAT_JUMPS] += w->jumps[q];
+        *step_clamped += w->clamped[q];
+    }
+    return st;
+}
+
+/* Step i of a one-stage run: part times, one model call per branch at the step's start, then
+ * every block moves (exact or Euler discrete steps, Euler(-Maruyama) continuous steps). */
+static int euler_step(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t i,
+                      int64_t *step_clamped)
+{
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    const size_t rows = a->rows;
+    double t = w->pts[i], p0[DFM__GM_MAXP], p1[DFM__GM_MAXP];
+    int st = step_part_times(s, t, w->pts[i + 1], p0, p1);
+    if (st) return st;
+    for (size_t r = 0; r < rows; r++) w->tv[r] = t;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < gs->nparts; k++) w->pt[r * gs->nparts + k] = p0[k];
+    for (size_t j = 0; j < w->sz_re; j++) w->ref[j] = (float)w->re[j];
+    st = call_branches(s, a, w, t, (int)i, w->tok);
+    for (size_t b = 0; b < gs->nb && !st; b++)
+        st = step_block(s, a, w, b, p0[b], p1[b], t, i, step_clamped);
+    return st;
+}
+
+/* After step i: counters, the save point, the host's progress callback and stop request. */
+static int end_step(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t i,
+                    int64_t step_clamped)
+{
+    gm_samp *gs = (gm_samp *)s->impl;
+    double tn = w->pts[i + 1];
+    gs->last_clamped = step_clamped;
+    s->stats[DFM_STAT_CLAMPED] += step_clamped;
+    s->stats[DFM_STAT_STEPS]++;
+    save_state(w, gs->nt, w->save_at[i + 1]);
+    return dfm__step_done(s, a->progress, a->progress_data, (int)i, (int)(w->npts - 1), tn);
+}
+
+/* The final state, if finite as floats, and the saved states go to the host. */
+static int write_out(dfm_sampler *s, const dfm_run_args *a, const gs_work *w)
+{
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    const size_t nt = gs->nt, nr = gs->nr;
+    for (size_t i = 0; i < w->sz_re; i++)
+        if (!isfinite((float)w->re[i]))
+            return dfm__fail(&s->b, DFM_ENUMERIC, "the state overflowed (row %zu, coord %zu)",
+                             i / nr, i % nr);
+    if (nt) memcpy(a->tokens, w->tok, w->sz_tok * sizeof(int32_t));
+    for (size_t i = 0; i < w->sz_re; i++) a->reals[i] = (float)w->re[i];
+    if (a->n_save && nt)
+        memcpy(a->saved_tokens, w->saved_t, a->n_save * w->sz_tok * sizeof(int32_t));
+    if (a->n_save && nr)
+        memcpy(a->saved_reals, w->saved_r, a->n_save * w->sz_re * sizeof(float));
+    return 0;
+}
+
+/* The joint run: validate, lay out the time points, initial state, steps, write back. */
+static int gs_run(dfm_sampler *s, const dfm_run_args *a)
+{
+    gm_samp *gs = (gm_samp *)s->impl;
+    int st = run_validate(s, a);
+    if (st || a->rows == 0) return st;
+    for (size_t k = 0; k < gs->nb; k++)
+        gs->b[k].seed = gs->product ? dfm__gm_part_seed(s->b.seed, k) : s->b.seed;
+    gs_work w;
+    if ((st = work_alloc(s, a, &w))) return st;
+    merge_times(s, a, &w);
+    init_state(gs, a, &w);
+    save_state(&w, gs->nt, w.save_at[0]);
+    for (size_t i = 0; i + 1 < w.npts && !st; i++) {
+        int64_t step_clamped = 0;
+        st = gs->stages > 1 ? rk_step(s, a, &w, i, &step_clamped)
+                            : euler_step(s, a, &w, i, &step_clamped);
+        if (!st) st = end_step(s, a, &w, i, step_clamped);
+    }
+    if (!st) st = write_out(s, a, &w);
+    work_free(s, &w);
     return st;
 }
 

@@ -389,94 +389,127 @@ static int gml_clone(dfm_loss *dst, const dfm_loss *src)
     return 0;
 }
 
-static int gml_eval(dfm_loss *l, const dfm_loss_args *a)
+/* Sizes, and for rates the tokens (present, in range); *Vmax = the largest vocabulary. */
+static int gml_check(dfm_loss *l, const dfm_loss_args *a, size_t *Vmax)
 {
     const gml *g = (const gml *)l->impl;
     size_t rows = a->rows, S = l->out_stride, nt = g->space.n_tokens, nr = g->space.n_reals;
-    size_t tmp, Vmax = 1;
+    size_t tmp;
+    *Vmax = 1;
     if (dfm__mul3(rows, S + nt + nr + 1, 8, &tmp))
         return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x row size overflows");
-    if (g->kind == DFM_GM_RATES) {
-        if (rows && (!a->xt_tokens || !a->x1_tokens))
-            return dfm__fail(&l->b, DFM_EINVAL, "args->xt_tokens / x1_tokens is NULL");
-        size_t bad;
-        if (dfm_space_check_tokens(&g->space, a->xt_tokens, rows, &bad))
-            return dfm__fail(&l->b, DFM_ERANGE, "xt_tokens[row %zu][coord %zu] is out of range",
-                             bad / nt, bad % nt);
-        for (size_t j = 0; j < nt; j++)
-            if ((size_t)dfm__space_vocab(&g->space, j) > Vmax)
-                Vmax = (size_t)dfm__space_vocab(&g->space, j);
+    if (g->kind != DFM_GM_RATES) return 0;
+    if (rows && (!a->xt_tokens || !a->x1_tokens))
+        return dfm__fail(&l->b, DFM_EINVAL, "args->xt_tokens / x1_tokens is NULL");
+    size_t bad;
+    if (dfm_space_check_tokens(&g->space, a->xt_tokens, rows, &bad))
+        return dfm__fail(&l->b, DFM_ERANGE, "xt_tokens[row %zu][coord %zu] is out of range",
+                         bad / nt, bad % nt);
+    for (size_t j = 0; j < nt; j++)
+        if ((size_t)dfm__space_vocab(&g->space, j) > *Vmax)
+            *Vmax = (size_t)dfm__space_vocab(&g->space, j);
+    return 0;
+}
+
+/* The host's conditional generator at (t, x_t | x1, x0) into target. */
+static int gml_target(dfm_loss *l, const dfm_loss_args *a, float *target)
+{
+    const gml *g = (const gml *)l->impl;
+    dfm_cond_target_io io;
+    memset(&io, 0, sizeof io);
+    io.struct_size = sizeof io;
+    io.rows = a->rows;
+    io.t = a->t;
+    io.xt_tokens = a->xt_tokens;
+    io.x1_tokens = a->x1_tokens;
+    io.n_tokens = g->space.n_tokens;
+    io.xt_reals = a->xt_reals;
+    io.x1_reals = a->x1_reals;
+    io.x0_reals = a->x0_reals;
+    io.n_reals = g->space.n_reals;
+    io.target = target;
+    io.target_stride = l->out_stride;
+    int raw = a->rows ? g->fn(&io, g->user) : 0;
+    if (raw) return dfm__fail_callback(&l->b, raw, "conditional target");
+    return dfm__callback_freed();
+}
+
+/* Velocity row r: squared errors (out - target)^2 into vals, their gradient 2 (out - target). */
+static int gml_velocity_row(dfm_loss *l, size_t r, const float *o, const float *tg, float *gr,
+                            double *vals, double *total)
+{
+    for (size_t j = 0; j < l->out_stride; j++) {
+        if (!isfinite(o[j]) || !isfinite(tg[j]))
+            return dfm__fail(&l->b, DFM_ENUMERIC, "%s[row %zu][coord %zu] is not finite",
+                             isfinite(o[j]) ? "target" : "out", r, j);
+        double e = (double)o[j] - (double)tg[j];
+        vals[j] = e * e;
+        *total += e * e;
+        gr[j] = (float)(2.0 * e);
     }
-    size_t ncol = nt + nr;
+    return 0;
+}
+
+/* Rates row r: per free token, the Bregman divergence of the target and model rates out of x_t
+ * (dfm_bregman_rates on the entries y != x_t) into vals, its gradient into gr (0 at x_t). ab,
+ * bb, gb: Vmax doubles each. */
+static int gml_rates_row(dfm_loss *l, const dfm_loss_args *a, size_t r, const float *o,
+                         const float *tg, float *gr, double *vals, double *ab, double *bb,
+                         double *gb, double *total, size_t *counted)
+{
+    const gml *g = (const gml *)l->impl;
+    size_t nt = g->space.n_tokens, off = 0;
+    for (size_t i = 0; i < nt; i++) {
+        size_t V = (size_t)dfm__space_vocab(&g->space, i);
+        int32_t x = a->xt_tokens[r * nt + i];
+        if (a->fixed && a->fixed[r * nt + i]) { off += V; continue; }
+        size_t m = 0;
+        for (size_t y = 0; y < V; y++) {
+            if ((int32_t)y == x) continue;
+            ab[m] = tg[off + y];
+            bb[m] = o[off + y];
+            m++;
+        }
+        double v;
+        int bst = dfm_bregman_rates(ab, bb, m, &v, gb);
+        if (bst)
+            return dfm__fail(&l->b, bst, "row %zu, coord %zu: invalid rates (target and model "
+                             "rates must be finite and >= 0, model > 0 where the target is)",
+                             r, i);
+        m = 0;
+        for (size_t y = 0; y < V; y++) gr[off + y] = (int32_t)y == x ? 0.0f : (float)gb[m++];
+        vals[i] = v;
+        *total += v;
+        (*counted)++;
+        off += V;
+    }
+    return 0;
+}
+
+/* The host's target, then per row the velocity or rates divergence; reduced on success. */
+static int gml_eval(dfm_loss *l, const dfm_loss_args *a)
+{
+    const gml *g = (const gml *)l->impl;
+    size_t rows = a->rows, S = l->out_stride, Vmax;
+    int st = gml_check(l, a, &Vmax);
+    if (st) return st;
+    size_t ncol = g->space.n_tokens + g->space.n_reals;
     size_t bytes = sizeof(float) * rows * 2 * S + sizeof(double) * (rows * ncol + 3 * Vmax) + 16;
     char *blk = (char *)dfm__calloc(&l->b.mem, 1, bytes);
     if (!blk) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate loss scratch");
     double *vals = (double *)blk, *ab = vals + rows * ncol, *bb = ab + Vmax, *gb = bb + Vmax;
     float *target = (float *)(gb + Vmax), *grad = target + rows * S;
-    dfm_cond_target_io io;
-    memset(&io, 0, sizeof io);
-    io.struct_size = sizeof io;
-    io.rows = rows;
-    io.t = a->t;
-    io.xt_tokens = a->xt_tokens;
-    io.x1_tokens = a->x1_tokens;
-    io.n_tokens = nt;
-    io.xt_reals = a->xt_reals;
-    io.x1_reals = a->x1_reals;
-    io.x0_reals = a->x0_reals;
-    io.n_reals = nr;
-    io.target = target;
-    io.target_stride = S;
-    int st = 0;
-    int raw = rows ? g->fn(&io, g->user) : 0;
-    if (raw) st = dfm__fail_callback(&l->b, raw, "conditional target");
-    else st = dfm__callback_freed();
+    st = gml_target(l, a, target);
     double total = 0.0;
     size_t counted = 0;
     for (size_t r = 0; r < rows && !st; r++) {
         const float *o = a->out + r * S, *tg = target + r * S;
-        float *gr = grad + r * S;
         if (g->kind == DFM_GM_VELOCITY) {
-            for (size_t j = 0; j < S; j++) {
-                if (!isfinite(o[j]) || !isfinite(tg[j])) {
-                    st = dfm__fail(&l->b, DFM_ENUMERIC, "%s[row %zu][coord %zu] is not finite",
-                                   isfinite(o[j]) ? "target" : "out", r, j);
-                    break;
-                }
-                double e = (double)o[j] - (double)tg[j];
-                vals[r * ncol + j] = e * e;
-                total += e * e;
-                gr[j] = (float)(2.0 * e);
-            }
+            st = gml_velocity_row(l, r, o, tg, grad + r * S, vals + r * ncol, &total);
             counted += S;
-            continue;
-        }
-        size_t off = 0;
-        for (size_t i = 0; i < nt && !st; i++) {
-            size_t V = (size_t)dfm__space_vocab(&g->space, i);
-            int32_t x = a->xt_tokens[r * nt + i];
-            if (a->fixed && a->fixed[r * nt + i]) { off += V; continue; }
-            size_t m = 0;
-            for (size_t y = 0; y < V; y++) {
-                if ((int32_t)y == x) continue;
-                ab[m] = tg[off + y];
-                bb[m] = o[off + y];
-                m++;
-            }
-            double v;
-            int bst = dfm_bregman_rates(ab, bb, m, &v, gb);
-            if (bst) {
-                st = dfm__fail(&l->b, bst, "row %zu, coord %zu: invalid rates (target and model "
-                               "rates must be finite and >= 0, model > 0 where the target is)",
-                               r, i);
-                break;
-            }
-            m = 0;
-            for (size_t y = 0; y < V; y++) gr[off + y] = (int32_t)y == x ? 0.0f : (float)gb[m++];
-            vals[r * ncol + i] = v;
-            total += v;
-            counted++;
-            off += V;
+        } else {
+            st = gml_rates_row(l, a, r, o, tg, grad + r * S, vals + r * ncol, ab, bb, gb, &total,
+                               &counted);
         }
     }
     if (!st) {
