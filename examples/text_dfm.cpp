@@ -79,7 +79,7 @@ struct Options {
     bool quick = false;
     std::string corpus = "/usr/share/games/fortunes", dict = "/usr/share/dict/words";
     long seq_len = 128, width = 128, layers = 4, heads = 4, batch = 32, threads = 2, seed = 1;
-    long samples = 32, eval_windows = 128, elbo_times = 8, log_every = 20;
+    long samples = 24, eval_windows = 128, elbo_times = 8, log_every = 20;
     double lr = 3e-3, train_seconds = 210.0, eps = 1e-3;
     int time_cond = 0, loss = 0; // loss 0: generalized KL (the ELBO), 1: cross-entropy
     int bf16 = -1;               // -1: when the CPU has bfloat16 instructions
@@ -107,9 +107,10 @@ void usage(FILE *f)
         "  --lr LR              Adam learning rate, warmed up, then decayed to 0 over the\n"
         "                       training time (default 3e-3)\n"
         "  --eps E              training times on [0, 1 - E] (default 1e-3)\n"
-        "  --samples N          samples per sampler setting (default 32; quick 8)\n"
-        "  --budgets K,K,...    model-call budgets (sampler steps) of the flow (default\n"
-        "                       16,32,128; quick 16,64)\n"
+        "  --samples N          samples per sampler setting (default 24; quick 8)\n"
+        "  --budgets K,K,...    model-call budgets (sampler steps) of the flow's exact step; the\n"
+        "                       other samplers run at the one nearest a quarter of the largest\n"
+        "                       and at the largest (default 16,32,128; quick 16,64)\n"
         "  --eval-windows N     held-out sequences scored (default 128; quick 32)\n"
         "  --elbo-times N       times per sequence of the ELBO estimate (default 8; quick 4)\n"
         "  --bf16 auto|0|1      bfloat16 autocast for the matrix products (default auto: on\n"
@@ -801,15 +802,70 @@ double ar_bpc(TextNet &net, const std::vector<int32_t> &w, const Options &o, int
 struct SampleRun {
     std::vector<int32_t> tokens;
     double seconds = 0, library = 0;
-    int64_t calls = 0;
+    int64_t calls = 0, rows = 0; // model calls, rows sent to the model over the run
 };
 
-// N samples of the flow with `steps` model calls and the given setting; fixed/prompt: infilling
-// (prompt tokens at fixed positions).
-// The sampler settings compared: a name and the options set on a DFM_METHOD_EXACT sampler.
+// The sampler settings compared: options set on a DFM_METHOD_EXACT sampler (docs/discrete.md,
+// "Unmasking", "Posterior shaping", "Remasking").
 typedef std::function<void(dfm::sampler &)> Setting;
 const Setting exact_step = [](dfm::sampler &) {};
 const Setting purity = [](dfm::sampler &s) { s.set_int(DFM_OPT_DS_PURITY, 1); };
+Setting ordered(int order, int count = DFM_COUNT_SCHEDULE_CEIL)
+{
+    return [=](dfm::sampler &s) {
+        s.set_int(DFM_OPT_DS_ORDER, order);
+        s.set_int(DFM_OPT_DS_COUNT, count);
+    };
+}
+const Setting confidence_top_p = [](dfm::sampler &s) {
+    ordered(DFM_ORDER_CONFIDENCE)(s);
+    s.set_double(DFM_OPT_DS_TOP_P, 0.9);
+};
+const Setting blocks = [](dfm::sampler &s) { // LLaDA: blocks of 32 left to right
+    ordered(DFM_ORDER_CONFIDENCE)(s);
+    s.set_int(DFM_OPT_DS_BLOCK_LEN, 32);
+};
+const Setting threshold = [](dfm::sampler &s) { // Fast-dLLM: every position above 0.9
+    ordered(DFM_ORDER_CONFIDENCE, DFM_COUNT_THRESHOLD)(s);
+    s.set_double(DFM_OPT_DS_THRESHOLD, 0.9);
+};
+const Setting remask = [](dfm::sampler &s) { // ReMDM, max-capped at eta = 0.02
+    s.set_int(DFM_OPT_DS_REMASK, DFM_REMASK_CAP);
+    s.set_double(DFM_OPT_DS_REMASK_ETA, 0.02);
+};
+
+struct NamedSetting {
+    std::string name;
+    int64_t steps;
+    Setting setting;
+};
+
+// The table: the exact step at every budget; at the budget nearest a quarter of the largest,
+// every order and count, top-p, blocks, the threshold and remasking; at the largest, purity and
+// the confidence order.
+std::vector<NamedSetting> sampler_settings(const Options &o)
+{
+    std::vector<NamedSetting> v;
+    const int64_t top = o.budgets.back();
+    int64_t quarter = o.budgets.front();
+    for (long b : o.budgets)
+        if (std::labs(b - top / 4) < std::labs(quarter - top / 4)) quarter = b;
+    for (long b : o.budgets) {
+        v.push_back({"exact step", b, exact_step});
+        if (b == quarter && b != top) {
+            v.push_back({"confidence, even split", b, ordered(DFM_ORDER_CONFIDENCE)});
+            v.push_back({"margin, even split", b, ordered(DFM_ORDER_MARGIN)});
+            v.push_back({"entropy, even split", b, ordered(DFM_ORDER_ENTROPY)});
+            v.push_back({"confidence, top-p 0.9", b, confidence_top_p});
+            if (b * 32 >= o.seq_len) v.push_back({"blocks of 32, confidence", b, blocks});
+            v.push_back({"threshold 0.9 (Fast-dLLM)", b, threshold});
+            v.push_back({"remasking (ReMDM cap 0.02)", b, remask});
+        }
+    }
+    v.push_back({"purity", top, purity});
+    v.push_back({"confidence, even split", top, ordered(DFM_ORDER_CONFIDENCE)});
+    return v;
+}
 
 SampleRun flow_sample(FlowHost &h, const dfm::generator &gen, const Options &o, int64_t N,
                       int64_t steps, const Setting &setting, const std::vector<uint8_t> *fixed,
@@ -821,6 +877,8 @@ SampleRun flow_sample(FlowHost &h, const dfm::generator &gen, const Options &o, 
     s.set_int(DFM_OPT_SEED, o.seed);
     s.set_int(DFM_OPT_THREADS, 1);
     setting(s);
+    // the network ignores t (MDLM): rows that did not change are not sent again
+    if (!h.net->time_cond) s.set_int(DFM_OPT_DS_TIME_INDEPENDENT, 1);
     SampleRun r;
     r.tokens.assign((size_t)(N * o.seq_len), h.mask);
     if (prompt) r.tokens = *prompt;
@@ -841,6 +899,7 @@ SampleRun flow_sample(FlowHost &h, const dfm::generator &gen, const Options &o, 
     r.seconds = now() - t0;
     r.library = r.seconds - (h.model_seconds - m0);
     r.calls = s.stat(DFM_STAT_MODEL_CALLS);
+    r.rows = s.stat(DFM_STAT_MODEL_ROWS);
     return r;
 }
 
@@ -878,11 +937,11 @@ std::vector<std::string> texts(const Corpus &c, const std::vector<int32_t> &tok,
     return out;
 }
 
-void print_stats_row(const char *name, int64_t calls, const TextStats &st, double seconds,
-                     double lib_share)
+void print_stats_row(const char *name, int64_t calls, double rows, const TextStats &st,
+                     double seconds, double lib_share)
 {
-    std::printf("  %-34s %6lld %8.3f %7zu %7.3f %7.3f %8.1f %8.4f\n", name, (long long)calls,
-                st.valid_rate, st.words, st.distinct[2], st.distinct[3], seconds, lib_share);
+    std::printf("  %-40s %6lld %6.1f %7.3f %6zu %7.3f %7.3f %8.1f %7.4f\n", name, (long long)calls,
+                rows, st.valid_rate, st.words, st.distinct[2], st.distinct[3], seconds, lib_share);
 }
 
 } // namespace
@@ -1032,27 +1091,27 @@ SampleReport sample_all(FlowHost &h, const Flow &f, TextNet &ar, const Corpus &c
     const int64_t L = o.seq_len;
     SampleReport rep;
     rep.data = text_stats(texts(c, held, L), dict);
-    std::printf("sampling (%ld samples each):\n  %-34s %6s %8s %7s %7s %7s %8s %8s\n", o.samples,
-                "sampler", "calls", "valid", "words", "dist-2", "dist-3", "seconds", "lib");
-    print_stats_row("held-out text", 0, rep.data, 0.0, 0.0);
-    std::vector<std::pair<std::string, Setting> > settings = {{"flow exact step", exact_step}};
+    std::printf("sampling (%ld samples each; rows: model rows per sample, calls x rows sent / "
+                "samples):\n  %-40s %6s %6s %7s %6s %7s %7s %8s %7s\n",
+                o.samples, "sampler", "calls", "rows", "valid", "words", "dist-2", "dist-3",
+                "seconds", "lib");
+    print_stats_row("held-out text", 0, 0.0, rep.data, 0.0, 0.0);
     std::vector<int32_t> shown;
-    for (size_t k = 0; k < o.budgets.size(); k++) {
-        if (k + 1 == o.budgets.size()) settings.push_back({"flow purity", purity});
-        for (auto &st : settings) {
-            SampleRun r = flow_sample(h, f.gen, o, o.samples, o.budgets[k], st.second, nullptr, nullptr);
-            TextStats ts = text_stats(texts(c, r.tokens, L), dict);
-            std::string name = st.first + ", " + std::to_string(o.budgets[k]) + " steps";
-            print_stats_row(name.c_str(), r.calls, ts, r.seconds, r.library / r.seconds);
-            std::fflush(stdout);
-            rep.seconds += r.seconds;
-            rep.library += r.library;
-            if (k + 1 == o.budgets.size() && &st == &settings[0]) { rep.flow = ts; shown = r.tokens; }
-        }
+    for (const NamedSetting &ns : sampler_settings(o)) {
+        SampleRun r = flow_sample(h, f.gen, o, o.samples, ns.steps, ns.setting, nullptr, nullptr);
+        TextStats ts = text_stats(texts(c, r.tokens, L), dict);
+        std::string name = "flow " + ns.name + ", " + std::to_string(ns.steps) + " steps";
+        print_stats_row(name.c_str(), r.calls, (double)r.rows / (double)o.samples, ts, r.seconds,
+                        r.library / r.seconds);
+        std::fflush(stdout);
+        rep.seconds += r.seconds;
+        rep.library += r.library;
+        if (ns.steps == o.budgets.back() && shown.empty()) { rep.flow = ts; shown = r.tokens; }
     }
     SampleRun ars = ar_sample(ar, o, c.MASK, o.samples);
     rep.ar = text_stats(texts(c, ars.tokens, L), dict);
-    print_stats_row("AR (one character per call)", ars.calls, rep.ar, ars.seconds, 0.0);
+    print_stats_row("AR (one character per call)", ars.calls, (double)ars.calls, rep.ar,
+                    ars.seconds, 0.0);
     std::printf("samples (flow, %ld steps):\n", o.budgets.back());
     for (int64_t r = 0; r < std::min<int64_t>(3, o.samples); r++)
         std::printf("  %s\n", decode(c, shown.data() + r * L, (size_t)L).c_str());
