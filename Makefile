@@ -90,7 +90,7 @@ EX_CFLAGS := -std=c99 -D_POSIX_C_SOURCE=200809L -Iinclude -Iexamples $(WARN) -Wn
 .PHONY: all deps check demo bench examples install uninstall clean
 .DEFAULT_GOAL := all
 
-all: $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc
+all: $(SHLIB) lib/$(SONAME) lib/libdfm.so $(STLIB) dfm.pc dfm-static.pc
 
 # ---- dependencies ----
 deps:
@@ -116,9 +116,16 @@ $(STLIB): $(OBJS) | lib
 	rm -f $@
 	ar rcs $@ $(OBJS)
 
-PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_PC@|$(BLAS_PC)|'
-dfm.pc: dfm.pc.in include/dfm/common.h Makefile
+# pkg-config files (docs/build.md): dfm.pc for the shared library, dfm-static.pc for a static
+# link of libdfm.a. libdir and includedir are written relative to ${prefix} when they lie under
+# it, so --define-variable=prefix=... relocates an installed tree. The CBLAS link flags are
+# written out (Libs.private / Libs), not required as a package: a Requires.private would put
+# OpenBLAS's include path into every shared consumer's --cflags.
+PC_LIBDIR     := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' -e 's|@INCLUDEDIR@|$(PC_INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_LIBS@|$(strip $(BLAS_LIBS))|'
+dfm.pc dfm-static.pc: %.pc: %.pc.in include/dfm/common.h Makefile
 	$(PC_SED) $< > $@
 
 # ---- tests ----
@@ -133,9 +140,10 @@ _build/tests/test_kernels: tests/test_kernels.c tests/testutil.h $(HDRS) $(STLIB
 	$(CC) $(TEST_CFLAGS) $< -o $@ $(STLIB) $(CHECK_LIBS) $(BLAS_LIBS) -lpthread -lm
 
 # DFM_OBJ_DIR: tests/layers.sh also checks that no two source files call each other in a loop.
+# CHECK_EXTRA_BINS: further suite binaries from mk/*.mk (each also a prerequisite of check there).
 check: all $(TEST_BINS)
 	@CC="$(CC)" CXX="$(CXX)" PYTHON="$(PYTHON)" DFM_OBJ_DIR="$(CURDIR)/_build/obj" \
-	  sh tests/run-all.sh $(TEST_BINS)
+	  sh tests/run-all.sh $(TEST_BINS) $(CHECK_EXTRA_BINS)
 
 # ---- examples ----
 _build/examples/%: examples/%.c $(wildcard examples/*.h) $(HDRS) lib/libdfm.so $(TC_STAMP) | _build/examples
@@ -164,13 +172,15 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libdfm.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
 	$(PC_SED) dfm.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/dfm.pc
+	$(PC_SED) dfm-static.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/dfm-static.pc
 
 uninstall:
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/dfm
-	rm -f $(DESTDIR)$(LIBDIR)/libdfm.so* $(DESTDIR)$(LIBDIR)/libdfm.a $(DESTDIR)$(LIBDIR)/pkgconfig/dfm.pc
+	rm -f $(DESTDIR)$(LIBDIR)/libdfm.so* $(DESTDIR)$(LIBDIR)/libdfm.a
+	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/dfm.pc $(DESTDIR)$(LIBDIR)/pkgconfig/dfm-static.pc
 
 clean:
-	rm -rf _build lib/libdfm.so* lib/libdfm.a dfm.pc
+	rm -rf _build lib/libdfm.so* lib/libdfm.a dfm.pc dfm-static.pc
 
 # Extra targets (sanitizers, valgrind, fuzzing, ABI baseline) live in mk/*.mk.
 -include $(wildcard mk/*.mk)
