@@ -924,6 +924,396 @@ START_TEST(test_stop_from_other_thread)
 }
 END_TEST
 
+/* ---- 2. a model that does not write its output ---- */
+
+enum wmode { W_ALL, W_NOTHING, W_ROW0_ONLY, W_SKIP_ONE, W_NAN };
+
+typedef struct wctx2 {
+    enum wmode mode;
+    size_t skip;      /* entry of row 1 left unwritten (W_SKIP_ONE) or NaN (W_NAN) */
+    float value;      /* what the model writes */
+} wctx2;
+
+static int writer_model(const dfm_model_io *io, void *ud)
+{
+    const wctx2 *w = (const wctx2 *)ud;
+    if (w->mode == W_NOTHING) return 0;
+    for (size_t r = 0; r < io->rows; r++) {
+        if (w->mode == W_ROW0_ONLY && r + io->row_offset > 0) continue;
+        for (size_t j = 0; j < io->out_stride; j++) {
+            if (w->mode == W_SKIP_ONE && r + io->row_offset == 1 && j == w->skip) continue;
+            io->out[r * io->out_stride + j] =
+                w->mode == W_NAN && r + io->row_offset == 1 && j == w->skip ? NAN : w->value;
+        }
+    }
+    return 0;
+}
+
+static dfm_sampler *ds_rates_sampler(void)
+{
+    dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+    dfm_generator *g;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_RATES, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, NSTEPS), 0);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return s;
+}
+
+static dfm_sampler *sde_sampler(void)
+{
+    dfm_path *p = affine_path(2);
+    dfm_generator *g;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_generator_create_diffusion(&g, p, DFM_PARAM_VELOCITY, 0.5, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER_MARUYAMA, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, NSTEPS), 0);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+    return s;
+}
+
+static dfm_sampler *ds_exact_chunked(void)
+{
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, 1), 0);
+    return s;
+}
+
+/* Sampler kinds with: the value a valid output holds, an entry of row 1 the sampler validates
+ * and marks (the discrete sampler marks the first and last logit of each token), whether the
+ * space is continuous. */
+static const struct {
+    maker make;
+    float value;
+    size_t skip;
+    int reals;
+    const char *name;
+} wkinds[] = {
+    {mk_ds, 0.0f, 2 * V + V - 1, 0, "discrete euler"},
+    {ds_exact_chunked, 0.0f, 2 * V + V - 1, 0, "discrete exact, one row per call"},
+    {ds_rates_sampler, 0.5f, 2 * V + 0, 0, "discrete rates"},
+    {mk_cs, 0.0f, 1, 1, "ode rk4"},
+    {mk_dopri, 0.0f, 1, 1, "ode dopri5"},
+    {sde_sampler, 0.0f, 1, 1, "sde"},
+    {mk_ct, 0.5f, 8, 0, "rate matrix"},
+    {mk_gm, 0.0f, 2 * V + 1, 0, "guidance"},
+};
+#define N_WKINDS ((int)(sizeof wkinds / sizeof wkinds[0]))
+
+static int run_writer(dfm_sampler *s, int k, wctx2 *w, int32_t *tok, float *re)
+{
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = writer_model;
+    a.model_data = w;
+    a.rows = 2;
+    if (wkinds[k].reals) a.reals = re; else a.tokens = tok;
+    return dfm_sampler_run(s, &a);
+}
+
+START_TEST(test_unwritten_output)
+{
+    static const struct { enum wmode mode; const char *needle; } cases[] = {
+        {W_NOTHING, "model callback wrote nothing"},
+        {W_ROW0_ONLY, "model callback wrote nothing for row 1"},
+        {W_SKIP_ONE, "wrote only part of row 1: out[row 1][entry "},
+        {W_NAN, NULL},
+    };
+    for (size_t q = 0; q < sizeof cases / sizeof cases[0]; q++) {
+        dfm_sampler *s = wkinds[_i].make();
+        int32_t tok[2 * D] = {1, 1, 1, 1, 1, 1};
+        float re[4] = {0.25f, 0.5f, 0.75f, 1.0f};
+        wctx2 w = {cases[q].mode, wkinds[_i].skip, wkinds[_i].value};
+        int st = run_writer(s, _i, &w, tok, re);
+        const char *msg = dfm_sampler_last_error(s);
+        ck_assert_msg(st == DFM_ENUMERIC, "%s, case %zu: status %d (%s)", wkinds[_i].name, q, st,
+                      msg);
+        if (cases[q].needle) {
+            assert_msg(msg, cases[q].needle);
+            if (cases[q].mode == W_SKIP_ONE) {
+                char e[32];
+                snprintf(e, sizeof e, "[entry %zu]", wkinds[_i].skip);
+                assert_msg(msg, e);
+            }
+        } else {
+            ck_assert_msg(!strstr(msg, "wrote"), "%s: a NaN the model wrote is reported as "
+                          "unwritten: %s", wkinds[_i].name, msg);
+        }
+        for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(tok[j], 1);
+        ck_assert(re[0] == 0.25f && re[1] == 0.5f && re[2] == 0.75f && re[3] == 1.0f);
+        /* the same sampler with a model that writes everything succeeds */
+        w.mode = W_ALL;
+        ck_assert_int_eq(run_writer(s, _i, &w, tok, re), 0);
+        memcpy(tok, (int32_t[]){1, 1, 1, 1, 1, 1}, sizeof tok);
+        memcpy(re, (float[]){0.25f, 0.5f, 0.75f, 1.0f}, sizeof re);
+        dfm_sampler_free(s);
+    }
+}
+END_TEST
+
+START_TEST(test_unwritten_log_likelihood)
+{
+    dfm_sampler *s = cs_sampler(DFM_METHOD_MIDPOINT);
+    wctx2 w = {W_NOTHING, 0, 0.0f};
+    float x1[4] = {0.5f, -0.5f, 1.0f, 0.0f};
+    double lp[2] = {123.0, 123.0};
+    dfm_loglik_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.model = writer_model;
+    la.model_data = &w;
+    la.rows = 2;
+    la.x1 = x1;
+    la.n_probes = 2;
+    la.logp = lp;
+    ck_assert_int_eq(dfm_sampler_log_likelihood(s, &la), DFM_ENUMERIC);
+    assert_msg(dfm_sampler_last_error(s), "model callback wrote nothing");
+    ck_assert(lp[0] == 123.0 && lp[1] == 123.0);
+    w.mode = W_SKIP_ONE;
+    w.skip = 1;
+    ck_assert_int_eq(dfm_sampler_log_likelihood(s, &la), DFM_ENUMERIC);
+    assert_msg(dfm_sampler_last_error(s), "out[row 1][entry 1]");
+    ck_assert(lp[0] == 123.0 && lp[1] == 123.0);
+    dfm_sampler_free(s);
+}
+END_TEST
+
+START_TEST(test_unwritten_elbo)
+{
+    dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+    dfm_loss *l;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, NULL), 0);
+    wctx2 w = {W_NOTHING, 0, 0.0f};
+    int32_t x1[2 * D] = {0, 1, 2, 2, 1, 0};
+    double nelbo[2] = {-1.0, -1.0};
+    dfm_elbo_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = 2;
+    a.x1_tokens = x1;
+    a.n_t = 2;
+    a.model = writer_model;
+    a.user_data = &w;
+    a.nelbo = nelbo;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(l, &a), DFM_ENUMERIC);
+    assert_msg(dfm_loss_last_error(l), "model callback wrote nothing");
+    ck_assert(nelbo[0] == -1.0 && nelbo[1] == -1.0);
+    w.mode = W_ALL;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(l, &a), 0);
+    dfm_loss_free(l);
+    dfm_path_free(p);
+}
+END_TEST
+
+/* The trainer's forward callback: its output goes to the loss, which names what is missing. */
+START_TEST(test_unwritten_forward)
+{
+    static const char *needles[] = {"wrote nothing: its whole output",
+                                    "wrote nothing for row 1", "out[row 1][entry 1]"};
+    dfm_path *p = affine_path(2);
+    dfm_generator *g;
+    dfm_loss *l;
+    ck_assert_int_eq(dfm_generator_create_velocity(&g, p, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_mse(&l, g, NULL), 0);
+    dfm_trainer *tr;
+    ck_assert_int_eq(dfm_trainer_create(&tr, p, l, NULL), 0);
+    for (int m = 0; m < 3; m++) {
+        wctx2 w = {(enum wmode)(W_NOTHING + m), 1, 0.0f};
+        float x1[4] = {1, 2, 3, 4};
+        double loss = -3.0;
+        dfm_train_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.rows = 2;
+        a.x1_reals = x1;
+        a.forward = writer_model;
+        a.user_data = &w;
+        a.loss = &loss;
+        ck_assert_int_eq(dfm_trainer_step(tr, &a), DFM_ENUMERIC);
+        assert_msg(dfm_trainer_last_error(tr), needles[m]);
+        ck_assert(loss == -3.0);
+        ck_assert_int_eq(dfm_trainer_step_count(tr), 0);
+    }
+    dfm_trainer_free(tr);
+    dfm_loss_free(l);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+}
+END_TEST
+
+/* ---- 3. creation errors carry a reason: dfm_last_error ---- */
+
+START_TEST(test_last_error_creators)
+{
+    dfm_space *sp = (dfm_space *)&sp; /* not NULL: the creator must reset it */
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, 1, 8, NULL), DFM_EINVAL);
+    ck_assert_ptr_null(sp);
+    assert_msg(dfm_last_error(), "dfm_space_create_discrete");
+    assert_msg(dfm_last_error(), "vocab must be in [2, ");
+    assert_msg(dfm_last_error(), "got 1");
+
+    /* a sampler method the generator does not offer */
+    dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+    dfm_generator *g;
+    dfm_sampler *s = (dfm_sampler *)&s;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_MIDPOINT, NULL), DFM_EUNSUPPORTED);
+    ck_assert_ptr_null(s);
+    assert_msg(dfm_last_error(), "no method 3 (DFM_METHOD_MIDPOINT)");
+    assert_msg(dfm_last_error(), "offers DFM_METHOD_EXACT, DFM_METHOD_EULER");
+    dfm_generator_free(g);
+
+    /* a custom p0 summing to 1.5 */
+    dfm_space *d4;
+    dfm_scheduler *sc;
+    dfm_path *q = (dfm_path *)&q;
+    const double p0[V] = {0.5, 0.5, 0.25, 0.25};
+    ck_assert_int_eq(dfm_space_create_discrete(&d4, V, D, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&q, d4, sc, DFM_SOURCE_CUSTOM, 0, p0, NULL),
+                     DFM_EINVAL);
+    ck_assert_ptr_null(q);
+    assert_msg(dfm_last_error(), "p0 sums to 1.5");
+    ck_assert(p0[0] == 0.5 && p0[3] == 0.25);
+
+    /* dfm_time_sample with eps = 1 */
+    double t[3] = {7, 7, 7};
+    ck_assert_int_eq(dfm_time_sample(0, 0, DFM_TIME_UNIFORM, 0, 0, 1.0, 0, 3, t), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "eps must be in [0, 1), got 1");
+    ck_assert(t[0] == 7 && t[1] == 7 && t[2] == 7);
+
+    /* a half-set allocator, a NULL handle, a metric path with an invalid distance */
+    dfm_allocator half = {NULL, NULL, NULL};
+    ck_assert_int_eq(dfm_scheduler_create_cosine(&sc, &half), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "allocator needs both alloc and free");
+    ck_assert_ptr_null(sc);
+    ck_assert_int_eq(dfm_sampler_run(NULL, NULL), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "dfm_sampler_run: s is NULL");
+    dfm_scheduler_create_condot(&sc, NULL);
+    double dist[V * V];
+    for (int x = 0; x < V; x++)
+        for (int y = 0; y < V; y++) dist[x * V + y] = x == y ? 0.0 : 1.0;
+    dist[1 * V + 2] = -1.0;
+    ck_assert_int_eq(dfm_path_create_metric(&q, d4, sc, 1.0, dist, NULL, NULL, NULL), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "d(1, 2) = -1");
+    dfm_scheduler_free(sc);
+    dfm_space_free(d4);
+    dfm_path_free(p);
+}
+END_TEST
+
+START_TEST(test_last_error_rules)
+{
+    /* handle calls set it too, to the handle's own message */
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 0), DFM_EINVAL);
+    ck_assert_str_eq(dfm_last_error(), dfm_sampler_last_error(s));
+    assert_msg(dfm_last_error(), "n_steps must be in [1, 2^31)");
+    /* successful calls leave it unchanged */
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 4), 0);
+    ck_assert_str_eq(dfm_sampler_last_error(s), "");
+    assert_msg(dfm_last_error(), "n_steps must be in [1, 2^31)");
+    /* getters on const handles have no message buffer: dfm_last_error holds it */
+    int64_t v = 42;
+    ck_assert_int_eq(dfm_sampler_get_int(s, 12345, &v), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "dfm_sampler_get_int: unknown sampler option 12345");
+    ck_assert_int_eq(v, 42);
+    ck_assert_int_eq(dfm_sampler_get_stat(s, 99, &v), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "unknown statistic 99");
+    dfm_sampler_free(s);
+}
+END_TEST
+
+/* The message is per thread: a failure on one thread does not change another's. */
+typedef struct tl_ctx {
+    pthread_barrier_t *bar;
+    int32_t vocab;
+    char seen[DFM_ERROR_MAX];
+} tl_ctx;
+
+static void *tl_thread(void *arg)
+{
+    tl_ctx *c = (tl_ctx *)arg;
+    dfm_space *sp;
+    dfm_space_create_discrete(&sp, c->vocab, 1, NULL); /* fails, naming its vocab */
+    pthread_barrier_wait(c->bar); /* both have failed */
+    pthread_barrier_wait(c->bar);
+    snprintf(c->seen, sizeof c->seen, "%s", dfm_last_error());
+    return NULL;
+}
+
+START_TEST(test_last_error_per_thread)
+{
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, 2);
+    tl_ctx a = {&bar, 1, ""}, b = {&bar, -5, ""};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, tl_thread, &b), 0);
+    tl_thread(&a);
+    pthread_join(th, NULL);
+    pthread_barrier_destroy(&bar);
+    assert_msg(a.seen, "got 1");
+    assert_msg(b.seen, "got -5");
+    ck_assert_ptr_null(strstr(a.seen, "got -5"));
+}
+END_TEST
+
+/* ---- 4. options of the wrong type ---- */
+
+START_TEST(test_option_types)
+{
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    double x = -1.0;
+    int64_t v = -1;
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_TEMPERATURE, 2), DFM_EINVAL);
+    assert_msg(dfm_sampler_last_error(s), "option 150 is a double option of this sampler: use "
+               "dfm_sampler_set_double");
+    ck_assert_int_eq(dfm_sampler_get_double(s, DFM_OPT_DS_TEMPERATURE, &x), 0);
+    ck_assert(x == 1.0);
+    ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_THREADS, 2.0), DFM_EINVAL);
+    assert_msg(dfm_sampler_last_error(s), "option 1 is an integer option of this sampler");
+    ck_assert_int_eq(dfm_sampler_set_double(s, DFM_OPT_DS_PURITY, 1.0), DFM_EINVAL);
+    assert_msg(dfm_sampler_last_error(s), "option 153 is an integer option");
+    ck_assert_int_eq(dfm_sampler_get_int(s, DFM_OPT_DS_CORRECTOR, &v), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "option 151 is a double option of this sampler: use "
+               "dfm_sampler_get_double");
+    ck_assert_int_eq(v, -1);
+    ck_assert_int_eq(dfm_sampler_set_int(s, 12345, 1), DFM_EINVAL);
+    assert_msg(dfm_sampler_last_error(s), "unknown sampler option 12345");
+    dfm_sampler_free(s);
+
+    dfm_path *p = mixture_path(DFM_SOURCE_MASK);
+    dfm_loss *l;
+    ck_assert_int_eq(dfm_loss_create_cross_entropy(&l, p, 0, NULL), 0);
+    ck_assert_int_eq(dfm_loss_set_double(l, DFM_OPT_REDUCTION, 1.0), DFM_EINVAL);
+    assert_msg(dfm_loss_last_error(l), "option 3 is an integer option of this loss");
+    dfm_loss_free(l);
+    dfm_path_free(p);
+
+    dfm_path *ap = affine_path(2);
+    dfm_generator *g;
+    ck_assert_int_eq(dfm_generator_create_diffusion(&g, ap, DFM_PARAM_VELOCITY, 1.0, NULL), 0);
+    ck_assert_int_eq(dfm_generator_set_int(g, DFM_OPT_DIFFUSION_G, 2), DFM_EINVAL);
+    assert_msg(dfm_generator_last_error(g), "option 304 is a double option of this generator");
+    dfm_loss *ml;
+    ck_assert_int_eq(dfm_loss_create_mse(&ml, g, NULL), 0);
+    dfm_trainer *tr;
+    ck_assert_int_eq(dfm_trainer_create(&tr, ap, ml, NULL), 0);
+    ck_assert_int_eq(dfm_trainer_set_int(tr, DFM_OPT_GM_TIME_EPS, 0), DFM_EINVAL);
+    assert_msg(dfm_trainer_last_error(tr), "option 401 is a double option of this trainer");
+    ck_assert_int_eq(dfm_trainer_set_double(tr, DFM_OPT_GM_TIME_KIND, 1.0), DFM_EINVAL);
+    assert_msg(dfm_trainer_last_error(tr), "option 400 is an integer option of this trainer");
+    dfm_trainer_free(tr);
+    dfm_loss_free(ml);
+    dfm_generator_free(g);
+    dfm_path_free(ap);
+}
+END_TEST
+
 static Suite *misuse_suite(void)
 {
     Suite *s = suite_create("misuse");
@@ -947,6 +1337,18 @@ static Suite *misuse_suite(void)
     tcase_add_test(tc, test_stop_inside_model);
     tcase_add_test(tc, test_progress_value_kept);
     tcase_add_test(tc, test_stop_from_other_thread);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("unwritten");
+    tcase_add_loop_test(tc, test_unwritten_output, 0, N_WKINDS);
+    tcase_add_test(tc, test_unwritten_log_likelihood);
+    tcase_add_test(tc, test_unwritten_elbo);
+    tcase_add_test(tc, test_unwritten_forward);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("messages");
+    tcase_add_test(tc, test_last_error_creators);
+    tcase_add_test(tc, test_last_error_rules);
+    tcase_add_test(tc, test_last_error_per_thread);
+    tcase_add_test(tc, test_option_types);
     suite_add_tcase(s, tc);
     return s;
 }

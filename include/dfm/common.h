@@ -57,6 +57,12 @@ DFM_API const char *dfm_version_string(void);
 DFM_API const char *dfm_strerror(int status);
 /** Function twin of DFM_STATUS_COUNT for FFI users. */
 DFM_API int dfm_status_count(void);
+/** The message of the last call that failed on the calling thread ("" before the first
+ * failure); never NULL, valid until the thread's next failing libdfm call. Every failing call
+ * sets it, those without a handle (creators, dfm_time_sample, spaces, schedulers, NULL handles)
+ * and those with one (which also keep it: dfm_<handle>_last_error). Successful calls leave it
+ * unchanged: read it right after a call returned nonzero. Thread-local (docs/errors.md). */
+DFM_API const char *dfm_last_error(void);
 
 /** Optional allocator, copied into each handle that receives it (NULL: malloc/free).
  * alloc may return NULL; libdfm then fails with DFM_ENOMEM. Both members must be set. */

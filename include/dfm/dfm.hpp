@@ -55,6 +55,13 @@ inline void check(int status, const char *msg)
     if (status != DFM_OK) throw error(status, msg ? std::string(msg) : std::string());
 }
 
+// A call without a handle to hold its message (creators, clones, schedulers): the reason is the
+// thread's dfm_last_error(), read at once, after the context `what`.
+inline void check_new(int status, const char *what)
+{
+    if (status != DFM_OK) throw error(status, std::string(what) + ": " + dfm_last_error());
+}
+
 // Move-only owner of a C handle freed by Free.
 template <class T, void (*Free)(T *)>
 class handle {
@@ -271,13 +278,13 @@ public:
     static space discrete(int32_t vocab, std::size_t d)
     {
         dfm_space *s = nullptr;
-        detail::check(dfm_space_create_discrete(&s, vocab, d, nullptr), "discrete space");
+        detail::check_new(dfm_space_create_discrete(&s, vocab, d, nullptr), "discrete space");
         return space(s);
     }
     static space euclidean(std::size_t dim)
     {
         dfm_space *s = nullptr;
-        detail::check(dfm_space_create_euclidean(&s, dim, nullptr), "Euclidean space");
+        detail::check_new(dfm_space_create_euclidean(&s, dim, nullptr), "Euclidean space");
         return space(s);
     }
     /// Product of the given spaces (copied; they may be destroyed afterwards).
@@ -287,15 +294,15 @@ public:
         for (std::size_t i = 0; i < parts.size(); i++)
             raw.push_back(parts[i] ? parts[i]->get() : nullptr);
         dfm_space *s = nullptr;
-        detail::check(dfm_space_create_product(&s, raw.empty() ? nullptr : &raw[0], raw.size(),
-                                               nullptr),
-                      "product space");
+        detail::check_new(dfm_space_create_product(&s, raw.empty() ? nullptr : &raw[0], raw.size(),
+                                                   nullptr),
+                          "product space");
         return space(s);
     }
     space clone() const
     {
         dfm_space *s = nullptr;
-        detail::check(dfm_space_clone(&s, get(), nullptr), "space clone");
+        detail::check_new(dfm_space_clone(&s, get(), nullptr), "space clone");
         return space(s);
     }
     int kind() const noexcept { return dfm_space_kind(get()); }
@@ -317,19 +324,19 @@ public:
     static scheduler polynomial(double n)
     {
         dfm_scheduler *s = nullptr;
-        detail::check(dfm_scheduler_create_polynomial(&s, n, nullptr), "polynomial scheduler");
+        detail::check_new(dfm_scheduler_create_polynomial(&s, n, nullptr), "polynomial scheduler");
         return scheduler(s);
     }
     static scheduler vp(double beta_min, double beta_max)
     {
         dfm_scheduler *s = nullptr;
-        detail::check(dfm_scheduler_create_vp(&s, beta_min, beta_max, nullptr), "VP scheduler");
+        detail::check_new(dfm_scheduler_create_vp(&s, beta_min, beta_max, nullptr), "VP scheduler");
         return scheduler(s);
     }
     dfm_sched_values eval(double t) const
     {
         dfm_sched_values v;
-        detail::check(dfm_scheduler_eval(get(), t, &v, nullptr), "scheduler eval");
+        detail::check_new(dfm_scheduler_eval(get(), t, &v, nullptr), "scheduler eval");
         return v;
     }
     int kind() const noexcept { return dfm_scheduler_kind(get()); }
@@ -340,7 +347,7 @@ private:
     static scheduler make(int (*fn)(dfm_scheduler **, const dfm_allocator *), const char *what)
     {
         dfm_scheduler *s = nullptr;
-        detail::check(fn(&s, nullptr), what);
+        detail::check_new(fn(&s, nullptr), what);
         return scheduler(s);
     }
     detail::handle<dfm_scheduler, dfm_scheduler_free> h_;
@@ -349,36 +356,39 @@ private:
 /// A probability path. Kind-specific creators; sample() is the generic dfm_path_sample.
 class path {
 public:
-    /// Discrete mixture path (source: DFM_SOURCE_MASK / _UNIFORM / _CUSTOM with p0).
-    static path mixture(const space &sp, const scheduler &sc, int source, int32_t mask_token = 0,
+    /// Discrete mixture path (source: DFM_SOURCE_MASK / _UNIFORM / _CUSTOM with p0). The mask
+    /// token defaults to V - 1, the last token, as in Python and the docs (any negative value
+    /// means V - 1; the other sources ignore it).
+    static path mixture(const space &sp, const scheduler &sc, int source, int32_t mask_token = -1,
                         const double *p0 = nullptr)
     {
         dfm_path *p = nullptr;
-        detail::check(dfm_path_create_mixture(&p, sp.get(), sc.get(), source, mask_token, p0,
-                                              nullptr),
-                      "mixture path");
+        if (mask_token < 0) mask_token = dfm_space_token_vocab(sp.get(), 0) - 1;
+        detail::check_new(dfm_path_create_mixture(&p, sp.get(), sc.get(), source, mask_token, p0,
+                                                  nullptr),
+                          "mixture path");
         return path(p);
     }
     /// Affine Gaussian path on R^D.
     static path affine(const space &sp, const scheduler &sc)
     {
         dfm_path *p = nullptr;
-        detail::check(dfm_path_create_affine(&p, sp.get(), sc.get(), nullptr), "affine path");
+        detail::check_new(dfm_path_create_affine(&p, sp.get(), sc.get(), nullptr), "affine path");
         return path(p);
     }
     /// Metric-induced path with a V x V distance matrix (row-major, copied).
     static path metric(const space &sp, const scheduler &sc, double c, const double *dist)
     {
         dfm_path *p = nullptr;
-        detail::check(dfm_path_create_metric(&p, sp.get(), sc.get(), c, dist, nullptr, nullptr,
-                                             nullptr),
-                      "metric path");
+        detail::check_new(dfm_path_create_metric(&p, sp.get(), sc.get(), c, dist, nullptr, nullptr,
+                                                 nullptr),
+                          "metric path");
         return path(p);
     }
     path clone() const
     {
         dfm_path *p = nullptr;
-        detail::check(dfm_path_clone(&p, get(), nullptr), last_error().c_str());
+        detail::check_new(dfm_path_clone(&p, get(), nullptr), "path clone");
         return path(p);
     }
     /// Conditional sampling; set args.struct_size or leave it 0 (filled here).
@@ -408,46 +418,47 @@ public:
     static generator factorized(const path &p, int param = DFM_PARAM_LOGITS)
     {
         dfm_generator *g = nullptr;
-        detail::check(dfm_generator_create_factorized(&g, p.get(), param, nullptr),
-                      "factorized generator");
+        detail::check_new(dfm_generator_create_factorized(&g, p.get(), param, nullptr),
+                          "factorized generator");
         return generator(g);
     }
     /// ODE velocity generator on an affine path.
     static generator velocity(const path &p, int param = DFM_PARAM_VELOCITY)
     {
         dfm_generator *g = nullptr;
-        detail::check(dfm_generator_create_velocity(&g, p.get(), param, nullptr),
-                      "velocity generator");
+        detail::check_new(dfm_generator_create_velocity(&g, p.get(), param, nullptr),
+                          "velocity generator");
         return generator(g);
     }
     /// SDE generator with constant diffusion g_const on an affine path.
     static generator diffusion(const path &p, int param, double g_const)
     {
         dfm_generator *g = nullptr;
-        detail::check(dfm_generator_create_diffusion(&g, p.get(), param, g_const, nullptr),
-                      "diffusion generator");
+        detail::check_new(dfm_generator_create_diffusion(&g, p.get(), param, g_const, nullptr),
+                          "diffusion generator");
         return generator(g);
     }
     /// Rate-matrix generator on a finite space (path FINITE/METRIC, or a space for RATES).
     static generator rate_matrix(const path *p, const space *sp, int param)
     {
         dfm_generator *g = nullptr;
-        detail::check(dfm_generator_create_rate_matrix(&g, p ? p->get() : nullptr,
-                                                       sp ? sp->get() : nullptr, param, nullptr),
-                      "rate-matrix generator");
+        detail::check_new(dfm_generator_create_rate_matrix(&g, p ? p->get() : nullptr,
+                                                           sp ? sp->get() : nullptr, param,
+                                                           nullptr),
+                          "rate-matrix generator");
         return generator(g);
     }
     /// Factorized generator of a metric path.
     static generator metric(const path &p)
     {
         dfm_generator *g = nullptr;
-        detail::check(dfm_generator_create_metric(&g, p.get(), nullptr), "metric generator");
+        detail::check_new(dfm_generator_create_metric(&g, p.get(), nullptr), "metric generator");
         return generator(g);
     }
     generator clone() const
     {
         dfm_generator *g = nullptr;
-        detail::check(dfm_generator_clone(&g, get(), nullptr), last_error().c_str());
+        detail::check_new(dfm_generator_clone(&g, get(), nullptr), "generator clone");
         return generator(g);
     }
     std::size_t out_stride() const noexcept { return dfm_generator_out_stride(get()); }
@@ -475,28 +486,28 @@ public:
     static loss mse(const generator &g)
     {
         dfm_loss *l = nullptr;
-        detail::check(dfm_loss_create_mse(&l, g.get(), nullptr), "MSE loss");
+        detail::check_new(dfm_loss_create_mse(&l, g.get(), nullptr), "MSE loss");
         return loss(l);
     }
     static loss generalized_kl(const path &mixture_path)
     {
         dfm_loss *l = nullptr;
-        detail::check(dfm_loss_create_generalized_kl(&l, mixture_path.get(), nullptr),
-                      "generalized KL loss");
+        detail::check_new(dfm_loss_create_generalized_kl(&l, mixture_path.get(), nullptr),
+                          "generalized KL loss");
         return loss(l);
     }
     static loss cross_entropy(const path &mixture_path, bool only_changed = false)
     {
         dfm_loss *l = nullptr;
-        detail::check(dfm_loss_create_cross_entropy(&l, mixture_path.get(), only_changed ? 1 : 0,
-                                                    nullptr),
-                      "cross-entropy loss");
+        detail::check_new(dfm_loss_create_cross_entropy(&l, mixture_path.get(),
+                                                        only_changed ? 1 : 0, nullptr),
+                          "cross-entropy loss");
         return loss(l);
     }
     static loss bregman_rates(const generator &g)
     {
         dfm_loss *l = nullptr;
-        detail::check(dfm_loss_create_bregman_rates(&l, g.get(), nullptr), "Bregman loss");
+        detail::check_new(dfm_loss_create_bregman_rates(&l, g.get(), nullptr), "Bregman loss");
         return loss(l);
     }
     /// Value (and, when args.grad is set, the gradient). args.loss may be left NULL.
@@ -541,7 +552,7 @@ public:
     sampler(const generator &g, int method)
     {
         dfm_sampler *s = nullptr;
-        detail::check(dfm_sampler_create(&s, g.get(), method, nullptr), "sampler");
+        detail::check_new(dfm_sampler_create(&s, g.get(), method, nullptr), "sampler");
         h_ = detail::handle<dfm_sampler, dfm_sampler_free>(s);
     }
     void set_steps(std::size_t n)
@@ -751,7 +762,7 @@ public:
     explicit ctmc(std::size_t n)
     {
         dfm_ctmc *w = nullptr;
-        detail::check(dfm_ctmc_create(&w, n, nullptr), "ctmc workspace");
+        detail::check_new(dfm_ctmc_create(&w, n, nullptr), "ctmc workspace");
         h_ = detail::handle<dfm_ctmc, dfm_ctmc_free>(w);
     }
     /// K = exp(h Q) for a generator Q (n x n row-major).

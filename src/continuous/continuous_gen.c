@@ -52,17 +52,26 @@ static const dfm__gen_ops cgen_ops = {cgen_destroy, cgen_clone, dfm__cont_sample
 static int create(dfm_generator **out, int kind, const dfm_path *path, int param, double g,
                   const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    const char *fn = kind == DFM_GEN_VELOCITY ? "dfm_generator_create_velocity"
+                                              : "dfm_generator_create_diffusion";
+    if (!out) return dfm__null(fn, "out");
     *out = NULL;
-    if (!path || path->kind != DFM_PATH_AFFINE || !param_ok(param)) return DFM_EINVAL;
-    if (!(g >= 0.0) || !isfinite(g)) return DFM_EINVAL;
+    if (!path) return dfm__null(fn, "path");
+    if (path->kind != DFM_PATH_AFFINE)
+        return dfm__error(DFM_EINVAL, "%s: the path must be an affine path (kind %d)", fn,
+                          path->kind);
+    if (!param_ok(param))
+        return dfm__error(DFM_EINVAL, "%s: param must be DFM_PARAM_VELOCITY, _X1, _EPSILON or "
+                          "_SCORE, got %d", fn, param);
+    if (!(g >= 0.0) || !isfinite(g))
+        return dfm__error(DFM_EINVAL, "%s: g must be finite and >= 0, got %g", fn, g);
     dfm_generator *h;
     int st = dfm__gen_new(&h, kind, param, path->space.n_reals, &cgen_ops, path, mem);
     if (st) return st;
     dfm__cgen *c = (dfm__cgen *)dfm__calloc(&h->b.mem, 1, sizeof *c);
     if (!c) {
         dfm_generator_free(h);
-        return DFM_ENOMEM;
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the generator", fn);
     }
     c->g_const = g;
     h->impl = c;
@@ -92,7 +101,7 @@ static int is_cgen(const dfm_generator *g)
 
 int dfm_generator_set_diffusion_fn(dfm_generator *g, dfm_diffusion_fn fn, void *user_data)
 {
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!is_cgen(g) || g->kind != DFM_GEN_DIFFUSION)
@@ -105,7 +114,7 @@ int dfm_generator_set_diffusion_fn(dfm_generator *g, dfm_diffusion_fn fn, void *
 
 int dfm_generator_set_sampling_scheduler(dfm_generator *g, const dfm_scheduler *sched)
 {
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!is_cgen(g)) return dfm__fail(&g->b, DFM_EINVAL, "not a velocity or diffusion generator");
@@ -242,8 +251,11 @@ static int mse_eval(dfm_loss *l, const dfm_loss_args *a)
             while (r < a->rows && isfinite(rowsum[r])) r++;
             const float *o = a->out + r * d;
             int in_out = r < a->rows && !dfm__all_finite_f(o, d);
-            st = dfm__fail(&l->b, DFM_ENUMERIC, "non-finite %s in row %zu",
-                           in_out ? "model output" : "data, source or squared error", r);
+            if (!in_out || !dfm__fail_unwritten(&l->b, "model", a->out, a->rows, d, 1, r, 0, d, r))
+                st = dfm__fail(&l->b, DFM_ENUMERIC, "non-finite %s in row %zu",
+                               in_out ? "model output" : "data, source or squared error", r);
+            else
+                st = DFM_ENUMERIC;
         } else {
             double scale = l->reduction == DFM_REDUCE_MEAN ? 1.0 / (double)n : 1.0;
             c.gscale = (float)(2.0 * scale);
@@ -266,9 +278,12 @@ static const dfm__loss_ops mse_ops = {NULL, NULL, mse_eval, NULL, NULL, NULL, NU
 
 int dfm_loss_create_mse(dfm_loss **out, const dfm_generator *gen, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!is_cgen(gen)) return DFM_EINVAL;
+    if (!gen) return dfm__null(__func__, "gen");
+    if (!is_cgen(gen))
+        return dfm__error(DFM_EINVAL, "%s: the generator must be a velocity or diffusion "
+                          "generator", __func__);
     int st = dfm__loss_new(out, DFM_LOSS_MSE, &mse_ops, gen, mem);
     if (!st) {
         (*out)->b.nthreads = gen->b.nthreads;

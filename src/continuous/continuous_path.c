@@ -312,7 +312,7 @@ static int affine_convert(dfm_path *p, int from, int to, size_t rows, const doub
 int dfm_affine_convert(dfm_path *p, int from, int to, size_t rows, const double *t,
                        const float *xt, const float *in, float *out)
 {
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     int st = dfm__enter(&p->b, __func__);
     if (st) return st;
     return dfm__leave(&p->b, affine_convert(p, from, to, rows, t, xt, in, out));
@@ -495,9 +495,11 @@ static const dfm__path_ops affine_ops = {NULL, NULL, affine_sample, NULL};
 int dfm_path_create_affine(dfm_path **out, const dfm_space *space, const dfm_scheduler *sched,
                            const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!space || !sched) return DFM_EINVAL;
-    if (space->n_tokens != 0 || space->n_reals == 0) return DFM_EINVAL;
+    if (!space || !sched) return dfm__null(__func__, "space or sched");
+    if (space->n_tokens != 0 || space->n_reals == 0)
+        return dfm__error(DFM_EINVAL, "%s: the space must have reals and no tokens (%zu tokens, "
+                          "%zu reals)", __func__, space->n_tokens, space->n_reals);
     return dfm__path_new(out, DFM_PATH_AFFINE, &affine_ops, space, sched, mem);
 }

@@ -280,15 +280,27 @@ static int call_model(const ode *o, double tm)
     io.branch = DFM_BRANCH_MAIN;
     io.step = o->step;
     s->stats[DFM_STAT_MODEL_CALLS]++;
+    dfm__out_prefill(o->yout, o->rows * o->d, 1);
     int r = o->model(&io, o->model_data);
     if (r) return dfm__fail_callback(&s->b, r, "model");
     return 0;
+}
+
+/* DFM_ENUMERIC when the model left its first non-finite entry of buf unwritten, else 0. */
+static int unwritten(const ode *o, const float *buf)
+{
+    size_t n = o->rows * o->d, i = 0;
+    while (i < n && isfinite(buf[i])) i++;
+    if (i == n) return 0;
+    return dfm__fail_unwritten(&o->s->b, "model", buf, o->rows, o->d, 1, i / o->d, i % o->d,
+                               i % o->d + 1, i / o->d);
 }
 
 static int report_nonfinite(const ode *o, const float *buf, double t)
 {
     size_t n = o->rows * o->d, i = 0;
     while (i < n && isfinite(buf[i])) i++;
+    if (unwritten(o, buf)) return DFM_ENUMERIC;
     return dfm__fail(&o->s->b, DFM_ENUMERIC,
                      "the model returned a non-finite value at t = %g (row %zu, coord %zu)", t,
                      i / o->d, i % o->d);
@@ -361,9 +373,11 @@ static int rhs(ode *o, double t, const double *y, double *f)
         h.f = f;
         h.A = co.A;
         h.B = co.B;
-        if (run_k(o, &h)) return dfm__fail(&s->b, DFM_ENUMERIC,
-                                           "the model returned a non-finite value at t = %g "
-                                           "during a Hutchinson probe", t);
+        if (run_k(o, &h)) {
+            if (unwritten(o, o->yout) || unwritten(o, o->yout2)) return DFM_ENUMERIC;
+            return dfm__fail(&s->b, DFM_ENUMERIC, "the model returned a non-finite value at "
+                             "t = %g during a Hutchinson probe", t);
+        }
     }
     return 0;
 }
@@ -996,7 +1010,7 @@ done:
 
 int dfm_sampler_log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
 {
-    if (!s) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
     int st = dfm__sampler_enter(s, __func__);
     if (st == 0) st = log_likelihood(s, a);
     else if (st != DFM_ESTOPPED) return st; /* refused: the handle is running */

@@ -38,7 +38,9 @@ int dfm__mem_init(dfm_allocator *dst, const dfm_allocator *src)
         dst->opaque = NULL;
         return 0;
     }
-    if (src->alloc == NULL || src->free == NULL) return DFM_EINVAL;
+    if (src->alloc == NULL || src->free == NULL)
+        return dfm__error(DFM_EINVAL, "the allocator needs both alloc and free (or pass NULL "
+                          "for malloc/free)");
     *dst = *src;
     return 0;
 }
@@ -55,6 +57,59 @@ void *dfm__calloc(const dfm_allocator *m, size_t count, size_t size)
     void *p = dfm__alloc(m, n);
     if (p) memset(p, 0, n);
     return p;
+}
+
+void dfm__out_prefill(float *out, size_t n, size_t group)
+{
+    uint32_t *u = (uint32_t *)(void *)out;
+    if (group > 1) { /* first and last entry of each block */
+        for (size_t i = 0; i + group <= n; i += group) u[i] = u[i + group - 1] = DFM__UNWRITTEN;
+        return;
+    }
+    /* The pattern in the first 64 bytes, then doubling copies: memcpy's large-block path (fast
+     * strings) writes whole cache lines without reading them first. */
+    size_t k = n < 16 ? n : 16;
+    for (size_t i = 0; i < k; i++) u[i] = DFM__UNWRITTEN;
+    while (k < n) {
+        size_t c = n - k < k ? n - k : k;
+        memcpy(u + k, u, c * sizeof *u);
+        k += c;
+    }
+}
+
+/* Whether entry j of a row is one dfm__out_prefill marks. */
+static int marked(size_t j, size_t group)
+{
+    return group <= 1 || j % group == 0 || j % group == group - 1;
+}
+
+int dfm__fail_unwritten(dfm_base *b, const char *who, const float *out, size_t rows,
+                        size_t stride, size_t group, size_t row, size_t e0, size_t e1,
+                        size_t label)
+{
+    const float *o = out + row * stride;
+    size_t k = e0;
+    while (k < e1 && !(marked(k, group) && dfm__unwritten(o[k]))) k++;
+    if (k == e1) return 0;
+    size_t incomplete = 0, total = 0, in_row = 0, per_row = 0;
+    for (size_t j = 0; j < stride; j++) per_row += (size_t)marked(j, group);
+    for (size_t r = 0; r < rows; r++) {
+        size_t c = 0;
+        for (size_t j = 0; j < stride; j++)
+            c += (size_t)(marked(j, group) && dfm__unwritten(out[r * stride + j]));
+        incomplete += c > 0;
+        total += c;
+        if (r == row) in_row = c;
+    }
+    if (total == rows * per_row && rows > 1)
+        return dfm__fail(b, DFM_ENUMERIC, "the %s callback wrote nothing: its whole output "
+                         "(%zu rows x %zu floats) is unwritten", who, rows, stride);
+    if (in_row == per_row)
+        return dfm__fail(b, DFM_ENUMERIC, "the %s callback wrote nothing for row %zu (%zu of "
+                         "the call's %zu rows are incomplete)", who, label, incomplete, rows);
+    return dfm__fail(b, DFM_ENUMERIC, "the %s callback wrote only part of row %zu: "
+                     "out[row %zu][entry %zu] is unwritten (%zu of the call's %zu rows are "
+                     "incomplete)", who, label, label, k, incomplete, rows);
 }
 
 void dfm__free(const dfm_allocator *m, void *p)
@@ -76,13 +131,48 @@ void dfm__base_init(dfm_base *b, const dfm_allocator *mem)
     b->err[0] = '\0';
 }
 
+/* dfm_last_error: the message of the last failed call on this thread (docs/errors.md). */
+#ifdef DFM_TLS
+static DFM_TLS char tls_err[DFM_ERROR_MAX];
+#endif
+
+const char *dfm_last_error(void)
+{
+#ifdef DFM_TLS
+    return tls_err;
+#else
+    return "dfm_last_error is unavailable: this build of libdfm has no thread-local storage";
+#endif
+}
+
 int dfm__fail(dfm_base *b, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(b->err, sizeof b->err, fmt, ap);
     va_end(ap);
+#ifdef DFM_TLS
+    memcpy(tls_err, b->err, sizeof tls_err);
+#endif
     return code;
+}
+
+int dfm__error(int code, const char *fmt, ...)
+{
+#ifdef DFM_TLS
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tls_err, sizeof tls_err, fmt, ap);
+    va_end(ap);
+#else
+    (void)fmt;
+#endif
+    return code;
+}
+
+int dfm__null(const char *fn, const char *what)
+{
+    return dfm__error(DFM_EINVAL, "%s: %s is NULL", fn, what);
 }
 
 void dfm__clear(dfm_base *b)

@@ -68,8 +68,13 @@ void dfm__free(const dfm_allocator *m, void *p);
 
 /* Initialise a base (allocator already validated); threads 1, seed 0, no error. */
 void dfm__base_init(dfm_base *b, const dfm_allocator *mem);
-/* Record an error message on a handle and return code (so: return dfm__fail(b, ...)). */
+/* Record an error message on a handle (and in the thread's dfm_last_error) and return code
+ * (so: return dfm__fail(b, ...)). */
 int dfm__fail(dfm_base *b, int code, const char *fmt, ...) DFM_PRINTF(3, 4);
+/* The same for a call without a handle to hold the message: dfm_last_error only. */
+int dfm__error(int code, const char *fmt, ...) DFM_PRINTF(2, 3);
+/* A NULL required argument of a public function: "fn: what is NULL", DFM_EINVAL. */
+int dfm__null(const char *fn, const char *what);
 /* Clear the error detail at the start of a call that may fail. */
 void dfm__clear(dfm_base *b);
 /* Record a callback failure (raw value kept) and return DFM_ECALLBACK. */
@@ -95,6 +100,30 @@ int dfm__callback_freed(void);
 /* Base options (threads, seed). Returns DFM_EUNSUPPORTED when opt is not a base option. */
 int dfm__base_set_int(dfm_base *b, int opt, int64_t value);
 int dfm__base_get_int(const dfm_base *b, int opt, int64_t *value);
+
+/* Unwritten model output (docs/errors.md). Before each model call whose output libdfm validates,
+ * the output is marked with a quiet NaN whose payload (DFM__UNWRITTEN) arithmetic never makes:
+ * every entry (group 1), or the first and last entry of each block of `group` entries (the V
+ * logits of a token: two stores per token instead of V). An entry that still holds it after
+ * the call was not written by the model. Validation fails on any NaN, so the hot path only pays
+ * the marking; on a failure, dfm__fail_unwritten tells "the model wrote nothing" and "part of
+ * it" apart from an ordinary NaN. */
+#define DFM__UNWRITTEN 0x7FDFDF4Du
+void dfm__out_prefill(float *out, size_t n, size_t group);
+static inline int dfm__unwritten(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u == DFM__UNWRITTEN;
+}
+/* out: the output of one model call, rows x stride, marked with blocks of `group`. When a marked
+ * entry of out[row][e0..e1) (the entries whose validation failed) holds the marker, records on b
+ * what the model left unwritten, naming row `label` (the row as messages number it) and that
+ * entry, and returns DFM_ENUMERIC; otherwise returns 0 and the caller reports the bad value.
+ * who: "model", "forward" ... */
+int dfm__fail_unwritten(dfm_base *b, const char *who, const float *out, size_t rows,
+                        size_t stride, size_t group, size_t row, size_t e0, size_t e1,
+                        size_t label);
 
 /* Overflow-checked size arithmetic: 0 on success, DFM_EOVERFLOW otherwise. */
 static inline int dfm__mul(size_t a, size_t b, size_t *out)

@@ -25,8 +25,12 @@ int dfm_rng_categorical(uint64_t seed, unsigned stream, uint64_t row, uint32_t c
                         uint32_t step, const float *logits, size_t n, double temperature,
                         int32_t *out)
 {
-    if (!logits || !out || n == 0 || n > (size_t)INT32_MAX) return DFM_EINVAL;
-    if (!(temperature >= 0.0) || temperature == INFINITY) return DFM_EINVAL;
+    if (!logits || !out) return dfm__null(__func__, "logits or out");
+    if (n == 0 || n > (size_t)INT32_MAX)
+        return dfm__error(DFM_EINVAL, "%s: n must be in [1, 2^31), got %zu", __func__, n);
+    if (!(temperature >= 0.0) || temperature == INFINITY)
+        return dfm__error(DFM_EINVAL, "%s: temperature must be finite and >= 0, got %g",
+                          __func__, temperature);
     double u = dfm__uniform(seed, stream, row, coord, step);
     float buf[1024];
     int32_t r;
@@ -59,21 +63,27 @@ int dfm_rng_categorical(uint64_t seed, unsigned stream, uint64_t row, uint32_t c
             }
         }
     }
-    if (st == 0) *out = r;
+    if (st) return dfm__error(st, "%s: the logits hold NaN or +Inf, or are all -Inf", __func__);
+    *out = r;
     return st;
 }
 
 int dfm_rng_categorical_weights(uint64_t seed, unsigned stream, uint64_t row, uint32_t coord,
                                 uint32_t step, const double *weights, size_t n, int32_t *out)
 {
-    if (!weights || !out || n == 0 || n > (size_t)INT32_MAX) return DFM_EINVAL;
+    if (!weights || !out) return dfm__null(__func__, "weights or out");
+    if (n == 0 || n > (size_t)INT32_MAX)
+        return dfm__error(DFM_EINVAL, "%s: n must be in [1, 2^31), got %zu", __func__, n);
     double total = 0.0;
     for (size_t j = 0; j < n; j++) {
         double w = weights[j];
-        if (!(w >= 0.0) || w == INFINITY) return DFM_ENUMERIC;
+        if (!(w >= 0.0) || w == INFINITY)
+            return dfm__error(DFM_ENUMERIC, "%s: weights[%zu] = %g is negative, NaN or Inf",
+                              __func__, j, w);
         total += w;
     }
-    if (!(total > 0.0) || total == INFINITY) return DFM_ENUMERIC;
+    if (!(total > 0.0) || total == INFINITY)
+        return dfm__error(DFM_ENUMERIC, "%s: the weights sum to %g", __func__, total);
     double target = dfm__uniform(seed, stream, row, coord, step) * total, acc = 0.0;
     size_t last = 0;
     for (size_t j = 0; j < n; j++) {
@@ -115,9 +125,16 @@ int dfm_rng_fill(uint64_t seed, unsigned stream, int kind, uint64_t row_offset, 
                  size_t cols, uint32_t step, int nthreads, float *out)
 {
     size_t n;
-    if (dfm__mul(rows, cols, &n)) return DFM_EOVERFLOW;
-    if ((!out && n) || (kind != DFM_DRAW_UNIFORM && kind != DFM_DRAW_NORMAL)) return DFM_EINVAL;
-    if (nthreads < 1 || nthreads > DFM_MAX_THREADS || cols > UINT32_MAX) return DFM_EINVAL;
+    if (dfm__mul(rows, cols, &n))
+        return dfm__error(DFM_EOVERFLOW, "%s: rows x cols overflows", __func__);
+    if (!out && n) return dfm__null(__func__, "out");
+    if (kind != DFM_DRAW_UNIFORM && kind != DFM_DRAW_NORMAL)
+        return dfm__error(DFM_EINVAL, "%s: unknown kind %d", __func__, kind);
+    if (nthreads < 1 || nthreads > DFM_MAX_THREADS)
+        return dfm__error(DFM_EINVAL, "%s: nthreads must be in [1, %d], got %d", __func__,
+                          DFM_MAX_THREADS, nthreads);
+    if (cols > UINT32_MAX)
+        return dfm__error(DFM_EINVAL, "%s: cols must be < 2^32, got %zu", __func__, cols);
     if (n == 0) return 0; /* also rows huge with cols == 0: nothing to draw, no loop over rows */
     fill_ctx c = {seed, row_offset, stream, kind, cols, step, out};
     return dfm__parallel_for(NULL, nthreads, rows, fill_range, &c);

@@ -60,28 +60,36 @@ static int space_vd(const dfm_space *sp, int32_t *V, size_t *d)
 int dfm_generator_create_rate_matrix(dfm_generator **out, const dfm_path *path,
                                      const dfm_space *space, int param, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
     if (path) space = &path->space;
     int32_t V;
     size_t d;
-    if (space_vd(space, &V, &d)) return DFM_EINVAL;
+    if (!space) return dfm__error(DFM_EINVAL, "%s: give a path or a space", __func__);
+    if (space_vd(space, &V, &d))
+        return dfm__error(DFM_EINVAL, "%s: the space must be a single discrete part", __func__);
     size_t S = dfm__ct_states(V, d);
-    if (!S) return DFM_ELIMIT;
-    if (param == DFM_PARAM_STATE_LOGITS) {
-        if (!path || (path->kind != DFM_PATH_FINITE && path->kind != DFM_PATH_METRIC))
-            return DFM_EINVAL;
-    } else if (param != DFM_PARAM_RATES) {
-        return DFM_EINVAL;
-    } else if (path && path->kind != DFM_PATH_FINITE && path->kind != DFM_PATH_METRIC) {
-        return DFM_EINVAL;
-    }
+    if (!S)
+        return dfm__error(DFM_ELIMIT, "%s: V^d = %ld^%zu states exceed DFM_CTMC_MAX_STATES (%d)",
+                          __func__, (long)V, d, DFM_CTMC_MAX_STATES);
+    if (param != DFM_PARAM_STATE_LOGITS && param != DFM_PARAM_RATES)
+        return dfm__error(DFM_EINVAL, "%s: param must be DFM_PARAM_STATE_LOGITS or "
+                          "DFM_PARAM_RATES, got %d", __func__, param);
+    if (path && path->kind != DFM_PATH_FINITE && path->kind != DFM_PATH_METRIC)
+        return dfm__error(DFM_EINVAL, "%s: the path must be a finite or metric path (kind %d)",
+                          __func__, path->kind);
+    if (param == DFM_PARAM_STATE_LOGITS && !path)
+        return dfm__error(DFM_EINVAL, "%s: DFM_PARAM_STATE_LOGITS needs a finite or metric path",
+                          __func__);
     ctgen *c;
     dfm_generator *g;
     int st = dfm__gen_new(&g, DFM_GEN_RATE_MATRIX, param, S, &gen_ops, path, mem);
     if (st) return st;
     c = (ctgen *)dfm__calloc(&g->b.mem, 1, sizeof *c);
-    if (!c) { dfm_generator_free(g); return DFM_ENOMEM; }
+    if (!c) {
+        dfm_generator_free(g);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the generator", __func__);
+    }
     c->V = V; c->d = d; c->S = S; c->n_dest = S; c->factorized = 0;
     g->impl = c;
     *out = g;
@@ -91,17 +99,24 @@ int dfm_generator_create_rate_matrix(dfm_generator **out, const dfm_path *path,
 int dfm_generator_create_metric(dfm_generator **out, const dfm_path *path,
                                 const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!path || path->kind != DFM_PATH_METRIC) return DFM_EINVAL;
+    if (!path) return dfm__null(__func__, "path");
+    if (path->kind != DFM_PATH_METRIC)
+        return dfm__error(DFM_EINVAL, "%s: the path must be a metric path (kind %d)", __func__,
+                          path->kind);
     const dfm__ctpath *m = dfm__ctpath_of(path);
     size_t n;
-    if (dfm__mul(m->d, (size_t)m->V, &n) || n > (size_t)INT32_MAX) return DFM_EOVERFLOW;
+    if (dfm__mul(m->d, (size_t)m->V, &n) || n > (size_t)INT32_MAX)
+        return dfm__error(DFM_EOVERFLOW, "%s: d x V exceeds 2^31 - 1", __func__);
     dfm_generator *g;
     int st = dfm__gen_new(&g, DFM_GEN_FACTORIZED, DFM_PARAM_LOGITS, n, &gen_ops, path, mem);
     if (st) return st;
     ctgen *c = (ctgen *)dfm__calloc(&g->b.mem, 1, sizeof *c);
-    if (!c) { dfm_generator_free(g); return DFM_ENOMEM; }
+    if (!c) {
+        dfm_generator_free(g);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the generator", __func__);
+    }
     c->V = m->V; c->d = m->d; c->S = m->S; c->n_dest = n; c->factorized = 1;
     g->impl = c;
     *out = g;
@@ -247,6 +262,13 @@ static int posterior(dfm_base *eb, const float *z, size_t n, double *post, size_
     return 0;
 }
 
+/* DFM_ENUMERIC (message on ts->eb) when the model left out[req][e0..e1) unwritten, else 0. */
+static int unwritten(runctx *R, tscratch *ts, size_t req, size_t e0, size_t e1)
+{
+    return dfm__fail_unwritten(&ts->eb, "model", R->out, R->nreq, R->s->gen->out_stride, 1, req,
+                               e0, e1, R->a->row_offset + R->req_row[req]);
+}
+
 /* Rates out of the row's state into every destination (rates[dest], 0 for the current state and
  * for destinations that change a fixed coordinate) and their total. */
 static int eval_rates(runctx *R, tscratch *ts, size_t req, double *rates, double *lam)
@@ -264,7 +286,8 @@ static int eval_rates(runctx *R, tscratch *ts, size_t req, double *rates, double
         const double *dd = R->m->dist;
         for (size_t i = 0; i < d; i++) {
             if (R->a->fixed && R->a->fixed[row * d + i]) continue;
-            if ((st = posterior(&ts->eb, out + i * V, V, ts->post, grow))) return st;
+            if ((st = posterior(&ts->eb, out + i * V, V, ts->post, grow)))
+                return unwritten(R, ts, req, i * V, i * V + V) ? DFM_ENUMERIC : st;
             size_t z = (size_t)tok[i];
             double *ri = rates + i * V;
             for (size_t x1 = 0; x1 < V; x1++) {
@@ -285,6 +308,8 @@ static int eval_rates(runctx *R, tscratch *ts, size_t req, double *rates, double
             for (size_t y = 0; y < S; y++) {
                 if (y == (size_t)x) continue;
                 double q = (double)out[y];
+                if ((!isfinite(q) || q < 0.0) && unwritten(R, ts, req, y, y + 1))
+                    return DFM_ENUMERIC;
                 if (!isfinite(q) || q < 0.0)
                     return dfm__fail(&ts->eb, DFM_ENUMERIC,
                                      "row %zu at t = %g: model rate from state %d to state %zu is "
@@ -292,7 +317,8 @@ static int eval_rates(runctx *R, tscratch *ts, size_t req, double *rates, double
                 rates[y] = q;
             }
         } else {
-            if ((st = posterior(&ts->eb, out, S, ts->post, grow))) return st;
+            if ((st = posterior(&ts->eb, out, S, ts->post, grow)))
+                return unwritten(R, ts, req, 0, S) ? DFM_ENUMERIC : st;
             if (R->path->kind == DFM_PATH_FINITE) {
                 for (size_t x1 = 0; x1 < S; x1++) {
                     double w = ts->post[x1];
@@ -385,6 +411,7 @@ static int call_model(runctx *R)
     io.branch = DFM_BRANCH_MAIN;
     io.step = R->step;
     s->stats[DFM_STAT_MODEL_CALLS]++;
+    dfm__out_prefill(R->out, R->nreq * s->gen->out_stride, 1);
     int raw = R->a->model(&io, R->a->model_data);
     if (raw) return dfm__fail_callback(&s->b, raw, "model");
     return 0;

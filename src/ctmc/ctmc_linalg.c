@@ -40,13 +40,25 @@ static int single_discrete(const dfm_space *sp, int32_t *V, size_t *d)
     return 0;
 }
 
+static int not_single(const char *fn)
+{
+    return dfm__error(DFM_EINVAL, "%s: the space must be a single discrete part", fn);
+}
+
+static int too_many(const char *fn, int32_t V, size_t d)
+{
+    return dfm__error(DFM_ELIMIT, "%s: V^d = %ld^%zu states exceed DFM_CTMC_MAX_STATES (%d)", fn,
+                      (long)V, d, DFM_CTMC_MAX_STATES);
+}
+
 int dfm_ctmc_n_states(const dfm_space *space, size_t *n_states)
 {
     int32_t V;
     size_t d;
-    if (!n_states || single_discrete(space, &V, &d)) return DFM_EINVAL;
+    if (!n_states) return dfm__null(__func__, "n_states");
+    if (single_discrete(space, &V, &d)) return not_single(__func__);
     size_t s = dfm__ct_states(V, d);
-    if (!s) return DFM_ELIMIT;
+    if (!s) return too_many(__func__, V, d);
     *n_states = s;
     return 0;
 }
@@ -55,10 +67,13 @@ int dfm_ctmc_flatten(const dfm_space *space, const int32_t *tokens, size_t rows,
 {
     int32_t V;
     size_t d;
-    if (single_discrete(space, &V, &d) || (rows && (!tokens || !states))) return DFM_EINVAL;
-    if (!dfm__ct_states(V, d)) return DFM_ELIMIT;
+    if (single_discrete(space, &V, &d)) return not_single(__func__);
+    if (rows && (!tokens || !states)) return dfm__null(__func__, "tokens or states");
+    if (!dfm__ct_states(V, d)) return too_many(__func__, V, d);
     for (size_t i = 0; i < rows * d; i++)
-        if (tokens[i] < 0 || tokens[i] >= V) return DFM_ERANGE;
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return dfm__error(DFM_ERANGE, "%s: tokens[row %zu][coord %zu] = %ld is outside "
+                              "[0, %ld)", __func__, i / d, i % d, (long)tokens[i], (long)V);
     for (size_t r = 0; r < rows; r++) states[r] = dfm__ct_flat(tokens + r * d, V, d);
     return 0;
 }
@@ -67,11 +82,14 @@ int dfm_ctmc_unflatten(const dfm_space *space, const int32_t *states, size_t row
 {
     int32_t V;
     size_t d;
-    if (single_discrete(space, &V, &d) || (rows && (!tokens || !states))) return DFM_EINVAL;
+    if (single_discrete(space, &V, &d)) return not_single(__func__);
+    if (rows && (!tokens || !states)) return dfm__null(__func__, "tokens or states");
     size_t S = dfm__ct_states(V, d);
-    if (!S) return DFM_ELIMIT;
+    if (!S) return too_many(__func__, V, d);
     for (size_t r = 0; r < rows; r++)
-        if (states[r] < 0 || (size_t)states[r] >= S) return DFM_ERANGE;
+        if (states[r] < 0 || (size_t)states[r] >= S)
+            return dfm__error(DFM_ERANGE, "%s: states[%zu] = %ld is outside [0, %zu)", __func__,
+                              r, (long)states[r], S);
     for (size_t r = 0; r < rows; r++) dfm__ct_unflat(states[r], V, d, tokens + r * d);
     return 0;
 }
@@ -80,10 +98,12 @@ int dfm_ctmc_unflatten(const dfm_space *space, const int32_t *states, size_t row
 
 int dfm_ctmc_create(dfm_ctmc **out, size_t n, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (n == 0) return DFM_EINVAL;
-    if (n > DFM_CTMC_MAX_STATES) return DFM_ELIMIT;
+    if (n == 0) return dfm__error(DFM_EINVAL, "%s: n must be >= 1", __func__);
+    if (n > DFM_CTMC_MAX_STATES)
+        return dfm__error(DFM_ELIMIT, "%s: n = %zu exceeds DFM_CTMC_MAX_STATES (%d)", __func__, n,
+                          DFM_CTMC_MAX_STATES);
     void *h;
     int st = dfm__handle_new(&h, sizeof(dfm_ctmc), mem);
     if (st) return st;
@@ -288,7 +308,7 @@ static int expm_core(dfm_ctmc *w, double *A, double *E)
 
 int dfm_ctmc_expm(dfm_ctmc *w, const double *A, double h, double *E)
 {
-    if (!w) return DFM_EINVAL;
+    if (!w) return dfm__null(__func__, "w");
     DFM__NOT_RUNNING(&w->b);
     dfm__clear(&w->b);
     if (!A || !E) return dfm__fail(&w->b, DFM_EINVAL, "A or E is NULL");
@@ -358,7 +378,7 @@ static int kernel_into(dfm_ctmc *w, const double *Q, double h, double *K)
 
 int dfm_ctmc_kernel(dfm_ctmc *w, const double *Q, double h, double *K)
 {
-    if (!w) return DFM_EINVAL;
+    if (!w) return dfm__null(__func__, "w");
     DFM__NOT_RUNNING(&w->b);
     dfm__clear(&w->b);
     if (!Q || !K) return dfm__fail(&w->b, DFM_EINVAL, "Q or K is NULL");
@@ -405,7 +425,7 @@ static void rowmul(size_t m, size_t n, const double *P, const double *Q, double 
 int dfm_ctmc_propagate(dfm_ctmc *w, const double *p0, size_t m, const double *Q, double h,
                        double *pt)
 {
-    if (!w) return DFM_EINVAL;
+    if (!w) return dfm__null(__func__, "w");
     DFM__NOT_RUNNING(&w->b);
     dfm__clear(&w->b);
     if (!Q || (m && (!p0 || !pt))) return dfm__fail(&w->b, DFM_EINVAL, "p0, Q or pt is NULL");
@@ -487,7 +507,7 @@ static int propagate_ode(dfm_ctmc *w, const double *p0, size_t m, dfm_rate_matri
 int dfm_ctmc_propagate_ode(dfm_ctmc *w, const double *p0, size_t m, dfm_rate_matrix_fn fn,
                            void *user_data, double t0, double t1, size_t n_steps, double *pt)
 {
-    if (!w) return DFM_EINVAL;
+    if (!w) return dfm__null(__func__, "w");
     int st = dfm__enter(&w->b, __func__);
     if (st) return st;
     return dfm__leave(&w->b, propagate_ode(w, p0, m, fn, user_data, t0, t1, n_steps, pt));
@@ -512,16 +532,20 @@ void dfm__kinetic_row(const double *p, const double *dp, size_t n, size_t z, dou
 
 int dfm_ctmc_kinetic_rates(const double *p, const double *dp, size_t n, double *Q)
 {
-    if (!p || !dp || !Q || n == 0) return DFM_EINVAL;
+    if (!p || !dp || !Q) return dfm__null(__func__, "p, dp or Q");
+    if (n == 0) return dfm__error(DFM_EINVAL, "%s: n must be >= 1", __func__);
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(p[i]) || p[i] < 0.0 || !isfinite(dp[i])) return DFM_ENUMERIC;
+        if (!isfinite(p[i]) || p[i] < 0.0 || !isfinite(dp[i]))
+            return dfm__error(DFM_ENUMERIC, "%s: p[%zu] = %g, dp[%zu] = %g: p must be finite and "
+                              ">= 0, dp finite", __func__, i, p[i], i, dp[i]);
     size_t nn;
-    if (dfm__mul(n, n, &nn)) return DFM_EOVERFLOW;
+    if (dfm__mul(n, n, &nn)) return dfm__error(DFM_EOVERFLOW, "%s: n x n overflows", __func__);
     for (size_t z = 0; z < n; z++) {
         double *row = Q + z * n, sum = 0.0;
         dfm__kinetic_row(p, dp, n, z, row);
         for (size_t x = 0; x < n; x++) sum += row[x];
-        if (!isfinite(sum)) return DFM_ENUMERIC;
+        if (!isfinite(sum))
+            return dfm__error(DFM_ENUMERIC, "%s: the rates out of state %zu overflow", __func__, z);
         row[z] = -sum;
     }
     return 0;
@@ -529,15 +553,19 @@ int dfm_ctmc_kinetic_rates(const double *p, const double *dp, size_t n, double *
 
 int dfm_bregman_rates(const double *a, const double *b, size_t n, double *value, double *grad)
 {
-    if (!a || !b || !value) return DFM_EINVAL;
+    if (!a || !b || !value) return dfm__null(__func__, "a or b or value");
     double v = 0.0;
     for (size_t y = 0; y < n; y++) {
         double ay = a[y], by = b[y];
-        if (!isfinite(ay) || ay < 0.0 || !isfinite(by) || by < 0.0) return DFM_ENUMERIC;
-        if (ay > 0.0 && by == 0.0) return DFM_ENUMERIC;
+        if (!isfinite(ay) || ay < 0.0 || !isfinite(by) || by < 0.0)
+            return dfm__error(DFM_ENUMERIC, "%s: a[%zu] = %g, b[%zu] = %g: entries must be "
+                              "finite and >= 0", __func__, y, ay, y, by);
+        if (ay > 0.0 && by == 0.0)
+            return dfm__error(DFM_ENUMERIC, "%s: b[%zu] = 0 < a[%zu] = %g: the divergence is "
+                              "infinite", __func__, y, y, ay);
         v += (ay > 0.0 ? ay * log(ay / by) : 0.0) - ay + by;
     }
-    if (!isfinite(v)) return DFM_ENUMERIC;
+    if (!isfinite(v)) return dfm__error(DFM_ENUMERIC, "%s: the divergence overflows", __func__);
     if (grad)
         for (size_t y = 0; y < n; y++) grad[y] = a[y] > 0.0 ? 1.0 - a[y] / b[y] : 1.0;
     *value = v;

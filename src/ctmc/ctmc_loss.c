@@ -52,6 +52,9 @@ static int breg_eval(dfm_loss *l, const dfm_loss_args *a)
             for (size_t y = 0; y < S; y++)
                 if (y != (size_t)xt &&
                     (!isfinite(bb[y]) || bb[y] < 0.0 || (tgt[y] > 0.0 && bb[y] == 0.0))) {
+                    if (dfm__fail_unwritten(&l->b, "model", a->out, rows, l->out_stride, 1, r, y,
+                                            y + 1, r))
+                        break;
                     st = dfm__fail(&l->b, DFM_ENUMERIC,
                                    "row %zu: model rate to state %zu is %g (target %g): must be "
                                    "finite, >= 0, and > 0 where the target is", r, y, bb[y],
@@ -86,9 +89,11 @@ static const dfm__loss_ops breg_ops = {NULL, NULL, breg_eval, NULL, NULL, NULL, 
 
 int dfm_loss_create_bregman_rates(dfm_loss **out, const dfm_generator *g, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!g || g->kind != DFM_GEN_RATE_MATRIX || g->param != DFM_PARAM_RATES || !g->path)
-        return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
+    if (g->kind != DFM_GEN_RATE_MATRIX || g->param != DFM_PARAM_RATES || !g->path)
+        return dfm__error(DFM_EINVAL, "%s: needs a rate-matrix generator with DFM_PARAM_RATES "
+                          "and a finite or metric path", __func__);
     return dfm__loss_new(out, DFM_LOSS_BREGMAN_RATES, &breg_ops, g, mem);
 }

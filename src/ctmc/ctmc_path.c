@@ -217,18 +217,25 @@ static const dfm__path_ops metric_ops = {ctpath_destroy, ctpath_clone, metric_sa
 int dfm_path_create_finite(dfm_path **out, const dfm_space *space, dfm_cond_path_fn fn,
                            void *user_data, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
     int32_t V;
     size_t d;
-    if (!fn || space_ok(space, &V, &d)) return DFM_EINVAL;
+    if (!fn) return dfm__null(__func__, "fn");
+    if (space_ok(space, &V, &d))
+        return dfm__error(DFM_EINVAL, "%s: the space must be a single discrete part", __func__);
     size_t S = dfm__ct_states(V, d);
-    if (!S) return DFM_ELIMIT;
+    if (!S)
+        return dfm__error(DFM_ELIMIT, "%s: V^d = %ld^%zu states exceed DFM_CTMC_MAX_STATES (%d)",
+                          __func__, (long)V, d, DFM_CTMC_MAX_STATES);
     dfm_path *p;
     int st = dfm__path_new(&p, DFM_PATH_FINITE, &finite_ops, space, NULL, mem);
     if (st) return st;
     dfm__ctpath *m = (dfm__ctpath *)dfm__calloc(&p->b.mem, 1, sizeof *m);
-    if (!m) { dfm_path_free(p); return DFM_ENOMEM; }
+    if (!m) {
+        dfm_path_free(p);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the path", __func__);
+    }
     m->V = V; m->d = d; m->S = S; m->fn = fn; m->user = user_data;
     p->impl = m;
     *out = p;
@@ -239,14 +246,20 @@ int dfm_path_create_metric(dfm_path **out, const dfm_space *space, const dfm_sch
                            double c, const double *dist, dfm_distance_fn fn, void *user_data,
                            const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
     int32_t V;
     size_t d;
-    if (!sched || space_ok(space, &V, &d)) return DFM_EINVAL;
-    if (!isfinite(c) || !(c > 0.0)) return DFM_EINVAL;
-    if ((dist == NULL) == (fn == NULL)) return DFM_EINVAL;
-    if (V > DFM_CTMC_MAX_STATES) return DFM_ELIMIT;
+    if (!sched) return dfm__null(__func__, "sched");
+    if (space_ok(space, &V, &d))
+        return dfm__error(DFM_EINVAL, "%s: the space must be a single discrete part", __func__);
+    if (!isfinite(c) || !(c > 0.0))
+        return dfm__error(DFM_EINVAL, "%s: c must be finite and > 0, got %g", __func__, c);
+    if ((dist == NULL) == (fn == NULL))
+        return dfm__error(DFM_EINVAL, "%s: give exactly one of dist and fn", __func__);
+    if (V > DFM_CTMC_MAX_STATES)
+        return dfm__error(DFM_ELIMIT, "%s: V = %ld exceeds DFM_CTMC_MAX_STATES (%d)", __func__,
+                          (long)V, DFM_CTMC_MAX_STATES);
     dfm_path *p;
     int st = dfm__path_new(&p, DFM_PATH_METRIC, &metric_ops, space, sched, mem);
     if (st) return st;
@@ -257,7 +270,8 @@ int dfm_path_create_metric(dfm_path **out, const dfm_space *space, const dfm_sch
         dfm__free(&p->b.mem, m);
         dfm__free(&p->b.mem, D);
         dfm_path_free(p);
-        return DFM_ENOMEM;
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the %zu x %zu distances", __func__, Vs,
+                          Vs);
     }
     m->V = V; m->d = d; m->S = dfm__ct_states(V, d); m->c = c; m->dist = D;
     p->impl = m;
@@ -265,15 +279,20 @@ int dfm_path_create_metric(dfm_path **out, const dfm_space *space, const dfm_sch
         double *row = D + x1 * Vs;
         if (dist) {
             for (size_t x = 0; x < Vs; x++) row[x] = dist[x * Vs + x1];
-        } else if (fn((int32_t)x1, row, V, user_data)) {
-            dfm_path_free(p);
-            return DFM_ECALLBACK;
+        } else {
+            int raw = fn((int32_t)x1, row, V, user_data);
+            if (raw) {
+                dfm_path_free(p);
+                return dfm__error(DFM_ECALLBACK, "%s: the distance callback returned %d for "
+                                  "x1 = %zu", __func__, raw, x1);
+            }
         }
         for (size_t x = 0; x < Vs; x++) {
             double v = row[x];
             if (!isfinite(v) || v < 0.0 || (x == x1 ? v != 0.0 : !(v > 0.0))) {
                 dfm_path_free(p);
-                return DFM_EINVAL;
+                return dfm__error(DFM_EINVAL, "%s: d(%zu, %zu) = %g: distances must be finite, "
+                                  "d(x, x) = 0 and d(x, y) > 0", __func__, x, x1, v);
             }
         }
     }
@@ -403,7 +422,7 @@ int dfm__ct_cond_row(dfm_base *b, dfm_path *p, double t, int32_t x1, int32_t z, 
 
 int dfm_path_cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
 {
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     int st = dfm__enter(&p->b, __func__);
     if (st) return st;
     return dfm__leave(&p->b, cond_probs(p, t, x1, probs));
@@ -411,7 +430,7 @@ int dfm_path_cond_probs(dfm_path *p, double t, int32_t x1, double *probs)
 
 int dfm_path_cond_rates(dfm_path *p, double t, int32_t x1, double *Q)
 {
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     int st = dfm__enter(&p->b, __func__);
     if (st) return st;
     return dfm__leave(&p->b, cond_rates(p, t, x1, Q));

@@ -10,14 +10,19 @@ static const dfm__gen_ops factorized_ops = {NULL, NULL, dfm__ds_sampler_init, NU
 int dfm_generator_create_factorized(dfm_generator **out, const dfm_path *path, int param,
                                     const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!path) return DFM_EINVAL;
-    if (param != DFM_PARAM_LOGITS && param != DFM_PARAM_RATES) return DFM_EINVAL;
-    if (path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
+    if (!path) return dfm__null(__func__, "path");
+    if (param != DFM_PARAM_LOGITS && param != DFM_PARAM_RATES)
+        return dfm__error(DFM_EINVAL, "%s: param must be DFM_PARAM_LOGITS or DFM_PARAM_RATES, "
+                          "got %d", __func__, param);
+    if (path->kind != DFM_PATH_MIXTURE)
+        return dfm__error(DFM_EUNSUPPORTED, "%s: the path must be a mixture path (kind %d)",
+                          __func__, path->kind);
     const dfm__mixture *m = dfm__mixture_of(path);
     size_t stride;
-    if (dfm__mul(path->space.n_tokens, (size_t)m->vocab, &stride)) return DFM_EOVERFLOW;
+    if (dfm__mul(path->space.n_tokens, (size_t)m->vocab, &stride))
+        return dfm__error(DFM_EOVERFLOW, "%s: d x V overflows", __func__);
     return dfm__gen_new(out, DFM_GEN_FACTORIZED, param, stride, &factorized_ops, path, mem);
 }
 
@@ -94,7 +99,7 @@ static int mixture_rates(dfm_generator *g, size_t rows, const double *t, const i
 int dfm_mixture_rates(dfm_generator *g, size_t rows, const double *t, const int32_t *tokens,
                       const float *logits, float *rates)
 {
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     int st = dfm__enter(&g->b, __func__);
     if (st) return st;
     return dfm__leave(&g->b, mixture_rates(g, rows, t, tokens, logits, rates));

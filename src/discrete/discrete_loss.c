@@ -213,9 +213,14 @@ static int dl_run(dfm_loss *l, dl_eval *e, size_t rows, size_t row_base, int two
     if (!st) st = dfm__parallel_for(&l->b, nt, rows, dl_phase_b, e);
     if (st == DFM_ENUMERIC) {
         for (size_t r = 0; r < rows; r++)
-            if (e->bad[r] != SIZE_MAX)
+            if (e->bad[r] != SIZE_MAX) {
+                size_t e0 = e->bad[r] * (size_t)e->V;
+                if (dfm__fail_unwritten(&l->b, "model", e->out, rows, e->stride, (size_t)e->V, r, e0,
+                                        e0 + (size_t)e->V, row_base + r))
+                    return DFM_ENUMERIC;
                 return dfm__fail(&l->b, DFM_ENUMERIC, "logits of row %zu coordinate %zu %s",
                                  row_base + r, e->bad[r], bad_text(e->bad_what[r]));
+            }
     }
     if (st) return dfm__fail(&l->b, st, "loss evaluation failed");
     return 0;
@@ -364,14 +369,18 @@ static const dfm__loss_ops ce_ops = {dl_destroy, dl_clone, dl_eval_op, NULL, NUL
 static int dl_create(dfm_loss **out, int kind, const dfm__loss_ops *ops, const dfm_path *path,
                      int only_changed, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__error(DFM_EINVAL, "dfm_loss_create: out is NULL");
     *out = NULL;
-    if (!path || path->kind != DFM_PATH_MIXTURE || !path->impl || !path->has_sched)
-        return DFM_EINVAL;
+    if (!path) return dfm__error(DFM_EINVAL, "dfm_loss_create: the path is NULL");
+    if (path->kind != DFM_PATH_MIXTURE || !path->impl || !path->has_sched)
+        return dfm__error(DFM_EINVAL, "dfm_loss_create: discrete losses need a mixture path "
+                          "(kind %d)", path->kind);
     const dfm__mixture *mx = dfm__mixture_of(path);
     size_t stride;
-    if (mx->vocab <= 0 || path->space.n_tokens == 0) return DFM_EINVAL;
-    if (dfm__mul(path->space.n_tokens, (size_t)mx->vocab, &stride)) return DFM_EOVERFLOW;
+    if (mx->vocab <= 0 || path->space.n_tokens == 0)
+        return dfm__error(DFM_EINVAL, "dfm_loss_create: the path's space has no tokens");
+    if (dfm__mul(path->space.n_tokens, (size_t)mx->vocab, &stride))
+        return dfm__error(DFM_EOVERFLOW, "dfm_loss_create: d x V overflows");
     dfm_loss *l;
     int st = dfm__loss_new(&l, kind, ops, NULL, mem);
     if (st) return st;
@@ -380,7 +389,10 @@ static int dl_create(dfm_loss **out, int kind, const dfm__loss_ops *ops, const d
     l->b.spin_us = path->b.spin_us;
     l->b.seed = path->b.seed;
     dl_impl *im = (dl_impl *)dfm__calloc(&l->b.mem, 1, sizeof(dl_impl));
-    if (!im) { dfm_loss_free(l); return DFM_ENOMEM; }
+    if (!im) {
+        dfm_loss_free(l);
+        return dfm__error(DFM_ENOMEM, "dfm_loss_create: cannot allocate the loss");
+    }
     im->only_changed = only_changed != 0;
     l->impl = im;
     st = dfm_path_clone(&im->path, path, &l->b.mem);
@@ -406,11 +418,14 @@ int dfm_loss_create_cross_entropy(dfm_loss **out, const dfm_path *mixture_path, 
 int dfm_time_sample(uint64_t seed, uint32_t draw, int kind, double p1, double p2, double eps,
                     uint64_t row_offset, size_t rows, double *t)
 {
-    if (rows && !t) return DFM_EINVAL;
-    if (!(eps >= 0.0 && eps < 1.0)) return DFM_EINVAL;
+    if (rows && !t) return dfm__null(__func__, "t");
+    if (!(eps >= 0.0 && eps < 1.0))
+        return dfm__error(DFM_EINVAL, "%s: eps must be in [0, 1), got %g", __func__, eps);
     double hi = 1.0 - eps;
     if (kind == DFM_TIME_LOGIT_NORMAL) {
-        if (!isfinite(p1) || !isfinite(p2) || p2 < 0.0) return DFM_EINVAL;
+        if (!isfinite(p1) || !isfinite(p2) || p2 < 0.0)
+            return dfm__error(DFM_EINVAL, "%s: the logit-normal needs a finite mean p1 and a "
+                              "finite p2 >= 0, got %g, %g", __func__, p1, p2);
         for (size_t r = 0; r < rows; r++) {
             double zz = p1 + p2 * dfm__normal(seed, DFM_STREAM_TIME, row_offset + r, 0, draw);
             double v = 1.0 / (1.0 + exp(-zz));
@@ -424,7 +439,9 @@ int dfm_time_sample(uint64_t seed, uint32_t draw, int kind, double p1, double p2
         return 0;
     }
     if (kind == DFM_TIME_STRATIFIED) {
-        if (!(p1 >= 0.0) || p1 != floor(p1) || p1 > 9007199254740992.0) return DFM_EINVAL;
+        if (!(p1 >= 0.0) || p1 != floor(p1) || p1 > 9007199254740992.0)
+            return dfm__error(DFM_EINVAL, "%s: p1 (the number of strata) must be an integer "
+                              ">= 0, got %g", __func__, p1);
         uint64_t ns = p1 == 0.0 ? (uint64_t)rows : (uint64_t)p1;
         if (ns == 0) return 0;
         for (size_t r = 0; r < rows; r++) {
@@ -436,7 +453,7 @@ int dfm_time_sample(uint64_t seed, uint32_t draw, int kind, double p1, double p2
         }
         return 0;
     }
-    return DFM_EINVAL;
+    return dfm__error(DFM_EINVAL, "%s: unknown kind %d", __func__, kind);
 }
 
 /* ---- discrete ELBO ---- */
@@ -627,6 +644,7 @@ static int elbo_run(dfm_loss *l, const dfm_elbo_args *a)
             io.out_stride = l->out_stride;
             io.branch = DFM_BRANCH_MAIN;
             io.step = -1;
+            dfm__out_prefill(outb, nr * l->out_stride, V);
             int rc = a->model(&io, a->user_data);
             if (rc) { st = dfm__fail_callback(&l->b, rc, "model callback"); goto done; }
             if ((st = dfm__callback_freed())) goto done;
@@ -681,7 +699,7 @@ done:
 
 int dfm_loss_discrete_elbo(dfm_loss *l, const dfm_elbo_args *a)
 {
-    if (!l) return DFM_EINVAL;
+    if (!l) return dfm__null(__func__, "l");
     int st = dfm__enter(&l->b, __func__);
     if (st) return st;
     return dfm__leave(&l->b, elbo_run(l, a));

@@ -127,35 +127,54 @@ int dfm_path_create_mixture(dfm_path **out, const dfm_space *space, const dfm_sc
                             int source, int32_t mask_token, const double *p0,
                             const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!space || !sched) return DFM_EINVAL;
-    if (space->n_parts != 1 || space->parts[0].kind != DFM_SPACE_DISCRETE) return DFM_EINVAL;
+    if (!space || !sched) return dfm__null(__func__, "space or sched");
+    if (space->n_parts != 1 || space->parts[0].kind != DFM_SPACE_DISCRETE)
+        return dfm__error(DFM_EINVAL, "%s: the space must be a single discrete part", __func__);
     int32_t V = space->parts[0].vocab;
     if (source != DFM_SOURCE_MASK && source != DFM_SOURCE_UNIFORM && source != DFM_SOURCE_CUSTOM)
-        return DFM_EINVAL;
-    if (source == DFM_SOURCE_MASK && (mask_token < 0 || mask_token >= V)) return DFM_ERANGE;
+        return dfm__error(DFM_EINVAL, "%s: unknown source %d", __func__, source);
+    if (source == DFM_SOURCE_MASK && (mask_token < 0 || mask_token >= V))
+        return dfm__error(DFM_ERANGE, "%s: mask_token %ld is outside [0, %ld)", __func__,
+                          (long)mask_token, (long)V);
+    if (source != DFM_SOURCE_CUSTOM && p0)
+        return dfm__error(DFM_EINVAL, "%s: p0 must be NULL for the %s source (only "
+                          "DFM_SOURCE_CUSTOM takes p0)", __func__,
+                          source == DFM_SOURCE_MASK ? "mask" : "uniform");
     if (source == DFM_SOURCE_CUSTOM) {
-        if (!p0) return DFM_EINVAL;
+        if (!p0) return dfm__null(__func__, "p0");
         double sum = 0.0;
         for (int32_t j = 0; j < V; j++) {
-            if (!isfinite(p0[j])) return DFM_ENUMERIC;
-            if (p0[j] < 0.0) return DFM_EINVAL;
+            if (!isfinite(p0[j]))
+                return dfm__error(DFM_ENUMERIC, "%s: p0[%ld] = %g is not finite", __func__,
+                                  (long)j, p0[j]);
+            if (p0[j] < 0.0)
+                return dfm__error(DFM_EINVAL, "%s: p0[%ld] = %g is negative", __func__, (long)j,
+                                  p0[j]);
             sum += p0[j];
         }
-        if (!(fabs(sum - 1.0) <= 1e-6)) return DFM_EINVAL;
+        if (!(fabs(sum - 1.0) <= 1e-6))
+            return dfm__error(DFM_EINVAL, "%s: p0 sums to %.17g, not 1 (tolerance 1e-6)",
+                              __func__, sum);
     }
     dfm_path *p;
     int st = dfm__path_new(&p, DFM_PATH_MIXTURE, &mixture_ops, space, sched, mem);
     if (st) return st;
     dfm__mixture *m = (dfm__mixture *)dfm__calloc(&p->b.mem, 1, sizeof(dfm__mixture));
-    if (!m) { dfm_path_free(p); return DFM_ENOMEM; }
+    if (!m) {
+        dfm_path_free(p);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the path", __func__);
+    }
     m->source = source;
     m->vocab = V;
     m->mask = source == DFM_SOURCE_MASK ? mask_token : 0;
     p->impl = m;
     st = mix_fill(&p->b.mem, m, p0);
-    if (st) { dfm_path_free(p); return st; }
+    if (st) {
+        dfm_path_free(p);
+        return dfm__error(st, "%s: cannot allocate the source tables", __func__);
+    }
     *out = p;
     return 0;
 }

@@ -494,13 +494,18 @@ static int setup_step(dfm_sampler *s, const run_plan *p, size_t i, step_ctx *c, 
 
 /* ---- model calls and the kernels over rows ---- */
 
-static int report_error(dfm_sampler *s, const run_plan *p, const run_buf *b, int st, size_t i)
+static int report_error(dfm_sampler *s, const run_plan *p, const run_buf *b, int st, size_t i,
+                        const float *const *outp)
 {
     const ds_err *e = NULL;
     for (int k = 0; k < p->nt; k++)
         if (b->err[k].code && (!e || b->err[k].row < e->row ||
                                (b->err[k].row == e->row && b->err[k].coord < e->coord)))
             e = &b->err[k];
+    size_t e0 = e ? e->coord * p->V + (p->logits ? 0 : (size_t)e->y) : 0;
+    if (e && dfm__fail_unwritten(&s->b, "model", outp[e->row], 1, p->stride, p->V, 0, e0,
+                                 p->logits ? e0 + p->V : e0 + 1, e->row))
+        return DFM_ENUMERIC;
     if (e && !p->logits)
         return dfm__fail(&s->b, e->code, "model rate of row %zu coord %zu to token %ld is "
                          "negative, NaN or Inf (step %zu)", e->row, e->coord, e->y, i);
@@ -519,7 +524,8 @@ static int run_kernel(dfm_sampler *s, const run_plan *p, const run_buf *b, step_
     c->row0 = r0;
     c->nitems = c->kind == DS_K_REVEAL ? nr : nr * c->nblk;
     int st = dfm__parallel_dynamic(&s->b, p->nt, c->nitems, 1, step_items, c);
-    return st ? report_error(s, p, b, st, c->step) : 0;
+    if (!st) return 0;
+    return report_error(s, p, b, st, c->step, c->kind == DS_K_STAGE2 ? b->rowp2 : b->rowp);
 }
 
 /* One model call on nr rows: consecutive batch rows from r0 (gidx NULL), or the global rows
@@ -544,6 +550,7 @@ static int call_model(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, 
     io.row_index = gidx;
     s->stats[DFM_STAT_MODEL_CALLS]++;
     s->stats[DFM_STAT_MODEL_ROWS] += (int64_t)nr;
+    dfm__out_prefill(out, nr * p->stride, p->V);
     int rc = a->model(&io, a->model_data);
     if (rc) return dfm__fail_callback(&s->b, rc, "model");
     return 0;

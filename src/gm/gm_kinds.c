@@ -34,10 +34,12 @@ int dfm__gm_is_bwd(const dfm_generator *g) { return g && g->ops == &bwd_ops; }
 int dfm_generator_create_mixture_backward(dfm_generator **out, const dfm_path *path,
                                           const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!path) return DFM_EINVAL;
-    if (path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
+    if (!path) return dfm__null(__func__, "path");
+    if (path->kind != DFM_PATH_MIXTURE)
+        return dfm__error(DFM_EUNSUPPORTED, "%s: the path must be a mixture path (kind %d)",
+                          __func__, path->kind);
     return dfm__gen_new(out, DFM_GEN_FACTORIZED, DFM_PARAM_RATES, 0, &bwd_ops, path, mem);
 }
 

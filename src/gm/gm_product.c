@@ -200,12 +200,18 @@ const dfm__gm_ppath *dfm__gm_ppath_of(const dfm_path *p)
 int dfm_path_create_product(dfm_path **out, const dfm_path *const *parts, size_t n,
                             const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!parts || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    if (!parts) return dfm__null(__func__, "parts");
+    if (n == 0 || n > DFM__GM_MAXP)
+        return dfm__error(DFM_EINVAL, "%s: n must be in [1, %d], got %zu", __func__, DFM__GM_MAXP,
+                          n);
     const dfm_space *sp[DFM__GM_MAXP];
     for (size_t k = 0; k < n; k++) {
-        if (!parts[k] || !parts[k]->ops || !parts[k]->ops->sample) return DFM_EINVAL;
+        if (!parts[k]) return dfm__error(DFM_EINVAL, "%s: parts[%zu] is NULL", __func__, k);
+        if (!parts[k]->ops || !parts[k]->ops->sample)
+            return dfm__error(DFM_EINVAL, "%s: parts[%zu] (kind %d) cannot sample", __func__, k,
+                              parts[k]->kind);
         sp[k] = &parts[k]->space;
     }
     dfm_space *prod;
@@ -216,7 +222,10 @@ int dfm_path_create_product(dfm_path **out, const dfm_path *const *parts, size_t
     dfm_space_free(prod);
     if (st) return st;
     dfm__gm_ppath *pp = (dfm__gm_ppath *)dfm__calloc(&p->b.mem, 1, sizeof *pp);
-    if (!pp) { dfm_path_free(p); return DFM_ENOMEM; }
+    if (!pp) {
+        dfm_path_free(p);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the path", __func__);
+    }
     p->impl = pp;
     dfm__gm_slots(sp, NULL, n, pp->slot);
     for (size_t k = 0; k < n; k++) {
@@ -271,7 +280,7 @@ static int path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const d
 
 int dfm_path_sample_parts(dfm_path *p, const dfm_path_sample_args *a, const double *part_t)
 {
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     int st = dfm__enter(&p->b, __func__);
     if (st) return st;
     return dfm__leave(&p->b, path_sample_parts(p, a, part_t));
@@ -310,21 +319,28 @@ static const dfm__gen_ops pg_ops = {pg_destroy, pg_clone, dfm__gm_sampler_init, 
 int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const *parts, size_t n,
                                  const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!parts || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    if (!parts) return dfm__null(__func__, "parts");
+    if (n == 0 || n > DFM__GM_MAXP)
+        return dfm__error(DFM_EINVAL, "%s: n must be in [1, %d], got %zu", __func__, DFM__GM_MAXP,
+                          n);
     const dfm_path *paths[DFM__GM_MAXP];
     const dfm_space *sp[DFM__GM_MAXP];
     size_t strides[DFM__GM_MAXP], total = 0, utotal = 0;
     for (size_t k = 0; k < n; k++) {
         int cont;
-        if (!parts[k]) return DFM_EINVAL;
-        if (!dfm__gm_steppable(parts[k], &cont, NULL)) return DFM_EUNSUPPORTED;
-        if (!parts[k]->path) return DFM_EINVAL;
+        if (!parts[k]) return dfm__error(DFM_EINVAL, "%s: parts[%zu] is NULL", __func__, k);
+        if (!dfm__gm_steppable(parts[k], &cont, NULL))
+            return dfm__error(DFM_EUNSUPPORTED, "%s: parts[%zu] (generator kind %d) cannot be a "
+                              "part", __func__, k, parts[k]->kind);
+        if (!parts[k]->path)
+            return dfm__error(DFM_EINVAL, "%s: parts[%zu] has no path", __func__, k);
         paths[k] = parts[k]->path;
         sp[k] = &parts[k]->path->space;
         strides[k] = dfm__gm_branch_stride(parts[k], DFM_BRANCH_MAIN);
-        if (total > SIZE_MAX - strides[k]) return DFM_EOVERFLOW;
+        if (total > SIZE_MAX - strides[k])
+            return dfm__error(DFM_EOVERFLOW, "%s: the output size overflows", __func__);
         total += strides[k];
         utotal += dfm__gm_branch_stride(parts[k], DFM_BRANCH_UNCOND);
     }
@@ -336,7 +352,10 @@ int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const
     dfm_path_free(pp);
     if (st) return st;
     dfm__gm_pgen *pg = (dfm__gm_pgen *)dfm__calloc(&g->b.mem, 1, sizeof *pg);
-    if (!pg) { dfm_generator_free(g); return DFM_ENOMEM; }
+    if (!pg) {
+        dfm_generator_free(g);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the generator", __func__);
+    }
     g->impl = pg;
     dfm__gm_slots(sp, strides, n, pg->slot);
     size_t uo = 0;
@@ -355,7 +374,7 @@ int dfm_generator_create_product(dfm_generator **out, const dfm_generator *const
 
 int dfm_generator_set_part_time_fn(dfm_generator *g, dfm_part_time_fn fn, void *user_data)
 {
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!dfm__gm_is_pgen(g))
@@ -611,19 +630,27 @@ int dfm_loss_create_product(dfm_loss **out, const dfm_path *product_path,
                             const dfm_loss *const *parts, const double *weights, size_t n,
                             const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!product_path || !parts || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
-    if (dfm_path_n_parts(product_path) != n) return DFM_EINVAL;
+    if (!product_path || !parts) return dfm__null(__func__, "product_path or parts");
+    if (n == 0 || n > DFM__GM_MAXP)
+        return dfm__error(DFM_EINVAL, "%s: n must be in [1, %d], got %zu", __func__, DFM__GM_MAXP,
+                          n);
+    if (dfm_path_n_parts(product_path) != n)
+        return dfm__error(DFM_EINVAL, "%s: the path has %zu parts, not n = %zu", __func__,
+                          dfm_path_n_parts(product_path), n);
     const dfm_space *sp[DFM__GM_MAXP];
     size_t strides[DFM__GM_MAXP], total = 0;
     for (size_t k = 0; k < n; k++) {
         const dfm_path *pk = dfm_path_part(product_path, k);
-        if (!parts[k]) return DFM_EINVAL;
+        if (!parts[k]) return dfm__error(DFM_EINVAL, "%s: parts[%zu] is NULL", __func__, k);
         sp[k] = &pk->space;
         strides[k] = parts[k]->out_stride;
-        if (weights && !isfinite(weights[k])) return DFM_EINVAL;
-        if (total > SIZE_MAX - strides[k]) return DFM_EOVERFLOW;
+        if (weights && !isfinite(weights[k]))
+            return dfm__error(DFM_EINVAL, "%s: weights[%zu] = %g is not finite", __func__, k,
+                              weights[k]);
+        if (total > SIZE_MAX - strides[k])
+            return dfm__error(DFM_EOVERFLOW, "%s: the output size overflows", __func__);
         total += strides[k];
     }
     dfm_loss *l;
@@ -631,14 +658,16 @@ int dfm_loss_create_product(dfm_loss **out, const dfm_path *product_path,
     if (st) return st;
     l->out_stride = total;
     dfm__gm_ploss *pl = (dfm__gm_ploss *)dfm__calloc(&l->b.mem, 1, sizeof *pl);
-    if (!pl) { dfm_loss_free(l); return DFM_ENOMEM; }
+    if (!pl) {
+        dfm_loss_free(l);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the loss", __func__);
+    }
     l->impl = pl;
     for (size_t k = 0; k < n; k++) {
         char why[160];
         if (!dfm__gm_loss_fits(parts[k], sp[k], why, sizeof why)) {
-            dfm__fail(&l->b, DFM_EINVAL, "part %zu: %s", k, why);
             dfm_loss_free(l);
-            return DFM_EINVAL;
+            return dfm__error(DFM_EINVAL, "%s: part %zu: %s", __func__, k, why);
         }
     }
     dfm__gm_slots(sp, strides, n, pl->slot);
@@ -698,7 +727,7 @@ static int loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *pa
 
 int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
 {
-    if (!l) return DFM_EINVAL;
+    if (!l) return dfm__null(__func__, "l");
     int st = dfm__enter(&l->b, __func__);
     if (st) return st;
     return dfm__leave(&l->b, loss_eval_parts(l, a, part_t));

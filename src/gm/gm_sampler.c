@@ -455,9 +455,23 @@ static int call_model(dfm_sampler *s, const dfm_run_args *a, int branch, double 
     io.part_t = pt;
     io.n_part_t = gs->nparts;
     s->stats[DFM_STAT_MODEL_CALLS]++;
+    dfm__out_prefill(out, a->rows * stride, 1);
     int raw = a->model(&io, a->model_data);
     if (raw) return dfm__fail_callback(&s->b, raw, "model");
     (void)t;
+    return 0;
+}
+
+/* DFM_ENUMERIC (message on s) when row r of a model output holds unwritten entries, else 0. */
+static int unwritten(dfm_sampler *s, const float *out0, const float *out1, size_t rows, size_t r)
+{
+    const gm_samp *gs = (const gm_samp *)s->impl;
+    size_t b0 = gs->bstride[0], b1 = gs->bstride[1];
+    if (b0 && dfm__fail_unwritten(&s->b, "model", out0, rows, b0, 1, r, 0, b0, r))
+        return DFM_ENUMERIC;
+    if (b1 && dfm__fail_unwritten(&s->b, "model (DFM_BRANCH_UNCOND)", out1, rows, b1, 1, r, 0, b1,
+                                  r))
+        return DFM_ENUMERIC;
     return 0;
 }
 
@@ -713,7 +727,7 @@ static int rk_drift(dfm_sampler *s, const dfm_run_args *a, gs_work *w, double tt
         if ((st = cont_coefs(s, &c, tt, clamped))) break;
         dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
         for (int q = 0; q < w->nth && !st; q++)
-            if (w->errs[q].code)
+            if (w->errs[q].code && !(st = unwritten(s, w->out0, w->out1, rows, w->errs[q].row)))
                 st = dfm__fail(&s->b, w->errs[q].code,
                                "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
                                "NaN/Inf", b, tt, w->errs[q].row, w->errs[q].coord);
@@ -789,7 +803,8 @@ static int step_block(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t 
         dfm__parallel_for(&s->b, s->b.nthreads, a->rows, disc_rows, &c);
     }
     for (int q = 0; q < w->nth; q++) {
-        if (w->errs[q].code && !st)
+        if (w->errs[q].code && !st &&
+            !(st = unwritten(s, w->out0, w->out1, a->rows, w->errs[q].row)))
             st = dfm__fail(&s->b, w->errs[q].code,
                            "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
                            "NaN/Inf, all -Inf logits or negative rates", b, t, w->errs[q].row,
@@ -940,7 +955,7 @@ int dfm__gm_sampler_init(dfm_sampler *s, int method)
 
 int dfm_sampler_step_clamped(const dfm_sampler *s, int64_t *count)
 {
-    if (!s || !count) return DFM_EINVAL;
+    if (!s || !count) return dfm__null(__func__, "s or count");
     if (s->ops != &gs_ops) return DFM_EUNSUPPORTED;
     *count = ((const gm_samp *)s->impl)->last_clamped;
     return 0;

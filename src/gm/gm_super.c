@@ -58,28 +58,44 @@ static int same_space(const dfm_space *a, const dfm_space *b)
 int dfm_generator_create_superposition(dfm_generator **out, const dfm_generator *const *gens,
                                        const double *weights, size_t n, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!gens || n == 0 || n > DFM__GM_MAXP) return DFM_EINVAL;
+    if (!gens) return dfm__null(__func__, "gens");
+    if (n == 0 || n > DFM__GM_MAXP)
+        return dfm__error(DFM_EINVAL, "%s: n must be in [1, %d], got %zu", __func__, DFM__GM_MAXP,
+                          n);
     int cont0 = -1, param = 0;
     size_t total = 0;
     for (size_t k = 0; k < n; k++) {
         int cont;
-        if (!gens[k] || !gens[k]->path) return DFM_EINVAL;
-        if (!dfm__gm_leaf_kind(gens[k], &cont)) return DFM_EUNSUPPORTED;
-        if (cont0 >= 0 && cont != cont0) return DFM_EINVAL;
-        if (!same_space(&gens[k]->path->space, &gens[0]->path->space)) return DFM_EINVAL;
-        if (weights && !isfinite(weights[k])) return DFM_EINVAL;
+        if (!gens[k] || !gens[k]->path)
+            return dfm__error(DFM_EINVAL, "%s: gens[%zu] is NULL or has no path", __func__, k);
+        if (!dfm__gm_leaf_kind(gens[k], &cont))
+            return dfm__error(DFM_EUNSUPPORTED, "%s: gens[%zu] (kind %d) cannot be superposed",
+                              __func__, k, gens[k]->kind);
+        if (cont0 >= 0 && cont != cont0)
+            return dfm__error(DFM_EINVAL, "%s: gens[%zu] mixes continuous and discrete "
+                              "components", __func__, k);
+        if (!same_space(&gens[k]->path->space, &gens[0]->path->space))
+            return dfm__error(DFM_EINVAL, "%s: gens[%zu] is on another space than gens[0]",
+                              __func__, k);
+        if (weights && !isfinite(weights[k]))
+            return dfm__error(DFM_EINVAL, "%s: weights[%zu] = %g is not finite", __func__, k,
+                              weights[k]);
         cont0 = cont;
         param = k == 0 ? gens[k]->param : (param == gens[k]->param ? param : DFM_PARAM_MIXED);
-        if (total > SIZE_MAX - gens[k]->out_stride) return DFM_EOVERFLOW;
+        if (total > SIZE_MAX - gens[k]->out_stride)
+            return dfm__error(DFM_EOVERFLOW, "%s: the output size overflows", __func__);
         total += gens[k]->out_stride;
     }
     dfm_generator *g;
     int st = dfm__gen_new(&g, DFM_GEN_SUPERPOSITION, param, total, &sup_ops, gens[0]->path, mem);
     if (st) return st;
     dfm__gm_sup *s = (dfm__gm_sup *)dfm__calloc(&g->b.mem, 1, sizeof *s);
-    if (!s) { dfm_generator_free(g); return DFM_ENOMEM; }
+    if (!s) {
+        dfm_generator_free(g);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the generator", __func__);
+    }
     g->impl = s;
     s->cont = cont0;
     g->b.nthreads = gens[0]->b.nthreads;
@@ -100,7 +116,7 @@ int dfm_generator_create_superposition(dfm_generator **out, const dfm_generator 
 
 int dfm_generator_set_weight_fn(dfm_generator *g, dfm_weight_fn fn, void *user_data)
 {
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!dfm__gm_is_sup(g))
@@ -114,7 +130,7 @@ int dfm_generator_set_weight_fn(dfm_generator *g, dfm_weight_fn fn, void *user_d
 int dfm_generator_superposition_set_input(dfm_generator *g, size_t k, int branch,
                                           int64_t share_with)
 {
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     DFM__NOT_RUNNING(&g->b);
     dfm__clear(&g->b);
     if (!dfm__gm_is_sup(g))
@@ -155,16 +171,21 @@ size_t dfm_generator_branch_stride(const dfm_generator *g, int branch)
 int dfm_generator_create_guidance(dfm_generator **out, const dfm_generator *cond,
                                   const dfm_generator *uncond, double w, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!cond || !isfinite(w)) return DFM_EINVAL;
+    if (!cond) return dfm__null(__func__, "cond");
+    if (!isfinite(w)) return dfm__error(DFM_EINVAL, "%s: w must be finite, got %g", __func__, w);
     const dfm_generator *gs[2] = {cond, uncond ? uncond : cond};
     double ws[2] = {1.0 + w, -w};
     dfm_generator *g;
     int st = dfm_generator_create_superposition(&g, gs, ws, 2, mem);
     if (st) return st;
     st = dfm_generator_superposition_set_input(g, 1, DFM_BRANCH_UNCOND, -1);
-    if (st) { dfm_generator_free(g); return st; }
+    if (st) {
+        dfm__error(st, "%s: %s", __func__, g->b.err);
+        dfm_generator_free(g);
+        return st;
+    }
     *out = g;
     return 0;
 }

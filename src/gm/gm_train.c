@@ -20,14 +20,16 @@ struct dfm_trainer {
 int dfm_trainer_create(dfm_trainer **out, const dfm_path *path, const dfm_loss *loss,
                        const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!path || !loss) return DFM_EINVAL;
+    if (!path || !loss) return dfm__null(__func__, "path or loss");
     char why[160];
     if (loss->kind == DFM_LOSS_PRODUCT) {
-        if (!dfm__gm_loss_matches(loss, path)) return DFM_EINVAL;
+        if (!dfm__gm_loss_matches(loss, path))
+            return dfm__error(DFM_EINVAL, "%s: the product loss's parts do not match the path's "
+                              "parts", __func__);
     } else if (!dfm__gm_loss_fits(loss, &path->space, why, sizeof why)) {
-        return DFM_EINVAL;
+        return dfm__error(DFM_EINVAL, "%s: the loss does not fit the path: %s", __func__, why);
     }
     void *h;
     int st = dfm__handle_new(&h, sizeof(dfm_trainer), mem);
@@ -60,7 +62,7 @@ uint64_t dfm_trainer_step_count(const dfm_trainer *tr) { return tr ? tr->step : 
 
 int dfm_trainer_set_step(dfm_trainer *tr, uint64_t step)
 {
-    if (!tr) return DFM_EINVAL;
+    if (!tr) return dfm__null(__func__, "tr");
     DFM__NOT_RUNNING(&tr->b);
     dfm__clear(&tr->b);
     tr->step = step;
@@ -73,9 +75,21 @@ size_t dfm_trainer_n_times(const dfm_trainer *tr)
     return tr->part_times ? dfm_path_n_parts(tr->path) : 1;
 }
 
+/* Trainer options by type, for the message of a call with the wrong one. */
+static int tr_int_option(int opt)
+{
+    return opt == DFM_OPT_THREADS || opt == DFM_OPT_SEED || opt == DFM_OPT_SPIN_US ||
+           opt == DFM_OPT_REDUCTION || opt == DFM_OPT_GM_TIME_KIND || opt == DFM_OPT_GM_PART_TIMES;
+}
+
+static int tr_double_option(int opt)
+{
+    return opt == DFM_OPT_GM_TIME_EPS || opt == DFM_OPT_GM_TIME_P1 || opt == DFM_OPT_GM_TIME_P2;
+}
+
 int dfm_trainer_set_int(dfm_trainer *tr, int option, int64_t value)
 {
-    if (!tr) return DFM_EINVAL;
+    if (!tr) return dfm__null(__func__, "tr");
     DFM__NOT_RUNNING(&tr->b);
     dfm__clear(&tr->b);
     int st = dfm__base_set_int(&tr->b, option, value);
@@ -96,25 +110,31 @@ int dfm_trainer_set_int(dfm_trainer *tr, int option, int64_t value)
         tr->part_times = (int)value;
         return 0;
     default:
+        if (tr_double_option(option))
+            return dfm__fail(&tr->b, DFM_EINVAL, "option %d is a double option of this trainer: "
+                             "use dfm_trainer_set_double", option);
         return dfm__fail(&tr->b, DFM_EINVAL, "unknown trainer option %d", option);
     }
 }
 
 int dfm_trainer_get_int(const dfm_trainer *tr, int option, int64_t *value)
 {
-    if (!tr || !value) return DFM_EINVAL;
+    if (!tr || !value) return dfm__null(__func__, "tr or value");
     if (dfm__base_get_int(&tr->b, option, value) == 0) return 0;
     switch (option) {
     case DFM_OPT_REDUCTION: *value = tr->loss->reduction; return 0;
     case DFM_OPT_GM_TIME_KIND: *value = tr->time_kind; return 0;
     case DFM_OPT_GM_PART_TIMES: *value = tr->part_times; return 0;
-    default: return DFM_EINVAL;
+    default:
+        return dfm__error(DFM_EINVAL, "%s: %s trainer option %d%s", __func__,
+                          tr_double_option(option) ? "a double" : "unknown", option,
+                          tr_double_option(option) ? ": use dfm_trainer_get_double" : "");
     }
 }
 
 int dfm_trainer_set_double(dfm_trainer *tr, int option, double value)
 {
-    if (!tr) return DFM_EINVAL;
+    if (!tr) return dfm__null(__func__, "tr");
     DFM__NOT_RUNNING(&tr->b);
     dfm__clear(&tr->b);
     switch (option) {
@@ -133,18 +153,24 @@ int dfm_trainer_set_double(dfm_trainer *tr, int option, double value)
         tr->p2 = value;
         return 0;
     default:
+        if (tr_int_option(option))
+            return dfm__fail(&tr->b, DFM_EINVAL, "option %d is an integer option of this "
+                             "trainer: use dfm_trainer_set_int", option);
         return dfm__fail(&tr->b, DFM_EINVAL, "unknown trainer option %d", option);
     }
 }
 
 int dfm_trainer_get_double(const dfm_trainer *tr, int option, double *value)
 {
-    if (!tr || !value) return DFM_EINVAL;
+    if (!tr || !value) return dfm__null(__func__, "tr or value");
     switch (option) {
     case DFM_OPT_GM_TIME_EPS: *value = tr->eps; return 0;
     case DFM_OPT_GM_TIME_P1: *value = tr->p1; return 0;
     case DFM_OPT_GM_TIME_P2: *value = tr->p2; return 0;
-    default: return DFM_EINVAL;
+    default:
+        return dfm__error(DFM_EINVAL, "%s: %s trainer option %d%s", __func__,
+                          tr_int_option(option) ? "an integer" : "unknown", option,
+                          tr_int_option(option) ? ": use dfm_trainer_get_int" : "");
     }
 }
 
@@ -269,7 +295,7 @@ static int trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
 
 int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
 {
-    if (!tr) return DFM_EINVAL;
+    if (!tr) return dfm__null(__func__, "tr");
     int st = dfm__enter(&tr->b, __func__);
     if (st) return st;
     return dfm__leave(&tr->b, trainer_draw(tr, a));
@@ -313,6 +339,7 @@ static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
     io.part_t = b.pt;
     io.n_part_t = np;
     if (!st) {
+        dfm__out_prefill(b.out, rows * S, 1);
         int raw = a->forward(&io, a->user_data);
         if (raw) st = dfm__fail_callback(&tr->b, raw, "forward");
         else st = dfm__callback_freed();
@@ -359,7 +386,7 @@ static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
 
 int dfm_trainer_step(dfm_trainer *tr, const dfm_train_args *a)
 {
-    if (!tr) return DFM_EINVAL;
+    if (!tr) return dfm__null(__func__, "tr");
     int st = dfm__enter(&tr->b, __func__);
     if (st) return st;
     return dfm__leave(&tr->b, trainer_step(tr, a));
@@ -439,6 +466,10 @@ static int gml_velocity_row(dfm_loss *l, size_t r, const float *o, const float *
                             double *vals, double *total)
 {
     for (size_t j = 0; j < l->out_stride; j++) {
+                    if (dfm__fail_unwritten(&l->b, "model", a->out, rows, S, 1, r, j, j + 1, r)) {
+                        st = DFM_ENUMERIC;
+                        break;
+                    }
         if (!isfinite(o[j]) || !isfinite(tg[j]))
             return dfm__fail(&l->b, DFM_ENUMERIC, "%s[row %zu][coord %zu] is not finite",
                              isfinite(o[j]) ? "target" : "out", r, j);
@@ -465,6 +496,13 @@ static int gml_rates_row(dfm_loss *l, const dfm_loss_args *a, size_t r, const fl
         if (a->fixed && a->fixed[r * nt + i]) { off += V; continue; }
         size_t m = 0;
         for (size_t y = 0; y < V; y++) {
+            if (bst && (dfm__fail_unwritten(&l->b, "model", a->out, rows, S, 1, r, off,
+                                            off + (size_t)x, r) ||
+                        dfm__fail_unwritten(&l->b, "model", a->out, rows, S, 1, r,
+                                            off + (size_t)x + 1, off + V, r))) {
+                st = DFM_ENUMERIC;
+                break;
+            }
             if ((int32_t)y == x) continue;
             ab[m] = tg[off + y];
             bb[m] = o[off + y];
@@ -529,29 +567,37 @@ static const dfm__loss_ops gml_ops = {gml_destroy, gml_clone, gml_eval, NULL, NU
 int dfm_loss_create_gm(dfm_loss **out, const dfm_space *space, int kind, dfm_cond_target_fn fn,
                        void *user_data, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!space || !fn) return DFM_EINVAL;
+    if (!space || !fn) return dfm__null(__func__, "space or fn");
     size_t stride = 0;
     if (kind == DFM_GM_VELOCITY) {
-        if (space->n_tokens || !space->n_reals) return DFM_EINVAL;
+        if (space->n_tokens || !space->n_reals)
+            return dfm__error(DFM_EINVAL, "%s: DFM_GM_VELOCITY needs a space of reals only",
+                              __func__);
         stride = space->n_reals;
     } else if (kind == DFM_GM_RATES) {
-        if (space->n_reals || !space->n_tokens) return DFM_EINVAL;
+        if (space->n_reals || !space->n_tokens)
+            return dfm__error(DFM_EINVAL, "%s: DFM_GM_RATES needs a space of tokens only",
+                              __func__);
         for (size_t j = 0; j < space->n_tokens; j++) {
             size_t V = (size_t)dfm__space_vocab(space, j);
-            if (stride > SIZE_MAX - V) return DFM_EOVERFLOW;
+            if (stride > SIZE_MAX - V)
+                return dfm__error(DFM_EOVERFLOW, "%s: the output size overflows", __func__);
             stride += V;
         }
     } else {
-        return DFM_EINVAL;
+        return dfm__error(DFM_EINVAL, "%s: unknown kind %d", __func__, kind);
     }
     dfm_loss *l;
     int st = dfm__loss_new(&l, kind == DFM_GM_VELOCITY ? DFM_LOSS_MSE : DFM_LOSS_BREGMAN_RATES,
                            &gml_ops, NULL, mem);
     if (st) return st;
     gml *g = (gml *)dfm__alloc(&l->b.mem, sizeof(gml));
-    if (!g) { dfm_loss_free(l); return DFM_ENOMEM; }
+    if (!g) {
+        dfm_loss_free(l);
+        return dfm__error(DFM_ENOMEM, "%s: cannot allocate the loss", __func__);
+    }
     g->kind = kind;
     g->fn = fn;
     g->user = user_data;

@@ -2,6 +2,7 @@
 #include "handles/handles.h"
 
 #include <math.h>
+#include <stdio.h>
 
 int dfm__handle_new(void **out, size_t size, const dfm_allocator *mem)
 {
@@ -9,7 +10,7 @@ int dfm__handle_new(void **out, size_t size, const dfm_allocator *mem)
     *out = NULL;
     if (dfm__mem_init(&m, mem)) return DFM_EINVAL;
     dfm_base *b = (dfm_base *)dfm__calloc(&m, 1, size);
-    if (!b) return DFM_ENOMEM;
+    if (!b) return dfm__error(DFM_ENOMEM, "cannot allocate a handle (%zu bytes)", size);
     dfm__base_init(b, &m);
     *out = b;
     return 0;
@@ -48,9 +49,9 @@ void dfm_path_free(dfm_path *p)
 
 int dfm_path_clone(dfm_path **out, const dfm_path *p, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     dfm_path *q;
     int st = dfm__path_new(&q, p->kind, p->ops, &p->space, p->has_sched ? &p->sched : NULL, mem);
     if (st) return st;
@@ -59,7 +60,12 @@ int dfm_path_clone(dfm_path **out, const dfm_path *p, const dfm_allocator *mem)
     q->b.seed = p->b.seed;
     if (p->ops->clone_impl) {
         st = p->ops->clone_impl(q, p);
-        if (st) { q->ops = NULL; release(&q->b); return st; }
+        if (st) {
+            q->ops = NULL;
+            release(&q->b);
+            return dfm__error(st, "%s: cannot copy the path's data (%s)", __func__,
+                              dfm_strerror(st));
+        }
     }
     *out = q;
     return 0;
@@ -74,9 +80,11 @@ const dfm_scheduler *dfm_path_scheduler(const dfm_path *p)
 const char *dfm_path_last_error(const dfm_path *p) { return p ? p->b.err : "NULL handle"; }
 int dfm_path_callback_status(const dfm_path *p) { return p ? p->b.cb_raw : 0; }
 
+static int unknown_get(const char *fn, const char *kind, int opt, int type);
+
 int dfm_path_set_int(dfm_path *p, int option, int64_t value)
 {
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     DFM__NOT_RUNNING(&p->b);
     dfm__clear(&p->b);
     int st = dfm__base_set_int(&p->b, option, value);
@@ -90,14 +98,15 @@ int dfm_path_set_int(dfm_path *p, int option, int64_t value)
 
 int dfm_path_get_int(const dfm_path *p, int option, int64_t *value)
 {
-    if (!p || !value) return DFM_EINVAL;
+    if (!p || !value) return dfm__null(__func__, "p or value");
     int st = dfm__base_get_int(&p->b, option, value);
-    return st == DFM_EUNSUPPORTED ? DFM_EINVAL : st;
+    if (st == DFM_EUNSUPPORTED) return unknown_get(__func__, "path", option, 0);
+    return st;
 }
 
 int dfm_path_sample(dfm_path *p, const dfm_path_sample_args *a)
 {
-    if (!p) return DFM_EINVAL;
+    if (!p) return dfm__null(__func__, "p");
     int st = dfm__enter(&p->b, __func__);
     if (st) return st;
     return dfm__leave(&p->b, dfm__path_sample(p, a));
@@ -151,9 +160,9 @@ void dfm_generator_free(dfm_generator *g)
 
 int dfm_generator_clone(dfm_generator **out, const dfm_generator *g, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!g) return DFM_EINVAL;
+    if (!g) return dfm__null(__func__, "g");
     dfm_generator *q;
     int st = dfm__gen_new(&q, g->kind, g->param, g->out_stride, g->ops, g->path, mem);
     if (st) return st;
@@ -165,7 +174,8 @@ int dfm_generator_clone(dfm_generator **out, const dfm_generator *g, const dfm_a
         if (st) {
             q->ops = NULL;
             dfm_generator_free(q);
-            return st;
+            return dfm__error(st, "%s: cannot copy the generator's data (%s)", __func__,
+                              dfm_strerror(st));
         }
     }
     *out = q;
@@ -179,25 +189,63 @@ const dfm_path *dfm_generator_path(const dfm_generator *g) { return g ? g->path 
 const char *dfm_generator_last_error(const dfm_generator *g) { return g ? g->b.err : "NULL handle"; }
 int dfm_generator_callback_status(const dfm_generator *g) { return g ? g->b.cb_raw : 0; }
 
-/* Option plumbing shared by the handle kinds: base options first, then the kind's. */
-#define OPT_SET(H, h, opt, val, fn, what)                                                      \
+/* Option plumbing shared by the handle kinds: base options first, then the kind's. An option
+ * the handle knows under the other type gets a message saying so (type_of: 'i', 'd' or 0). */
+#define TYPE_OF(h, opt, extra_int)                                                              \
     do {                                                                                       \
-        if (!(h)) return DFM_EINVAL;                                                           \
+        int64_t i_;                                                                            \
+        double d_;                                                                             \
+        if (dfm__base_get_int(&(h)->b, (opt), &i_) == 0 || (extra_int)) return 'i';            \
+        if ((h)->ops && (h)->ops->get_int && (h)->ops->get_int((h), (opt), &i_) == 0)           \
+            return 'i';                                                                        \
+        if ((h)->ops && (h)->ops->get_double && (h)->ops->get_double((h), (opt), &d_) == 0)     \
+            return 'd';                                                                        \
+        return 0;                                                                              \
+    } while (0)
+
+static int unknown_option(dfm_base *b, const char *kind, int opt, int type, const char *setter)
+{
+    if (type == 'i')
+        return dfm__fail(b, DFM_EINVAL, "option %d is an integer option of this %s: use "
+                         "dfm_%s_set_int", opt, kind, setter);
+    if (type == 'd')
+        return dfm__fail(b, DFM_EINVAL, "option %d is a double option of this %s: use "
+                         "dfm_%s_set_double", opt, kind, setter);
+    return dfm__fail(b, DFM_EINVAL, "unknown %s option %d", kind, opt);
+}
+
+static int unknown_get(const char *fn, const char *kind, int opt, int type)
+{
+    if (type == 'i')
+        return dfm__error(DFM_EINVAL, "%s: option %d is an integer option of this %s: use "
+                          "dfm_%s_get_int", fn, opt, kind, kind);
+    if (type == 'd')
+        return dfm__error(DFM_EINVAL, "%s: option %d is a double option of this %s: use "
+                          "dfm_%s_get_double", fn, opt, kind, kind);
+    return dfm__error(DFM_EINVAL, "%s: unknown %s option %d", fn, kind, opt);
+}
+
+#define OPT_SET(h, opt, val, fn, kind, type_of)                                                \
+    do {                                                                                       \
+        if (!(h)) return dfm__null(__func__, #h);                                              \
         DFM__NOT_RUNNING(&(h)->b);                                                             \
         dfm__clear(&(h)->b);                                                                   \
         int st_ = DFM_EUNSUPPORTED;                                                            \
         if ((h)->ops && (h)->ops->fn) st_ = (h)->ops->fn((h), (opt), (val));                   \
         if (st_ != DFM_EUNSUPPORTED) return st_;                                               \
-        return dfm__fail(&(h)->b, DFM_EINVAL, "unknown " what " option %d", (opt));            \
+        return unknown_option(&(h)->b, kind, (opt), type_of((h), (opt)), kind);                \
     } while (0)
 
-#define OPT_GET(h, opt, val, fn)                                                               \
+#define OPT_GET(h, opt, val, fn, kind, type_of)                                                \
     do {                                                                                       \
-        if (!(h) || !(val)) return DFM_EINVAL;                                                 \
+        if (!(h) || !(val)) return dfm__null(__func__, #h " or value");                        \
         int st_ = DFM_EUNSUPPORTED;                                                            \
         if ((h)->ops && (h)->ops->fn) st_ = (h)->ops->fn((h), (opt), (val));                   \
-        return st_ == DFM_EUNSUPPORTED ? DFM_EINVAL : st_;                                     \
+        if (st_ == DFM_EUNSUPPORTED) return unknown_get(__func__, kind, (opt), type_of((h), (opt))); \
+        return st_;                                                                            \
     } while (0)
+
+static int gen_type(const dfm_generator *g, int opt) { TYPE_OF(g, opt, 0); }
 
 int dfm_generator_set_int(dfm_generator *g, int option, int64_t value)
 {
@@ -207,23 +255,23 @@ int dfm_generator_set_int(dfm_generator *g, int option, int64_t value)
         int st = dfm__base_set_int(&g->b, option, value);
         if (st != DFM_EUNSUPPORTED) return st;
     }
-    OPT_SET(dfm_generator, g, option, value, set_int, "generator");
+    OPT_SET(g, option, value, set_int, "generator", gen_type);
 }
 
 int dfm_generator_get_int(const dfm_generator *g, int option, int64_t *value)
 {
     if (g && value && dfm__base_get_int(&g->b, option, value) == 0) return 0;
-    OPT_GET(g, option, value, get_int);
+    OPT_GET(g, option, value, get_int, "generator", gen_type);
 }
 
 int dfm_generator_set_double(dfm_generator *g, int option, double value)
 {
-    OPT_SET(dfm_generator, g, option, value, set_double, "generator");
+    OPT_SET(g, option, value, set_double, "generator", gen_type);
 }
 
 int dfm_generator_get_double(const dfm_generator *g, int option, double *value)
 {
-    OPT_GET(g, option, value, get_double);
+    OPT_GET(g, option, value, get_double, "generator", gen_type);
 }
 
 /* ---- loss ---- */
@@ -257,9 +305,9 @@ void dfm_loss_free(dfm_loss *l)
 
 int dfm_loss_clone(dfm_loss **out, const dfm_loss *l, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!l) return DFM_EINVAL;
+    if (!l) return dfm__null(__func__, "l");
     dfm_loss *q;
     int st = dfm__loss_new(&q, l->kind, l->ops, l->gen, mem);
     if (st) return st;
@@ -270,7 +318,12 @@ int dfm_loss_clone(dfm_loss **out, const dfm_loss *l, const dfm_allocator *mem)
     q->out_stride = l->out_stride;
     if (l->ops->clone_impl) {
         st = l->ops->clone_impl(q, l);
-        if (st) { q->ops = NULL; dfm_loss_free(q); return st; }
+        if (st) {
+            q->ops = NULL;
+            dfm_loss_free(q);
+            return dfm__error(st, "%s: cannot copy the loss's data (%s)", __func__,
+                              dfm_strerror(st));
+        }
     }
     *out = q;
     return 0;
@@ -279,6 +332,8 @@ int dfm_loss_clone(dfm_loss **out, const dfm_loss *l, const dfm_allocator *mem)
 int dfm_loss_kind(const dfm_loss *l) { return l ? l->kind : 0; }
 const char *dfm_loss_last_error(const dfm_loss *l) { return l ? l->b.err : "NULL handle"; }
 int dfm_loss_callback_status(const dfm_loss *l) { return l ? l->b.cb_raw : 0; }
+
+static int loss_type(const dfm_loss *l, int opt) { TYPE_OF(l, opt, opt == DFM_OPT_REDUCTION); }
 
 int dfm_loss_set_int(dfm_loss *l, int option, int64_t value)
 {
@@ -294,7 +349,7 @@ int dfm_loss_set_int(dfm_loss *l, int option, int64_t value)
             return 0;
         }
     }
-    OPT_SET(dfm_loss, l, option, value, set_int, "loss");
+    OPT_SET(l, option, value, set_int, "loss", loss_type);
 }
 
 int dfm_loss_get_int(const dfm_loss *l, int option, int64_t *value)
@@ -303,22 +358,22 @@ int dfm_loss_get_int(const dfm_loss *l, int option, int64_t *value)
         if (dfm__base_get_int(&l->b, option, value) == 0) return 0;
         if (option == DFM_OPT_REDUCTION) { *value = l->reduction; return 0; }
     }
-    OPT_GET(l, option, value, get_int);
+    OPT_GET(l, option, value, get_int, "loss", loss_type);
 }
 
 int dfm_loss_set_double(dfm_loss *l, int option, double value)
 {
-    OPT_SET(dfm_loss, l, option, value, set_double, "loss");
+    OPT_SET(l, option, value, set_double, "loss", loss_type);
 }
 
 int dfm_loss_get_double(const dfm_loss *l, int option, double *value)
 {
-    OPT_GET(l, option, value, get_double);
+    OPT_GET(l, option, value, get_double, "loss", loss_type);
 }
 
 int dfm_loss_eval(dfm_loss *l, const dfm_loss_args *a)
 {
-    if (!l) return DFM_EINVAL;
+    if (!l) return dfm__null(__func__, "l");
     int st = dfm__enter(&l->b, __func__);
     if (st) return st;
     return dfm__leave(&l->b, dfm__loss_eval(l, a));
@@ -347,13 +402,61 @@ int dfm__loss_eval(dfm_loss *l, const dfm_loss_args *a)
 
 /* ---- sampler ---- */
 
+static const char *kind_name(int kind)
+{
+    static const char *const n[] = {"?", "factorized", "velocity", "diffusion", "rate-matrix",
+                                    "superposition", "product"};
+    return kind >= 1 && kind <= DFM_GEN_PRODUCT ? n[kind] : n[0];
+}
+
+static const char *param_name(int p)
+{
+    static const char *const n[] = {"?", "posterior logits", "direct rates", "velocities",
+                                    "x1 predictions", "epsilon predictions", "scores",
+                                    "state posterior logits", "mixed outputs"};
+    return p >= 1 && p <= DFM_PARAM_MIXED ? n[p] : n[0];
+}
+
+static const char *method_name(int m)
+{
+    static const char *const n[] = {"an unknown method", "DFM_METHOD_EXACT", "DFM_METHOD_EULER",
+                                    "DFM_METHOD_MIDPOINT", "DFM_METHOD_RK4", "DFM_METHOD_DOPRI5",
+                                    "DFM_METHOD_EULER_MARUYAMA", "DFM_METHOD_UNIFORMIZATION",
+                                    "DFM_METHOD_GILLESPIE", "DFM_METHOD_TAU_LEAPING"};
+    return m >= 1 && m <= DFM_METHOD_TAU_LEAPING ? n[m] : n[0];
+}
+
+/* The message of a method the generator does not offer: the methods it does offer, found by
+ * trying each on s (whose failed initialisation is undone first). */
+static void no_method(dfm_sampler *s, const dfm_generator *g, int method)
+{
+    char list[160] = "";
+    size_t len = 0;
+    for (int m = 1; m <= DFM_METHOD_TAU_LEAPING; m++) {
+        if (s->ops && s->ops->destroy) s->ops->destroy(s);
+        s->ops = NULL;
+        s->impl = NULL;
+        if (m == method || g->ops->sampler_init(s, m) != 0) continue;
+        int w = snprintf(list + len, sizeof list - len, "%s%s", len ? ", " : "", method_name(m));
+        if (w > 0 && (size_t)w < sizeof list - len) len += (size_t)w;
+    }
+    if (s->ops && s->ops->destroy) s->ops->destroy(s);
+    s->ops = NULL;
+    s->impl = NULL;
+    dfm__error(DFM_EUNSUPPORTED, "dfm_sampler_create: a %s generator of %s has no method %d "
+               "(%s)%s%s", kind_name(g->kind), param_name(g->param), method, method_name(method),
+               len ? "; it offers " : "", list);
+}
+
 int dfm_sampler_create(dfm_sampler **out, const dfm_generator *g, int method,
                        const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!g || !g->ops) return DFM_EINVAL;
-    if (!g->ops->sampler_init) return DFM_EUNSUPPORTED;
+    if (!g || !g->ops) return dfm__null(__func__, "g");
+    if (!g->ops->sampler_init)
+        return dfm__error(DFM_EUNSUPPORTED, "%s: a %s generator has no sampler (it only "
+                          "serves inside a superposition)", __func__, kind_name(g->kind));
     void *h;
     int st = dfm__handle_new(&h, sizeof(dfm_sampler), mem);
     if (st) return st;
@@ -364,7 +467,11 @@ int dfm_sampler_create(dfm_sampler **out, const dfm_generator *g, int method,
     s->b.spin_us = g->b.spin_us;
     s->b.seed = g->b.seed;
     st = dfm_generator_clone(&s->gen, g, &s->b.mem);
-    if (st == 0) st = g->ops->sampler_init(s, method);
+    if (st == 0) {
+        st = g->ops->sampler_init(s, method);
+        if (st == DFM_EUNSUPPORTED) no_method(s, g, method);
+        else if (st) dfm__error(st, "%s: cannot set up the sampler (%s)", __func__, dfm_strerror(st));
+    }
     if (st) {
         dfm_sampler_free(s);
         return st;
@@ -392,7 +499,7 @@ int dfm_sampler_callback_status(const dfm_sampler *s) { return s ? s->b.cb_raw :
 
 int dfm_sampler_set_steps(dfm_sampler *s, size_t n_steps)
 {
-    if (!s) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
     DFM__NOT_RUNNING(&s->b);
     dfm__clear(&s->b);
     if (n_steps == 0 || n_steps > (size_t)INT32_MAX)
@@ -406,7 +513,7 @@ int dfm_sampler_set_steps(dfm_sampler *s, size_t n_steps)
 
 int dfm_sampler_set_grid(dfm_sampler *s, const double *grid, size_t n)
 {
-    if (!s) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
     DFM__NOT_RUNNING(&s->b);
     dfm__clear(&s->b);
     if (!grid) return dfm__fail(&s->b, DFM_EINVAL, "grid is NULL");
@@ -431,6 +538,8 @@ int dfm_sampler_set_grid(dfm_sampler *s, const double *grid, size_t n)
     return 0;
 }
 
+static int sampler_type(const dfm_sampler *s, int opt) { TYPE_OF(s, opt, 0); }
+
 int dfm_sampler_set_int(dfm_sampler *s, int option, int64_t value)
 {
     if (s) {
@@ -439,23 +548,23 @@ int dfm_sampler_set_int(dfm_sampler *s, int option, int64_t value)
         int st = dfm__base_set_int(&s->b, option, value);
         if (st != DFM_EUNSUPPORTED) return st;
     }
-    OPT_SET(dfm_sampler, s, option, value, set_int, "sampler");
+    OPT_SET(s, option, value, set_int, "sampler", sampler_type);
 }
 
 int dfm_sampler_get_int(const dfm_sampler *s, int option, int64_t *value)
 {
     if (s && value && dfm__base_get_int(&s->b, option, value) == 0) return 0;
-    OPT_GET(s, option, value, get_int);
+    OPT_GET(s, option, value, get_int, "sampler", sampler_type);
 }
 
 int dfm_sampler_set_double(dfm_sampler *s, int option, double value)
 {
-    OPT_SET(dfm_sampler, s, option, value, set_double, "sampler");
+    OPT_SET(s, option, value, set_double, "sampler", sampler_type);
 }
 
 int dfm_sampler_get_double(const dfm_sampler *s, int option, double *value)
 {
-    OPT_GET(s, option, value, get_double);
+    OPT_GET(s, option, value, get_double, "sampler", sampler_type);
 }
 
 int dfm__check_run_common(dfm_sampler *s, const dfm_run_args *a, size_t n_tokens, size_t n_reals)
@@ -541,7 +650,7 @@ static int sampler_run(dfm_sampler *s, const dfm_run_args *a)
 
 int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
 {
-    if (!s) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
     int st = dfm__sampler_enter(s, __func__);
     if (st == 0) st = sampler_run(s, a);
     else if (st != DFM_ESTOPPED) return st; /* refused: s is running */
@@ -550,7 +659,9 @@ int dfm_sampler_run(dfm_sampler *s, const dfm_run_args *a)
 
 int dfm_sampler_get_stat(const dfm_sampler *s, int stat, int64_t *value)
 {
-    if (!s || !value || stat < 1 || stat >= DFM__N_STATS) return DFM_EINVAL;
+    if (!s || !value) return dfm__null(__func__, "s or value");
+    if (stat < 1 || stat >= DFM__N_STATS)
+        return dfm__error(DFM_EINVAL, "%s: unknown statistic %d", __func__, stat);
     *value = s->stats[stat];
     return 0;
 }

@@ -7,12 +7,12 @@
 
 static int make(dfm_scheduler **out, int kind, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__error(DFM_EINVAL, "dfm_scheduler_create: out is NULL");
     *out = NULL;
     dfm_allocator m;
     if (dfm__mem_init(&m, mem)) return DFM_EINVAL;
     dfm_scheduler *s = (dfm_scheduler *)dfm__calloc(&m, 1, sizeof *s);
-    if (!s) return DFM_ENOMEM;
+    if (!s) return dfm__error(DFM_ENOMEM, "cannot allocate a scheduler (%zu bytes)", sizeof *s);
     s->mem = m;
     s->kind = kind;
     *out = s;
@@ -27,7 +27,8 @@ int dfm_scheduler_create_condot(dfm_scheduler **out, const dfm_allocator *mem)
 int dfm_scheduler_create_polynomial(dfm_scheduler **out, double n, const dfm_allocator *mem)
 {
     if (out) *out = NULL;
-    if (!(n > 0.0) || !isfinite(n)) return DFM_EINVAL;
+    if (!(n > 0.0) || !isfinite(n))
+        return dfm__error(DFM_EINVAL, "%s: n must be finite and > 0, got %g", __func__, n);
     int st = make(out, DFM_SCHED_POLYNOMIAL, mem);
     if (!st) (*out)->p1 = n;
     return st;
@@ -49,7 +50,8 @@ int dfm_scheduler_create_vp(dfm_scheduler **out, double beta_min, double beta_ma
     if (out) *out = NULL;
     if (!isfinite(beta_min) || !isfinite(beta_max) || beta_min < 0.0 || beta_max < beta_min ||
         !(beta_max > 0.0))
-        return DFM_EINVAL;
+        return dfm__error(DFM_EINVAL, "%s: need finite 0 <= beta_min <= beta_max, beta_max > 0; "
+                          "got %g, %g", __func__, beta_min, beta_max);
     int st = make(out, DFM_SCHED_VP, mem);
     if (!st) { (*out)->p1 = beta_min; (*out)->p2 = beta_max; }
     return st;
@@ -60,7 +62,7 @@ int dfm_scheduler_create_custom(dfm_scheduler **out, dfm_schedule_fn fn,
                                 const dfm_allocator *mem)
 {
     if (out) *out = NULL;
-    if (!fn) return DFM_EINVAL;
+    if (!fn) return dfm__null(__func__, "fn");
     int st = make(out, DFM_SCHED_CUSTOM, mem);
     if (!st) { (*out)->fn = fn; (*out)->inverse = inverse; (*out)->user = user_data; }
     return st;
@@ -69,7 +71,7 @@ int dfm_scheduler_create_custom(dfm_scheduler **out, dfm_schedule_fn fn,
 int dfm_scheduler_clone(dfm_scheduler **out, const dfm_scheduler *s, const dfm_allocator *mem)
 {
     if (out) *out = NULL;
-    if (!s) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
     int st = make(out, s->kind, mem);
     if (st) return st;
     dfm_allocator m = (*out)->mem;
@@ -140,12 +142,19 @@ int dfm__sched_eval(const dfm_scheduler *s, double t, dfm_sched_values *v, int *
 
 int dfm_scheduler_eval(const dfm_scheduler *s, double t, dfm_sched_values *out, int *cb_raw)
 {
-    if (!s || !out) return DFM_EINVAL;
-    if (!dfm__time_ok(t)) return DFM_ERANGE;
+    if (!s || !out) return dfm__null(__func__, "s or out");
+    if (!dfm__time_ok(t)) return dfm__error(DFM_ERANGE, "%s: t = %g is outside [0, 1]", __func__, t);
     dfm_sched_values v;
-    int st = dfm__sched_eval(s, t, &v, cb_raw);
-    if (!st) *out = v;
-    return st;
+    int raw = 0, st = dfm__sched_eval(s, t, &v, &raw);
+    if (cb_raw && st == DFM_ECALLBACK) *cb_raw = raw;
+    if (st == DFM_ECALLBACK)
+        return dfm__error(st, "%s: the custom scheduler callback returned %d at t = %g", __func__,
+                          raw, t);
+    if (st)
+        return dfm__error(st, "%s: the custom scheduler callback returned a non-finite alpha or "
+                          "sigma or a NaN derivative at t = %g", __func__, t);
+    *out = v;
+    return 0;
 }
 
 int dfm__sched_kappa_inverse(const dfm_scheduler *s, double k, double *t, int *cb_raw)
@@ -193,16 +202,24 @@ int dfm__sched_kappa_inverse(const dfm_scheduler *s, double k, double *t, int *c
 
 int dfm_scheduler_kappa_inverse(const dfm_scheduler *s, double kappa, double *t, int *cb_raw)
 {
-    if (!s || !t || isnan(kappa)) return DFM_EINVAL;
+    if (!s || !t) return dfm__null(__func__, "s or t");
+    if (isnan(kappa)) return dfm__error(DFM_EINVAL, "%s: kappa is NaN", __func__);
     double lo = 0.0, hi = 1.0;
     if (s->kind == DFM_SCHED_VP) {
         dfm_sched_values v0;
         dfm__sched_eval(s, 0.0, &v0, NULL);
         lo = v0.alpha;
     }
-    if (kappa < lo || kappa > hi) return DFM_ERANGE;
+    if (kappa < lo || kappa > hi)
+        return dfm__error(DFM_ERANGE, "%s: kappa = %g is outside [%g, %g]", __func__, kappa, lo, hi);
     double r;
-    int st = dfm__sched_kappa_inverse(s, kappa, &r, cb_raw);
-    if (!st) *t = r;
-    return st;
+    int raw = 0, st = dfm__sched_kappa_inverse(s, kappa, &r, &raw);
+    if (cb_raw && st == DFM_ECALLBACK) *cb_raw = raw;
+    if (st == DFM_EUNSUPPORTED)
+        return dfm__error(st, "%s: the custom scheduler has no inverse", __func__);
+    if (st == DFM_ECALLBACK)
+        return dfm__error(st, "%s: the inverse callback returned %d", __func__, raw);
+    if (st) return dfm__error(st, "%s: the inverse callback returned a non-finite t", __func__);
+    *t = r;
+    return 0;
 }

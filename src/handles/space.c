@@ -7,7 +7,7 @@ static int alloc_space(dfm_space **out, const dfm_allocator *mem)
     dfm_allocator m;
     if (dfm__mem_init(&m, mem)) return DFM_EINVAL;
     dfm_space *s = (dfm_space *)dfm__calloc(&m, 1, sizeof *s);
-    if (!s) return DFM_ENOMEM;
+    if (!s) return dfm__error(DFM_ENOMEM, "cannot allocate a space (%zu bytes)", sizeof *s);
     s->mem = m;
     *out = s;
     return 0;
@@ -15,9 +15,13 @@ static int alloc_space(dfm_space **out, const dfm_allocator *mem)
 
 int dfm_space_create_discrete(dfm_space **out, int32_t vocab, size_t d, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (vocab < 2 || vocab > DFM_MAX_VOCAB || d == 0 || d > (size_t)INT32_MAX) return DFM_EINVAL;
+    if (vocab < 2 || vocab > DFM_MAX_VOCAB)
+        return dfm__error(DFM_EINVAL, "%s: vocab must be in [2, %d], got %ld", __func__,
+                          DFM_MAX_VOCAB, (long)vocab);
+    if (d == 0 || d > (size_t)INT32_MAX)
+        return dfm__error(DFM_EINVAL, "%s: d must be in [1, 2^31), got %zu", __func__, d);
     int st = alloc_space(out, mem);
     if (st) return st;
     dfm_space *s = *out;
@@ -31,9 +35,10 @@ int dfm_space_create_discrete(dfm_space **out, int32_t vocab, size_t d, const df
 
 int dfm_space_create_euclidean(dfm_space **out, size_t dim, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (dim == 0 || dim > (size_t)INT32_MAX) return DFM_EINVAL;
+    if (dim == 0 || dim > (size_t)INT32_MAX)
+        return dfm__error(DFM_EINVAL, "%s: dim must be in [1, 2^31), got %zu", __func__, dim);
     int st = alloc_space(out, mem);
     if (st) return st;
     dfm_space *s = *out;
@@ -47,17 +52,22 @@ int dfm_space_create_euclidean(dfm_space **out, size_t dim, const dfm_allocator 
 int dfm_space_create_product(dfm_space **out, const dfm_space *const *parts, size_t n,
                              const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!parts || n == 0) return DFM_EINVAL;
+    if (!parts) return dfm__null(__func__, "parts");
+    if (n == 0) return dfm__error(DFM_EINVAL, "%s: n must be >= 1", __func__);
     size_t total = 0, nt = 0, nr = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!parts[i]) return DFM_EINVAL;
+        if (!parts[i]) return dfm__error(DFM_EINVAL, "%s: parts[%zu] is NULL", __func__, i);
         total += parts[i]->n_parts;
-        if (total > DFM_MAX_PARTS) return DFM_ELIMIT;
+        if (total > DFM_MAX_PARTS)
+            return dfm__error(DFM_ELIMIT, "%s: more than %d parts after flattening", __func__,
+                              DFM_MAX_PARTS);
         nt += parts[i]->n_tokens;
         nr += parts[i]->n_reals;
-        if (nt > (size_t)INT32_MAX || nr > (size_t)INT32_MAX) return DFM_EOVERFLOW;
+        if (nt > (size_t)INT32_MAX || nr > (size_t)INT32_MAX)
+            return dfm__error(DFM_EOVERFLOW, "%s: more than 2^31 - 1 tokens or reals per row",
+                              __func__);
     }
     int st = alloc_space(out, mem);
     if (st) return st;
@@ -75,9 +85,9 @@ int dfm_space_create_product(dfm_space **out, const dfm_space *const *parts, siz
 
 int dfm_space_clone(dfm_space **out, const dfm_space *s, const dfm_allocator *mem)
 {
-    if (!out) return DFM_EINVAL;
+    if (!out) return dfm__null(__func__, "out");
     *out = NULL;
-    if (!s) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
     int st = alloc_space(out, mem);
     if (st) return st;
     dfm_allocator m = (*out)->mem;
@@ -106,8 +116,10 @@ size_t dfm_space_n_parts(const dfm_space *s) { return s ? s->n_parts : 0; }
 
 int dfm_space_part_info(const dfm_space *s, size_t part, dfm_space_part *info)
 {
-    if (!s || !info) return DFM_EINVAL;
-    if (part >= s->n_parts) return DFM_ERANGE;
+    if (!s || !info) return dfm__null(__func__, "s or info");
+    if (part >= s->n_parts)
+        return dfm__error(DFM_ERANGE, "%s: part %zu does not exist (%zu parts)", __func__, part,
+                          s->n_parts);
     *info = s->parts[part];
     return 0;
 }
@@ -120,7 +132,8 @@ int32_t dfm_space_token_vocab(const dfm_space *s, size_t j)
 
 int dfm_space_check_tokens(const dfm_space *s, const int32_t *tokens, size_t rows, size_t *bad)
 {
-    if (!s || (!tokens && rows && s->n_tokens)) return DFM_EINVAL;
+    if (!s) return dfm__null(__func__, "s");
+    if (!tokens && rows && s->n_tokens) return dfm__null(__func__, "tokens");
     /* Rows outer, parts in token order inner: the first bad token in flat order is reported. */
     for (size_t r = 0; r < rows; r++) {
         for (size_t p = 0; p < s->n_parts; p++) {
@@ -130,7 +143,9 @@ int dfm_space_check_tokens(const dfm_space *s, const int32_t *tokens, size_t row
             for (size_t j = 0; j < q->dim; j++) {
                 if (row[j] < 0 || row[j] >= q->vocab) {
                     if (bad) *bad = r * s->n_tokens + q->offset + j;
-                    return DFM_ERANGE;
+                    return dfm__error(DFM_ERANGE, "%s: tokens[row %zu][coord %zu] = %ld is "
+                                      "outside [0, %ld)", __func__, r, q->offset + j,
+                                      (long)row[j], (long)q->vocab);
                 }
             }
         }
