@@ -40,6 +40,27 @@ int main()
     CHECK(status_of([] { dfm::scheduler::polynomial(-1.0); }) == DFM_EINVAL);
     try { dfm::space::euclidean(0); CHECK(false); }
     catch (const dfm::error &e) { CHECK(e.status() == DFM_EINVAL); CHECK(std::strlen(e.what()) > 0); }
+    // creation errors carry libdfm's reason (dfm_last_error)
+    try { dfm::space::discrete(1, 8); CHECK(false); }
+    catch (const dfm::error &e) {
+        CHECK(e.message().find("vocab must be in [2, ") != std::string::npos);
+        CHECK(std::string(e.what()).find("got 1") != std::string::npos);
+    }
+    // the mask token defaults to V - 1: at t = 0 every token of x_t is the mask
+    {
+        dfm::path pm = dfm::path::mixture(dfm::space::discrete(5, 3), dfm::scheduler::condot(),
+                                          DFM_SOURCE_MASK);
+        double t0[1] = {0.0};
+        int32_t x1[3] = {0, 1, 2}, xt[3] = {-1, -1, -1};
+        dfm_path_sample_args pa;
+        std::memset(&pa, 0, sizeof pa);
+        pa.rows = 1;
+        pa.t = t0;
+        pa.x1_tokens = x1;
+        pa.xt_tokens = xt;
+        pm.sample(pa);
+        CHECK(xt[0] == 4 && xt[1] == 4 && xt[2] == 4);
+    }
 
     // move-only handles
     dfm::space a = dfm::space::discrete(4, 2);

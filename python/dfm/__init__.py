@@ -18,7 +18,7 @@ except ImportError as _e:
 from . import _lib
 from ._version import __version__
 from .constants import *  # noqa: F401,F403 -- OK, EINVAL, ..., METHOD_EXACT, PARAM_LOGITS ...
-from .errors import DfmError, strerror
+from .errors import DfmError, last_error, strerror
 from .handles import (Generator, Loss, LossResult, Path, PathSample, RunResult, Sampler,
                       SchedValues, Scheduler, Space, SpacePart)
 from ._util import ModelInfo

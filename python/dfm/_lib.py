@@ -344,6 +344,7 @@ _PROTOS = {
     "dfm_version_number": (c_uint, []),
     "dfm_version_string": (c_char_p, []),
     "dfm_strerror": (c_char_p, [c_int]),
+    "dfm_last_error": (c_char_p, []),
     "dfm_status_count": (c_int, []),
     "dfm_max_threads": (c_int, []),
     # rng

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _lib
 from . import constants as _C
-from .errors import DfmError
+from .errors import DfmError, last_error
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -377,6 +377,10 @@ def scalar_callback(fn, cfunctype, name):
 def raise_error(status, function, message="", callbacks=(), callback_status=0):
     """Raises for a nonzero status: the original exception of a failed Python callback (chained
     from the DfmError carrying libdfm's status and message), else the DfmError itself."""
+    if not message and function:
+        message = last_error()  # calls without a handle: read at once, on this thread
+        if message.startswith(function + ": "):
+            message = message[len(function) + 2:]
     err = DfmError(status, message, function, callback_status)
     orig = None
     for cb in callbacks:

@@ -6,6 +6,11 @@ _NAMES = {getattr(C, n): n for n in ("OK", "EINVAL", "ENOMEM", "EOVERFLOW", "ECA
                                      "ERANGE", "EUNSUPPORTED", "ESTOPPED", "ESTATE", "ELIMIT")}
 
 
+def last_error():
+    """The message of the last libdfm call that failed on this thread (dfm_last_error)."""
+    return _lib.lib.dfm_last_error().decode("utf-8", "replace")
+
+
 def strerror(status):
     """libdfm's static description of a status code ("unknown status code" for others)."""
     return _lib.lib.dfm_strerror(int(status)).decode("utf-8", "replace")
@@ -15,7 +20,8 @@ class DfmError(Exception):
     """A libdfm call failed.
 
     Attributes: status (the DFM_E* code, e.g. dfm.EINVAL), name ("EINVAL"), message (the
-    handle's dfm_*_last_error text, or dfm_strerror(status) when the call has no handle),
+    handle's dfm_*_last_error text, or dfm_last_error() when the call has no handle: the reason
+    a creation failed),
     function (the C function that failed), callback_status (the raw value a failing host
     callback returned, when known)."""
 

@@ -345,3 +345,26 @@ class TestPythonSide(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertEqual(len(got), 9)
         self.assertTrue(all(np.array_equal(g, want) for g in got))
+
+
+class TestCreationReasons(unittest.TestCase):
+    """Calls without a handle raise with dfm_last_error()'s reason, not only the status text."""
+
+    def test_creation_errors_name_the_reason(self):
+        with self.assertRaises(dfm.DfmError) as cm:
+            dfm.Space.discrete(1, 8)
+        self.assertEqual(cm.exception.status, dfm.EINVAL)
+        self.assertIn("vocab must be in [2, ", str(cm.exception))
+        self.assertIn("got 1", cm.exception.message)
+        space = dfm.Space.discrete(V, D)
+        with self.assertRaises(dfm.DfmError) as cm:
+            dfm.Path.mixture(space, dfm.Scheduler.condot(), np.array([0.5, 0.5, 0.25, 0.25]))
+        self.assertIn("p0 sums to 1.5", cm.exception.message)
+        with self.assertRaises(dfm.DfmError) as cm:
+            dfm.Sampler(s_gen(), "midpoint")
+        self.assertEqual(cm.exception.status, dfm.EUNSUPPORTED)
+        self.assertIn("has no method 3 (DFM_METHOD_MIDPOINT)", cm.exception.message)
+        with self.assertRaises(dfm.DfmError) as cm:
+            dfm.time_sample(3, 0, eps=1.0)
+        self.assertIn("eps must be in [0, 1), got 1", cm.exception.message)
+        self.assertEqual(dfm.last_error(), "dfm_time_sample: eps must be in [0, 1), got 1")

@@ -417,13 +417,16 @@ static const char *param_name(int p)
     return p >= 1 && p <= DFM_PARAM_MIXED ? n[p] : n[0];
 }
 
+#define LAST_METHOD DFM_METHOD_THETA_TRAPEZOIDAL
+
 static const char *method_name(int m)
 {
     static const char *const n[] = {"an unknown method", "DFM_METHOD_EXACT", "DFM_METHOD_EULER",
                                     "DFM_METHOD_MIDPOINT", "DFM_METHOD_RK4", "DFM_METHOD_DOPRI5",
                                     "DFM_METHOD_EULER_MARUYAMA", "DFM_METHOD_UNIFORMIZATION",
-                                    "DFM_METHOD_GILLESPIE", "DFM_METHOD_TAU_LEAPING"};
-    return m >= 1 && m <= DFM_METHOD_TAU_LEAPING ? n[m] : n[0];
+                                    "DFM_METHOD_GILLESPIE", "DFM_METHOD_TAU_LEAPING",
+                                    "DFM_METHOD_THETA_TRAPEZOIDAL"};
+    return m >= 1 && m <= LAST_METHOD ? n[m] : n[0];
 }
 
 /* The message of a method the generator does not offer: the methods it does offer, found by
@@ -432,7 +435,7 @@ static void no_method(dfm_sampler *s, const dfm_generator *g, int method)
 {
     char list[160] = "";
     size_t len = 0;
-    for (int m = 1; m <= DFM_METHOD_TAU_LEAPING; m++) {
+    for (int m = 1; m <= LAST_METHOD; m++) {
         if (s->ops && s->ops->destroy) s->ops->destroy(s);
         s->ops = NULL;
         s->impl = NULL;
