@@ -39,8 +39,8 @@ int dfm__mem_init(dfm_allocator *dst, const dfm_allocator *src)
         return 0;
     }
     if (src->alloc == NULL || src->free == NULL)
-        return dfm__error(DFM_EINVAL, "the allocator needs both alloc and free (or pass NULL "
-                          "for malloc/free)");
+        return dfm__error(DFM_EINVAL, "the allocator needs both alloc and free; pass NULL "
+                          "for malloc/free");
     *dst = *src;
     return 0;
 }
