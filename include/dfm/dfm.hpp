@@ -676,7 +676,7 @@ public:
     trainer(const path &p, const loss &l)
     {
         dfm_trainer *t = nullptr;
-        detail::check(dfm_trainer_create(&t, p.get(), l.get(), nullptr), "trainer");
+        detail::check_new(dfm_trainer_create(&t, p.get(), l.get(), nullptr), "trainer");
         h_ = detail::handle<dfm_trainer, dfm_trainer_free>(t);
     }
     void set_int(int option, int64_t v)

@@ -727,7 +727,7 @@ static int rk_drift(dfm_sampler *s, const dfm_run_args *a, gs_work *w, double tt
         if ((st = cont_coefs(s, &c, tt, clamped))) break;
         dfm__parallel_for(&s->b, s->b.nthreads, rows, cont_rows, &c);
         for (int q = 0; q < w->nth && !st; q++)
-            if (w->errs[q].code && !(st = unwritten(s, w->out0, w->out1, rows, w->errs[q].row)))
+            if (w->errs[q].code && !(st = unwritten(s, w->out[0], w->out[1], rows, w->errs[q].row)))
                 st = dfm__fail(&s->b, w->errs[q].code,
                                "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
                                "NaN/Inf", b, tt, w->errs[q].row, w->errs[q].coord);
@@ -804,7 +804,7 @@ static int step_block(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t 
     }
     for (int q = 0; q < w->nth; q++) {
         if (w->errs[q].code && !st &&
-            !(st = unwritten(s, w->out0, w->out1, a->rows, w->errs[q].row)))
+            !(st = unwritten(s, w->out[0], w->out[1], a->rows, w->errs[q].row)))
             st = dfm__fail(&s->b, w->errs[q].code,
                            "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
                            "NaN/Inf, all -Inf logits or negative rates", b, t, w->errs[q].row,

@@ -466,10 +466,9 @@ static int gml_velocity_row(dfm_loss *l, size_t r, const float *o, const float *
                             double *vals, double *total)
 {
     for (size_t j = 0; j < l->out_stride; j++) {
-                    if (dfm__fail_unwritten(&l->b, "model", a->out, rows, S, 1, r, j, j + 1, r)) {
-                        st = DFM_ENUMERIC;
-                        break;
-                    }
+        if (!isfinite(o[j]) && dfm__fail_unwritten(&l->b, "model", o, 1, l->out_stride, 1, 0, j,
+                                                    j + 1, r))
+            return DFM_ENUMERIC;
         if (!isfinite(o[j]) || !isfinite(tg[j]))
             return dfm__fail(&l->b, DFM_ENUMERIC, "%s[row %zu][coord %zu] is not finite",
                              isfinite(o[j]) ? "target" : "out", r, j);
@@ -496,13 +495,6 @@ static int gml_rates_row(dfm_loss *l, const dfm_loss_args *a, size_t r, const fl
         if (a->fixed && a->fixed[r * nt + i]) { off += V; continue; }
         size_t m = 0;
         for (size_t y = 0; y < V; y++) {
-            if (bst && (dfm__fail_unwritten(&l->b, "model", a->out, rows, S, 1, r, off,
-                                            off + (size_t)x, r) ||
-                        dfm__fail_unwritten(&l->b, "model", a->out, rows, S, 1, r,
-                                            off + (size_t)x + 1, off + V, r))) {
-                st = DFM_ENUMERIC;
-                break;
-            }
             if ((int32_t)y == x) continue;
             ab[m] = tg[off + y];
             bb[m] = o[off + y];
@@ -510,6 +502,11 @@ static int gml_rates_row(dfm_loss *l, const dfm_loss_args *a, size_t r, const fl
         }
         double v;
         int bst = dfm_bregman_rates(ab, bb, m, &v, gb);
+        if (bst && (dfm__fail_unwritten(&l->b, "model", o, 1, l->out_stride, 1, 0, off,
+                                        off + (size_t)x, r) ||
+                    dfm__fail_unwritten(&l->b, "model", o, 1, l->out_stride, 1, 0,
+                                        off + (size_t)x + 1, off + V, r)))
+            return DFM_ENUMERIC;
         if (bst)
             return dfm__fail(&l->b, bst, "row %zu, coord %zu: invalid rates (target and model "
                              "rates must be finite and >= 0, model > 0 where the target is)",
