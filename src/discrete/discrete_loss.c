@@ -468,7 +468,28 @@ static double elbo_source_term(double k0, double p0b)
     return v;
 }
 
-static int elbo_run(dfm_loss *l, const dfm_elbo_args *a)
+/* One ELBO call: the path's pieces, the per-row accumulators and one chunk's buffers. */
+typedef struct elbo_ctx {
+    dfm_loss *l;
+    const dfm_elbo_args *a;
+    const dfm_path *p;
+    const dfm__mixture *mx;
+    size_t d, V, n, chunk;    /* n = rows x d; chunk: rows per model call */
+    double k0;                /* kappa_0 */
+    int use_kappa;            /* draw kappa (the scheduler has an inverse), else t */
+    double *mean, *m2, *src;  /* rows: Welford mean and M2 of the n_t terms, source term */
+    double *tt, *c, *rowsum;  /* chunk: times given to the model, weights, row sums */
+    size_t *bad;              /* chunk (dl_eval) */
+    int *bad_what;            /* chunk (dl_eval) */
+    double *vals;             /* chunk x d */
+    int32_t *xt;              /* chunk x d */
+    float *outb;              /* chunk x d x V logits */
+    float *scr;               /* nthreads x V */
+    double *cdf;              /* custom source: cumulative p0 */
+} elbo_ctx;
+
+/* Arguments, sizes and tokens; fills E's path pieces. rows = 0 is valid (nothing to do). */
+static int elbo_check_args(dfm_loss *l, const dfm_elbo_args *a, elbo_ctx *E)
 {
     if (l->ops != &gkl_ops)
         return dfm__fail(&l->b, DFM_EUNSUPPORTED, "the ELBO needs a generalized-KL loss handle");
@@ -483,217 +504,294 @@ static int elbo_run(dfm_loss *l, const dfm_elbo_args *a)
     if (!a->nelbo) return dfm__fail(&l->b, DFM_EINVAL, "args->nelbo is NULL");
 
     dl_impl *im = (dl_impl *)l->impl;
-    const dfm_path *p = im->path;
-    const dfm__mixture *mx = dfm__mixture_of(p);
-    const size_t d = p->space.n_tokens, V = (size_t)mx->vocab;
-    size_t n, kd;
-    if (dfm__mul(rows, d, &n)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x d overflows");
-    if (dfm__mul(a->n_t, d, &kd) || kd > UINT32_MAX)
+    E->l = l;
+    E->a = a;
+    E->p = im->path;
+    E->mx = dfm__mixture_of(E->p);
+    E->d = E->p->space.n_tokens;
+    E->V = (size_t)E->mx->vocab;
+    size_t kd;
+    if (dfm__mul(rows, E->d, &E->n)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x d overflows");
+    if (dfm__mul(a->n_t, E->d, &kd) || kd > UINT32_MAX)
         return dfm__fail(&l->b, DFM_ELIMIT, "n_t x d must stay below 2^32");
-    int st = dl_check_tokens(l, a->x1_tokens, n, d, mx->vocab, "x1_tokens");
-    if (st) return st;
+    return dl_check_tokens(l, a->x1_tokens, E->n, E->d, E->mx->vocab, "x1_tokens");
+}
 
-    /* Source term (0 when kappa_0 = 0). */
+/* kappa_0 (the source term is 0 when it is 0), and whether to sample in kappa: when the
+ * scheduler has an inverse (finite variance), else in t. */
+static int elbo_kappa0(elbo_ctx *E)
+{
+    dfm_loss *l = E->l;
+    const dfm_path *p = E->p;
     dfm_sched_values v0;
     int raw = 0;
-    st = dfm__sched_eval(&p->sched, 0.0, &v0, &raw);
+    int st = dfm__sched_eval(&p->sched, 0.0, &v0, &raw);
     if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler");
     if (st) return dfm__fail(&l->b, st, "scheduler evaluation failed at t = 0");
     const double k0 = v0.alpha;
     if (!(k0 >= 0.0 && k0 < 1.0))
         return dfm__fail(&l->b, DFM_ENUMERIC, "kappa_0 = %g is outside [0, 1)", k0);
-    if (k0 > 0.0 && mx->source == DFM_SOURCE_MASK)
+    if (k0 > 0.0 && E->mx->source == DFM_SOURCE_MASK)
         return dfm__fail(&l->b, DFM_EUNSUPPORTED,
                          "kappa_0 = %g > 0 with the mask source: the bound is infinite", k0);
-
-    /* Sample in kappa when the scheduler has an inverse (finite variance), else in t. */
+    E->k0 = k0;
     double tprobe;
     raw = 0;
     st = dfm__sched_kappa_inverse(&p->sched, 0.5 * (1.0 + k0), &tprobe, &raw);
     if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
-    const int use_kappa = st != DFM_EUNSUPPORTED;
-    st = 0;
+    E->use_kappa = st != DFM_EUNSUPPORTED;
+    return 0;
+}
 
+/* Scratch for rows and one chunk (and the custom source's CDF). */
+static int elbo_alloc(elbo_ctx *E)
+{
+    dfm_loss *l = E->l;
     const dfm_allocator *m = &l->b.mem;
-    size_t chunk = a->chunk_rows && a->chunk_rows < rows ? a->chunk_rows : rows;
+    const size_t rows = E->a->rows, V = E->V;
+    size_t chunk = E->a->chunk_rows && E->a->chunk_rows < rows ? E->a->chunk_rows : rows;
     size_t cn, cout;
-    if (dfm__mul(chunk, d, &cn) || dfm__mul(cn, V, &cout))
+    if (dfm__mul(chunk, E->d, &cn) || dfm__mul(cn, V, &cout))
         return dfm__fail(&l->b, DFM_EOVERFLOW, "chunk_rows x d x V overflows");
+    E->chunk = chunk;
     int nt = dfm__parallel_width(l->b.nthreads, chunk);
-    double *mean = (double *)dfm__calloc(m, rows, sizeof(double));
-    double *m2 = (double *)dfm__calloc(m, rows, sizeof(double));
-    double *src = (double *)dfm__calloc(m, rows, sizeof(double));
-    double *tt = (double *)dfm__calloc(m, chunk, sizeof(double));
-    double *c = (double *)dfm__calloc(m, chunk, sizeof(double));
-    double *rowsum = (double *)dfm__calloc(m, chunk, sizeof(double));
-    size_t *bad = (size_t *)dfm__calloc(m, chunk, sizeof(size_t));
-    int *bad_what = (int *)dfm__calloc(m, chunk, sizeof(int));
-    double *vals = (double *)dfm__calloc(m, cn, sizeof(double));
-    int32_t *xt = (int32_t *)dfm__calloc(m, cn, sizeof(int32_t));
-    float *outb = (float *)dfm__calloc(m, cout, sizeof(float));
-    float *scr = (float *)dfm__calloc(m, (size_t)nt, V * sizeof(float));
-    double *cdf = mx->source == DFM_SOURCE_CUSTOM ? (double *)dfm__calloc(m, V, sizeof(double))
-                                                   : NULL;
-    if (!mean || !m2 || !src || !tt || !c || !rowsum || !bad || !bad_what || !vals || !xt ||
-        !outb || !scr || (mx->source == DFM_SOURCE_CUSTOM && !cdf)) {
-        st = dfm__fail(&l->b, DFM_ENOMEM, "out of memory for ELBO scratch");
-        goto done;
-    }
-    if (cdf) {
+    int custom = E->mx->source == DFM_SOURCE_CUSTOM;
+    E->mean = (double *)dfm__calloc(m, rows, sizeof(double));
+    E->m2 = (double *)dfm__calloc(m, rows, sizeof(double));
+    E->src = (double *)dfm__calloc(m, rows, sizeof(double));
+    E->tt = (double *)dfm__calloc(m, chunk, sizeof(double));
+    E->c = (double *)dfm__calloc(m, chunk, sizeof(double));
+    E->rowsum = (double *)dfm__calloc(m, chunk, sizeof(double));
+    E->bad = (size_t *)dfm__calloc(m, chunk, sizeof(size_t));
+    E->bad_what = (int *)dfm__calloc(m, chunk, sizeof(int));
+    E->vals = (double *)dfm__calloc(m, cn, sizeof(double));
+    E->xt = (int32_t *)dfm__calloc(m, cn, sizeof(int32_t));
+    E->outb = (float *)dfm__calloc(m, cout, sizeof(float));
+    E->scr = (float *)dfm__calloc(m, (size_t)nt, V * sizeof(float));
+    E->cdf = custom ? (double *)dfm__calloc(m, V, sizeof(double)) : NULL;
+    if (!E->mean || !E->m2 || !E->src || !E->tt || !E->c || !E->rowsum || !E->bad ||
+        !E->bad_what || !E->vals || !E->xt || !E->outb || !E->scr || (custom && !E->cdf))
+        return dfm__fail(&l->b, DFM_ENOMEM, "out of memory for ELBO scratch");
+    if (E->cdf) {
         double acc = 0.0;
-        for (size_t j = 0; j < V; j++) { acc += mx->p0[j]; cdf[j] = acc; }
+        for (size_t j = 0; j < V; j++) { acc += E->mx->p0[j]; E->cdf[j] = acc; }
     }
-    if (k0 > 0.0) {
-        for (size_t k = 0; k < n && !st; k++) {
-            if (a->fixed && a->fixed[k]) continue;
-            int32_t b = a->x1_tokens[k];
-            double pb = mx->source == DFM_SOURCE_UNIFORM ? 1.0 / (double)V : mx->p0[b];
-            if (!(pb > 0.0))
-                st = dfm__fail(&l->b, DFM_EUNSUPPORTED,
-                               "x1[%zu][%zu] = %d has p0 = 0 and kappa_0 > 0: the bound is "
-                               "infinite", k / d, k % d, (int)b);
-            else
-                src[k / d] += elbo_source_term(k0, pb);
-        }
-        if (st) goto done;
+    return 0;
+}
+
+static void elbo_free(elbo_ctx *E)
+{
+    if (!E->l) return;
+    const dfm_allocator *m = &E->l->b.mem;
+    dfm__free(m, E->mean);
+    dfm__free(m, E->m2);
+    dfm__free(m, E->src);
+    dfm__free(m, E->tt);
+    dfm__free(m, E->c);
+    dfm__free(m, E->rowsum);
+    dfm__free(m, E->bad);
+    dfm__free(m, E->bad_what);
+    dfm__free(m, E->vals);
+    dfm__free(m, E->xt);
+    dfm__free(m, E->outb);
+    dfm__free(m, E->scr);
+    dfm__free(m, E->cdf);
+}
+
+/* Source term KL(p_0(.|x1) || p0) per row, summed over the free coordinates (kappa_0 > 0). */
+static int elbo_source_terms(elbo_ctx *E)
+{
+    const dfm_elbo_args *a = E->a;
+    const dfm__mixture *mx = E->mx;
+    const size_t d = E->d;
+    if (!(E->k0 > 0.0)) return 0;
+    for (size_t k = 0; k < E->n; k++) {
+        if (a->fixed && a->fixed[k]) continue;
+        int32_t b = a->x1_tokens[k];
+        double pb = mx->source == DFM_SOURCE_UNIFORM ? 1.0 / (double)E->V : mx->p0[b];
+        if (!(pb > 0.0))
+            return dfm__fail(&E->l->b, DFM_EUNSUPPORTED,
+                             "x1[%zu][%zu] = %d has p0 = 0 and kappa_0 > 0: the bound is "
+                             "infinite", k / d, k % d, (int)b);
+        E->src[k / d] += elbo_source_term(E->k0, pb);
     }
+    return 0;
+}
 
-    for (size_t r0 = 0; r0 < rows; r0 += chunk) {
-        size_t nr = rows - r0 < chunk ? rows - r0 : chunk;
-        const int32_t *x1 = a->x1_tokens + r0 * d;
-        const uint8_t *fx = a->fixed ? a->fixed + r0 * d : NULL;
-        for (size_t k = 0; k < a->n_t; k++) {
-            /* Stratified draws of kappa (or of t without kappa^{-1}) and x_t ~ p_t(. | x1). */
-            for (size_t r = 0; r < nr && !st; r++) {
-                uint64_t g = (uint64_t)(a->row_offset + r0 + r);
-                double u = dfm__uniform(l->b.seed, STREAM_ELBO_T, g, (uint32_t)k, a->draw);
-                double vv = ((double)k + u) / (double)a->n_t;
-                double om; /* 1 - kappa, computed without cancellation */
-                if (use_kappa) {
-                    /* kappa = 1 - (1 - kappa_0) s^2, s = 1 - v: density 1/(2 sqrt((1-k0)(1-kappa)))
-                     * on [kappa_0, 1); the integrand kappa'/(1-kappa) E[h] dt becomes E[h] dkappa /
-                     * (1 - kappa), so each draw contributes (2 / s) sum_i h_i. */
-                    double sv = 1.0 - vv;
-                    if (sv < DBL_EPSILON) sv = DBL_EPSILON;
-                    om = (1.0 - k0) * sv * sv;
-                    double t;
-                    raw = 0;
-                    st = dfm__sched_kappa_inverse(&p->sched, 1.0 - om, &t, &raw);
-                    if (st == DFM_ECALLBACK) {
-                        st = dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
-                        break;
-                    }
-                    if (st || !(t >= 0.0 && t <= 1.0)) {
-                        st = dfm__fail(&l->b, DFM_ENUMERIC, "kappa^{-1}(%g) failed", 1.0 - om);
-                        break;
-                    }
-                    tt[r] = t;
-                    c[r] = 2.0 / sv;
-                } else {
-                    double t = vv < 1.0 ? vv : 1.0 - DBL_EPSILON / 2.0;
-                    tt[r] = t;
-                    st = dl_coef(l, p, t, r0 + r, &c[r]);
-                    if (st) break;
-                    dfm_sched_values v;
-                    raw = 0;
-                    st = dfm__sched_eval(&p->sched, t, &v, &raw); /* a host callback may fail */
-                    if (st == DFM_ECALLBACK) {
-                        st = dfm__fail_callback(&l->b, raw, "scheduler callback");
-                        break;
-                    }
-                    if (st) {
-                        st = dfm__fail(&l->b, st, "scheduler evaluation failed at t = %g", t);
-                        break;
-                    }
-                    om = 1.0 - v.alpha;
-                }
-                for (size_t i = 0; i < d; i++) {
-                    size_t q = r * d + i;
-                    if (fx && fx[q]) { xt[q] = x1[q]; continue; }
-                    uint32_t w[4];
-                    dfm__rng_block(l->b.seed, STREAM_ELBO_X, g, (uint32_t)(k * d + i), a->draw, w);
-                    double u1 = dfm__u53(w[0], w[1]), u2 = dfm__u53(w[2], w[3]);
-                    if (u1 >= om) { xt[q] = x1[q]; continue; }
-                    if (mx->source == DFM_SOURCE_MASK) {
-                        xt[q] = mx->mask;
-                    } else if (mx->source == DFM_SOURCE_UNIFORM) {
-                        size_t j = (size_t)(u2 * (double)V);
-                        xt[q] = (int32_t)(j < V ? j : V - 1);
-                    } else {
-                        double target = u2 * cdf[V - 1];
-                        size_t lo = 0, hi = V - 1;
-                        while (lo < hi) {
-                            size_t mid = lo + (hi - lo) / 2;
-                            if (cdf[mid] > target) hi = mid; else lo = mid + 1;
-                        }
-                        while (lo > 0 && mx->p0[lo] <= 0.0) lo--; /* rounding at the top */
-                        xt[q] = (int32_t)lo;
-                    }
-                }
-            }
-            if (st) goto done;
-            dfm_model_io io;
-            memset(&io, 0, sizeof io);
-            io.struct_size = sizeof io;
-            io.rows = nr;
-            io.row_offset = a->row_offset + r0;
-            io.t = tt;
-            io.tokens = xt;
-            io.n_tokens = d;
-            io.out = outb;
-            io.out_stride = l->out_stride;
-            io.branch = DFM_BRANCH_MAIN;
-            io.step = -1;
-            dfm__out_prefill(outb, nr * l->out_stride, V);
-            int rc = a->model(&io, a->user_data);
-            if (rc) { st = dfm__fail_callback(&l->b, rc, "model callback"); goto done; }
-            if ((st = dfm__callback_freed())) goto done;
+/* Draw k of chunk row r (global row g): the stratified kappa (or t without kappa^{-1}), the time
+ * tt[r] the model sees, the weight c[r], and 1 - kappa in *om (computed without cancellation). */
+static int elbo_draw_time(elbo_ctx *E, size_t r0, size_t r, uint64_t g, size_t k, double *om)
+{
+    dfm_loss *l = E->l;
+    const dfm_elbo_args *a = E->a;
+    const dfm_path *p = E->p;
+    int raw;
+    double u = dfm__uniform(l->b.seed, STREAM_ELBO_T, g, (uint32_t)k, a->draw);
+    double vv = ((double)k + u) / (double)a->n_t;
+    if (E->use_kappa) {
+        /* kappa = 1 - (1 - kappa_0) s^2, s = 1 - v: density 1/(2 sqrt((1-k0)(1-kappa)))
+         * on [kappa_0, 1); the integrand kappa'/(1-kappa) E[h] dt becomes E[h] dkappa /
+         * (1 - kappa), so each draw contributes (2 / s) sum_i h_i. */
+        double sv = 1.0 - vv;
+        if (sv < DBL_EPSILON) sv = DBL_EPSILON;
+        *om = (1.0 - E->k0) * sv * sv;
+        double t;
+        raw = 0;
+        int st = dfm__sched_kappa_inverse(&p->sched, 1.0 - *om, &t, &raw);
+        if (st == DFM_ECALLBACK)
+            return dfm__fail_callback(&l->b, raw, "scheduler inverse callback");
+        if (st || !(t >= 0.0 && t <= 1.0))
+            return dfm__fail(&l->b, DFM_ENUMERIC, "kappa^{-1}(%g) failed", 1.0 - *om);
+        E->tt[r] = t;
+        E->c[r] = 2.0 / sv;
+        return 0;
+    }
+    double t = vv < 1.0 ? vv : 1.0 - DBL_EPSILON / 2.0;
+    E->tt[r] = t;
+    int st = dl_coef(l, p, t, r0 + r, &E->c[r]);
+    if (st) return st;
+    dfm_sched_values v;
+    raw = 0;
+    st = dfm__sched_eval(&p->sched, t, &v, &raw); /* a host callback may fail */
+    if (st == DFM_ECALLBACK) return dfm__fail_callback(&l->b, raw, "scheduler callback");
+    if (st) return dfm__fail(&l->b, st, "scheduler evaluation failed at t = %g", t);
+    *om = 1.0 - v.alpha;
+    return 0;
+}
 
-            dl_eval e;
-            memset(&e, 0, sizeof e);
-            e.out = outb;
-            e.x1 = x1;
-            e.xt = xt;
-            e.fixed = fx;
-            e.d = d;
-            e.stride = l->out_stride;
-            e.V = (int32_t)V;
-            e.gkl = 1;
-            e.c = c;
-            e.w = 1.0;
-            e.vals = vals;
-            e.rowsum = rowsum;
-            e.bad = bad;
-            e.bad_what = bad_what;
-            e.scratch = scr;
-            st = dl_run(l, &e, nr, a->row_offset + r0, 0);
-            if (st) goto done;
-            for (size_t r = 0; r < nr; r++) { /* Welford over the n_t terms */
-                double x = rowsum[r], delta = x - mean[r0 + r];
-                mean[r0 + r] += delta / (double)(k + 1);
-                m2[r0 + r] += delta * (x - mean[r0 + r]);
+/* x_t ~ p_t(.|x1) for chunk row r: each free coordinate keeps x1 with probability kappa, else
+ * takes a source draw (mask token, uniform, or inverse CDF of a custom p0). */
+static void elbo_draw_xt(elbo_ctx *E, const int32_t *x1, const uint8_t *fx, size_t r, uint64_t g,
+                         size_t k, double om)
+{
+    const dfm__mixture *mx = E->mx;
+    const size_t d = E->d, V = E->V;
+    const double *cdf = E->cdf;
+    int32_t *xt = E->xt;
+    for (size_t i = 0; i < d; i++) {
+        size_t q = r * d + i;
+        if (fx && fx[q]) { xt[q] = x1[q]; continue; }
+        uint32_t w[4];
+        dfm__rng_block(E->l->b.seed, STREAM_ELBO_X, g, (uint32_t)(k * d + i), E->a->draw, w);
+        double u1 = dfm__u53(w[0], w[1]), u2 = dfm__u53(w[2], w[3]);
+        if (u1 >= om) { xt[q] = x1[q]; continue; }
+        if (mx->source == DFM_SOURCE_MASK) {
+            xt[q] = mx->mask;
+        } else if (mx->source == DFM_SOURCE_UNIFORM) {
+            size_t j = (size_t)(u2 * (double)V);
+            xt[q] = (int32_t)(j < V ? j : V - 1);
+        } else {
+            double target = u2 * cdf[V - 1];
+            size_t lo = 0, hi = V - 1;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (cdf[mid] > target) hi = mid; else lo = mid + 1;
             }
+            while (lo > 0 && mx->p0[lo] <= 0.0) lo--; /* rounding at the top */
+            xt[q] = (int32_t)lo;
         }
     }
-    for (size_t r = 0; r < rows; r++) a->nelbo[r] = mean[r] + src[r];
+}
+
+/* The model's posterior logits at (tt, xt) for the nr rows of the chunk at r0. */
+static int elbo_call_model(elbo_ctx *E, size_t r0, size_t nr)
+{
+    dfm_loss *l = E->l;
+    dfm_model_io io;
+    memset(&io, 0, sizeof io);
+    io.struct_size = sizeof io;
+    io.rows = nr;
+    io.row_offset = E->a->row_offset + r0;
+    io.t = E->tt;
+    io.tokens = E->xt;
+    io.n_tokens = E->d;
+    io.out = E->outb;
+    io.out_stride = l->out_stride;
+    io.branch = DFM_BRANCH_MAIN;
+    io.step = -1;
+    dfm__out_prefill(E->outb, nr * l->out_stride, E->V);
+    int rc = E->a->model(&io, E->a->user_data);
+    if (rc) return dfm__fail_callback(&l->b, rc, "model callback");
+    return dfm__callback_freed();
+}
+
+/* Row sums of the weighted generalized-KL terms of draw k, folded into the running mean and M2
+ * (Welford over the n_t terms). */
+static int elbo_add_terms(elbo_ctx *E, size_t r0, size_t nr, size_t k)
+{
+    const size_t d = E->d;
+    dl_eval e;
+    memset(&e, 0, sizeof e);
+    e.out = E->outb;
+    e.x1 = E->a->x1_tokens + r0 * d;
+    e.xt = E->xt;
+    e.fixed = E->a->fixed ? E->a->fixed + r0 * d : NULL;
+    e.d = d;
+    e.stride = E->l->out_stride;
+    e.V = (int32_t)E->V;
+    e.gkl = 1;
+    e.c = E->c;
+    e.w = 1.0;
+    e.vals = E->vals;
+    e.rowsum = E->rowsum;
+    e.bad = E->bad;
+    e.bad_what = E->bad_what;
+    e.scratch = E->scr;
+    int st = dl_run(E->l, &e, nr, E->a->row_offset + r0, 0);
+    if (st) return st;
+    double *mean = E->mean + r0, *m2 = E->m2 + r0;
+    for (size_t r = 0; r < nr; r++) {
+        double x = E->rowsum[r], delta = x - mean[r];
+        mean[r] += delta / (double)(k + 1);
+        m2[r] += delta * (x - mean[r]);
+    }
+    return 0;
+}
+
+/* Draw k for the chunk of nr rows at r0: times and x_t of every row, the model, the terms. */
+static int elbo_chunk_draw(elbo_ctx *E, size_t r0, size_t nr, size_t k)
+{
+    const size_t d = E->d;
+    const int32_t *x1 = E->a->x1_tokens + r0 * d;
+    const uint8_t *fx = E->a->fixed ? E->a->fixed + r0 * d : NULL;
+    for (size_t r = 0; r < nr; r++) {
+        uint64_t g = (uint64_t)(E->a->row_offset + r0 + r);
+        double om = 0.0; /* set by elbo_draw_time on success */
+        int st = elbo_draw_time(E, r0, r, g, k, &om);
+        if (st) return st;
+        elbo_draw_xt(E, x1, fx, r, g, k, om);
+    }
+    int st = elbo_call_model(E, r0, nr);
+    if (!st) st = elbo_add_terms(E, r0, nr, k);
+    return st;
+}
+
+/* Negative ELBO = source term + mean of the n_t draws; standard error from their spread. */
+static void elbo_write(const elbo_ctx *E)
+{
+    const dfm_elbo_args *a = E->a;
+    for (size_t r = 0; r < a->rows; r++) a->nelbo[r] = E->mean[r] + E->src[r];
     if (a->std_error)
-        for (size_t r = 0; r < rows; r++)
+        for (size_t r = 0; r < a->rows; r++)
             a->std_error[r] = a->n_t > 1
-                ? sqrt(m2[r] / ((double)(a->n_t - 1) * (double)a->n_t)) : NAN;
-done:
-    dfm__free(m, mean);
-    dfm__free(m, m2);
-    dfm__free(m, src);
-    dfm__free(m, tt);
-    dfm__free(m, c);
-    dfm__free(m, rowsum);
-    dfm__free(m, bad);
-    dfm__free(m, bad_what);
-    dfm__free(m, vals);
-    dfm__free(m, xt);
-    dfm__free(m, outb);
-    dfm__free(m, scr);
-    dfm__free(m, cdf);
+                ? sqrt(E->m2[r] / ((double)(a->n_t - 1) * (double)a->n_t)) : NAN;
+}
+
+static int elbo_run(dfm_loss *l, const dfm_elbo_args *a)
+{
+    elbo_ctx E;
+    memset(&E, 0, sizeof E);
+    int st = elbo_check_args(l, a, &E);
+    if (st || a->rows == 0) return st;
+    if ((st = elbo_kappa0(&E))) return st;
+    st = elbo_alloc(&E);
+    if (!st) st = elbo_source_terms(&E);
+    for (size_t r0 = 0; r0 < a->rows && !st; r0 += E.chunk) {
+        size_t nr = a->rows - r0 < E.chunk ? a->rows - r0 : E.chunk;
+        for (size_t k = 0; k < a->n_t && !st; k++) st = elbo_chunk_draw(&E, r0, nr, k);
+    }
+    if (!st) elbo_write(&E);
+    elbo_free(&E);
     return st;
 }
 
