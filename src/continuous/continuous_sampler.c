@@ -537,48 +537,100 @@ static double rms(const double *v, size_t n)
     return n ? sqrt(a / (double)n) : 0.0;
 }
 
+/* Hairer's starting step (Solving ODEs I, II.4), from y and k[0] = f(t0, y); uses k[1]. */
+static int dopri5_first_step(ode *o, work *wk, const csamp *cs, double t0, double dir,
+                             double span, double *h_out)
+{
+    size_t n = o->rows * o->w;
+    int st;
+    double d0 = 0.0, d1 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double sc = cs->atol + cs->rtol * fabs(wk->y[i]);
+        if (sc <= 0.0) sc = 1e-300;
+        d0 += (wk->y[i] / sc) * (wk->y[i] / sc);
+        d1 += (wk->k[0][i] / sc) * (wk->k[0][i] / sc);
+    }
+    d0 = sqrt(d0 / (double)n); d1 = sqrt(d1 / (double)n);
+    double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+    if (!(h0 > 0.0)) h0 = 1e-6; /* Inf / Inf with extreme states and tolerances */
+    if (h0 > span) h0 = span;
+    for (size_t i = 0; i < n; i++) wk->ytmp[i] = wk->y[i] + dir * h0 * wk->k[0][i];
+    if ((st = rhs(o, t0 + dir * h0, wk->ytmp, wk->k[1]))) return st;
+    double d2 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double sc = cs->atol + cs->rtol * fabs(wk->y[i]);
+        if (sc <= 0.0) sc = 1e-300;
+        double q = (wk->k[1][i] - wk->k[0][i]) / sc;
+        d2 += q * q;
+    }
+    d2 = sqrt(d2 / (double)n) / h0;
+    double mx = fmax(d1, d2);
+    double h1 = mx <= 1e-15 ? fmax(1e-6, h0 * 1e-3) : pow(0.01 / mx, 0.2);
+    *h_out = fmin(100.0 * h0, h1);
+    return 0;
+}
+
+/* DFM_ELIMIT when the step h at t has underflowed (and is not the last one to a stop) or the
+ * attempts exceed DFM_OPT_MAX_STEPS. */
+static int dopri5_step_limits(dfm_sampler *s, const csamp *cs, double t, double h, double span,
+                              int hit, int64_t *attempts)
+{
+    double tiny = 16.0 * DBL_EPSILON * fmax(fabs(t), span);
+    if (h < tiny && !hit)
+        return dfm__fail(&s->b, DFM_ELIMIT,
+                         "DOPRI5 step size underflow at t = %g (h = %g): the tolerances "
+                         "cannot be met", t, h);
+    if (++*attempts > cs->max_steps)
+        return dfm__fail(&s->b, DFM_ELIMIT,
+                         "DOPRI5 exceeded %lld attempted steps at t = %g",
+                         (long long)cs->max_steps, t);
+    return 0;
+}
+
+/* Stages 2-7 of a step hs from t (stage 1 is k[0], FSAL); the 5th-order solution in ynew. A step
+ * that hits a stop ends exactly at t_end. */
+static int dopri5_stages(ode *o, work *wk, double t, double hs, int hit, double t_end)
+{
+    const tableau *tb = &TAB_DOPRI5;
+    int st;
+    for (int sg = 1; sg < 7; sg++) {
+        kctx c;
+        memset(&c, 0, sizeof c);
+        c.mode = K_COMBINE;
+        c.dst = sg == 6 ? wk->ynew : wk->ytmp;
+        c.y = wk->y;
+        c.ks = (const double *const *)wk->k;
+        c.wts = tb->a[sg];
+        c.n = sg;
+        c.h = hs;
+        run_k(o, &c);
+        double ts = tb->c[sg] == 1.0 ? (hit ? t_end : t + hs) : t + tb->c[sg] * hs;
+        if ((st = rhs(o, ts, c.dst, wk->k[sg]))) return st;
+    }
+    return 0;
+}
+
+/* Step-size factor after an accepted or a rejected step with error norm err. */
+static double dopri5_factor(double err, int accepted)
+{
+    if (accepted) return err == 0.0 ? 5.0 : fmin(5.0, fmax(0.2, 0.9 * pow(err, -0.2)));
+    return isfinite(err) ? fmax(0.2, 0.9 * pow(err, -0.2)) : 0.2;
+}
+
 /* Adaptive Dormand-Prince 5(4) from t0 to t1, stopping exactly at the stops (save times, then
  * t1). FSAL: k[6] of an accepted step is k[0] of the next. */
 static int dopri5(ode *o, work *wk, const csamp *cs, double t0, double t1, const double *save,
                   size_t n_save, dfm_progress_fn progress, void *pdata)
 {
     dfm_sampler *s = o->s;
-    const tableau *tb = &TAB_DOPRI5;
     double dir = t1 > t0 ? 1.0 : -1.0, span = fabs(t1 - t0);
-    size_t n = o->rows * o->w;
     int st;
     size_t ks = 0;
     while (ks < n_save && dir * (save[ks] - t0) <= 1e-12) save_state(o, wk, ks++);
     o->step = 0;
     if ((st = rhs(o, t0, wk->y, wk->k[0]))) return st;
     double t = t0, h = cs->h_init;
-    if (!(h > 0.0)) {
-        /* Hairer's starting step (Solving ODEs I, II.4). */
-        double d0 = 0.0, d1 = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            double sc = cs->atol + cs->rtol * fabs(wk->y[i]);
-            if (sc <= 0.0) sc = 1e-300;
-            d0 += (wk->y[i] / sc) * (wk->y[i] / sc);
-            d1 += (wk->k[0][i] / sc) * (wk->k[0][i] / sc);
-        }
-        d0 = sqrt(d0 / (double)n); d1 = sqrt(d1 / (double)n);
-        double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
-        if (!(h0 > 0.0)) h0 = 1e-6; /* Inf / Inf with extreme states and tolerances */
-        if (h0 > span) h0 = span;
-        for (size_t i = 0; i < n; i++) wk->ytmp[i] = wk->y[i] + dir * h0 * wk->k[0][i];
-        if ((st = rhs(o, t0 + dir * h0, wk->ytmp, wk->k[1]))) return st;
-        double d2 = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            double sc = cs->atol + cs->rtol * fabs(wk->y[i]);
-            if (sc <= 0.0) sc = 1e-300;
-            double q = (wk->k[1][i] - wk->k[0][i]) / sc;
-            d2 += q * q;
-        }
-        d2 = sqrt(d2 / (double)n) / h0;
-        double mx = fmax(d1, d2);
-        double h1 = mx <= 1e-15 ? fmax(1e-6, h0 * 1e-3) : pow(0.01 / mx, 0.2);
-        h = fmin(100.0 * h0, h1);
-    }
+    if (!(h > 0.0) && (st = dopri5_first_step(o, wk, cs, t0, dir, span, &h))) return st;
     (void)rms;
     int64_t attempts = 0;
     int naccept = 0;
@@ -586,49 +638,26 @@ static int dopri5(ode *o, work *wk, const csamp *cs, double t0, double t1, const
         double stop_t = ks < n_save ? save[ks] : t1;
         int hit = 0;
         if (h >= fabs(stop_t - t)) { h = fabs(stop_t - t); hit = 1; }
-        double tiny = 16.0 * DBL_EPSILON * fmax(fabs(t), span);
-        if (h < tiny && !hit)
-            return dfm__fail(&s->b, DFM_ELIMIT,
-                             "DOPRI5 step size underflow at t = %g (h = %g): the tolerances "
-                             "cannot be met", t, h);
-        if (++attempts > cs->max_steps)
-            return dfm__fail(&s->b, DFM_ELIMIT,
-                             "DOPRI5 exceeded %lld attempted steps at t = %g",
-                             (long long)cs->max_steps, t);
+        if ((st = dopri5_step_limits(s, cs, t, h, span, hit, &attempts))) return st;
         double hs = dir * h;
         o->step = naccept;
-        for (int sg = 1; sg < 7; sg++) {
-            kctx c;
-            memset(&c, 0, sizeof c);
-            c.mode = K_COMBINE;
-            c.dst = sg == 6 ? wk->ynew : wk->ytmp;
-            c.y = wk->y;
-            c.ks = (const double *const *)wk->k;
-            c.wts = tb->a[sg];
-            c.n = sg;
-            c.h = hs;
-            run_k(o, &c);
-            double ts = tb->c[sg] == 1.0 ? (hit ? stop_t : t + hs) : t + tb->c[sg] * hs;
-            if ((st = rhs(o, ts, c.dst, wk->k[sg]))) return st;
-        }
+        if ((st = dopri5_stages(o, wk, t, hs, hit, stop_t))) return st;
         double err = err_norm(o, wk, hs, cs);
         if (!isfinite(err)) err = INFINITY;
-        if (err <= 1.0) {
-            t = hit ? stop_t : t + hs;
-            double *tmp = wk->y; wk->y = wk->ynew; wk->ynew = tmp;
-            tmp = wk->k[0]; wk->k[0] = wk->k[6]; wk->k[6] = tmp;
-            s->stats[DFM_STAT_STEPS]++;
-            naccept++;
-            if (hit && ks < n_save) save_state(o, wk, ks++);
-            if (hit && ks >= n_save && stop_t == t1) t = t1;
-            double fac = err == 0.0 ? 5.0 : fmin(5.0, fmax(0.2, 0.9 * pow(err, -0.2)));
-            h = h * fac;
-            if ((st = dfm__step_done(s, progress, pdata, naccept - 1, 0, t))) return st;
-        } else {
+        if (err > 1.0) {
             s->stats[DFM_STAT_REJECTED]++;
-            double fac = isfinite(err) ? fmax(0.2, 0.9 * pow(err, -0.2)) : 0.2;
-            h = h * fac;
+            h = h * dopri5_factor(err, 0);
+            continue;
         }
+        t = hit ? stop_t : t + hs;
+        double *tmp = wk->y; wk->y = wk->ynew; wk->ynew = tmp;
+        tmp = wk->k[0]; wk->k[0] = wk->k[6]; wk->k[6] = tmp;
+        s->stats[DFM_STAT_STEPS]++;
+        naccept++;
+        if (hit && ks < n_save) save_state(o, wk, ks++);
+        if (hit && ks >= n_save && stop_t == t1) t = t1;
+        h = h * dopri5_factor(err, 1);
+        if ((st = dfm__step_done(s, progress, pdata, naccept - 1, 0, t))) return st;
     }
     return 0;
 }
@@ -874,7 +903,17 @@ int dfm__cont_sampler_init(dfm_sampler *s, int method)
 
 /* ---- log-likelihood ---- */
 
-static int log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
+/* One log-likelihood run: the integration of [x; L] (L: the divergence integrals) and buffers. */
+typedef struct loglik {
+    ode o;
+    work wk;
+    const tableau *tb;
+    double *lp0;    /* rows: log p0(x0) */
+    float *probes;  /* rows x K x d Rademacher probes (Hutchinson), or NULL */
+} loglik;
+
+/* Arguments (rows = 0 is valid: nothing to do); *n = rows x D. */
+static int loglik_check_args(dfm_sampler *s, const dfm_loglik_args *a, size_t *n)
 {
     if (s->ops != &cont_ops || s->gen->kind != DFM_GEN_VELOCITY)
         return dfm__fail(&s->b, DFM_EUNSUPPORTED, "the log-likelihood needs an ODE sampler of a "
@@ -895,116 +934,153 @@ static int log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
     if ((uint64_t)a->rows > ((uint64_t)1 << 56) ||
         a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&s->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
-    const dfm_generator *g = s->gen;
-    const csamp *cs = (const csamp *)s->impl;
-    size_t d = g->out_stride, n;
-    if (dfm__mul(a->rows, d, &n)) return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x D overflows");
-    if (!dfm__all_finite_f(a->x1, n))
+    if (dfm__mul(a->rows, s->gen->out_stride, n))
+        return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x D overflows");
+    if (!dfm__all_finite_f(a->x1, *n))
         return dfm__fail(&s->b, DFM_ENUMERIC, "args->x1 has a NaN or Inf");
-    ode o;
-    ode_init(&o, s, g, a->model, a->model_data, a->rows, a->row_offset, d);
-    o.loglik = 1;
-    o.div = a->divergence;
-    o.div_data = a->divergence_data;
-    o.K = a->divergence ? 1 : a->n_probes;
-    o.eps = a->fd_eps > 0.0 ? a->fd_eps : 1e-3;
-    o.w = d + o.K;
-    const tableau *tb = tableau_of(s->method);
-    work wk;
-    int st = work_alloc(s, &o, &wk, tb->stages, s->method == DFM_METHOD_DOPRI5, 0, 1);
+    return 0;
+}
+
+/* The integration context (state width D + K) and its work space, log p0 and the probes. */
+static int loglik_alloc(dfm_sampler *s, const dfm_loglik_args *a, size_t n, loglik *L)
+{
+    ode *o = &L->o;
+    size_t d = s->gen->out_stride;
+    ode_init(o, s, s->gen, a->model, a->model_data, a->rows, a->row_offset, d);
+    o->loglik = 1;
+    o->div = a->divergence;
+    o->div_data = a->divergence_data;
+    o->K = a->divergence ? 1 : a->n_probes;
+    o->eps = a->fd_eps > 0.0 ? a->fd_eps : 1e-3;
+    o->w = d + o->K;
+    L->tb = tableau_of(s->method);
+    int st = work_alloc(s, o, &L->wk, L->tb->stages, s->method == DFM_METHOD_DOPRI5, 0, 1);
     if (st) return st;
     size_t pbytes = 0, rowsb;
-    float *probes = NULL;
-    double *lp0 = NULL;
     if (dfm__mul(a->rows, sizeof(double), &rowsb)) st = DFM_EOVERFLOW;
-    if (!st && !a->divergence && dfm__mul3(n, o.K, sizeof(float), &pbytes)) st = DFM_EOVERFLOW;
-    if (st) { dfm__free(&s->b.mem, wk.blk); return dfm__fail(&s->b, st, "work size overflows"); }
-    lp0 = (double *)dfm__alloc(&s->b.mem, rowsb + (a->divergence ? 0 : 0));
-    o.divbuf = (double *)dfm__alloc(&s->b.mem, rowsb);
-    if (pbytes) probes = (float *)dfm__alloc(&s->b.mem, pbytes);
-    if (!lp0 || !o.divbuf || (pbytes && !probes)) {
-        st = dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the work space");
-        goto done;
-    }
-    if (probes) {
-        /* Rademacher probes, fixed along the trajectory: (seed, row, coord, probe). */
+    if (!st && !a->divergence && dfm__mul3(n, o->K, sizeof(float), &pbytes)) st = DFM_EOVERFLOW;
+    if (st) return dfm__fail(&s->b, st, "work size overflows");
+    L->lp0 = (double *)dfm__alloc(&s->b.mem, rowsb);
+    o->divbuf = (double *)dfm__alloc(&s->b.mem, rowsb);
+    if (pbytes) L->probes = (float *)dfm__alloc(&s->b.mem, pbytes);
+    if (!L->lp0 || !o->divbuf || (pbytes && !L->probes))
+        return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the work space");
+    return 0;
+}
+
+static void loglik_free(dfm_sampler *s, loglik *L)
+{
+    dfm__free(&s->b.mem, L->probes);
+    dfm__free(&s->b.mem, L->o.divbuf);
+    dfm__free(&s->b.mem, L->lp0);
+    dfm__free(&s->b.mem, L->wk.blk);
+}
+
+/* Rademacher probes, fixed along the trajectory: (seed, row, coord, probe); y = [x1; 0]. */
+static void loglik_start(dfm_sampler *s, const dfm_loglik_args *a, loglik *L)
+{
+    ode *o = &L->o;
+    size_t d = o->d;
+    if (L->probes) {
         for (size_t r = 0; r < a->rows; r++)
-            for (size_t k = 0; k < o.K; k++)
+            for (size_t k = 0; k < o->K; k++)
                 for (size_t j = 0; j < d; j++)
-                    probes[(r * o.K + k) * d + j] =
+                    L->probes[(r * o->K + k) * d + j] =
                         dfm__uniform(s->b.seed, DFM_STREAM_HUTCHINSON, a->row_offset + r,
                                      (uint32_t)j, (uint32_t)k) < 0.5 ? -1.0f : 1.0f;
-        o.probes = probes;
+        o->probes = L->probes;
     }
     for (size_t r = 0; r < a->rows; r++) {
-        for (size_t j = 0; j < d; j++) wk.y[r * o.w + j] = a->x1[r * d + j];
-        for (size_t k = 0; k < o.K; k++) wk.y[r * o.w + d + k] = 0.0;
+        for (size_t j = 0; j < d; j++) L->wk.y[r * o->w + j] = a->x1[r * d + j];
+        for (size_t k = 0; k < o->K; k++) L->wk.y[r * o->w + d + k] = 0.0;
     }
-    /* Integrate from the grid's high end to its low end. */
+}
+
+/* Integrate from the grid's high end to its low end (DOPRI5, or the grid reversed). */
+static int loglik_integrate(dfm_sampler *s, const dfm_loglik_args *a, loglik *L)
+{
+    const csamp *cs = (const csamp *)s->impl;
     size_t nsteps = dfm__sampler_nsteps(s);
     double ta = dfm__sampler_time(s, 0), tz = dfm__sampler_time(s, nsteps);
     int rev = tz > ta;
-    if (s->method == DFM_METHOD_DOPRI5) {
-        st = dopri5(&o, &wk, cs, rev ? tz : ta, rev ? ta : tz, NULL, 0, a->progress,
-                    a->progress_data);
-    } else {
-        size_t bytes;
-        double *pts = NULL;
-        if (dfm__mul(nsteps + 1, sizeof(double), &bytes)) st = DFM_EOVERFLOW;
-        else pts = (double *)dfm__alloc(&s->b.mem, bytes);
-        if (!pts) {
-            st = dfm__fail(&s->b, st ? st : DFM_ENOMEM, "cannot allocate the grid");
-        } else {
-            for (size_t i = 0; i <= nsteps; i++)
-                pts[i] = dfm__sampler_time(s, rev ? nsteps - i : i);
-            st = fixed_rk(&o, &wk, tb, pts, NULL, nsteps + 1, a->progress, a->progress_data);
-            dfm__free(&s->b.mem, pts);
-        }
-    }
-    if (st) goto done;
-    /* x0 in float for log p0 */
+    if (s->method == DFM_METHOD_DOPRI5)
+        return dopri5(&L->o, &L->wk, cs, rev ? tz : ta, rev ? ta : tz, NULL, 0, a->progress,
+                      a->progress_data);
+    int st = 0;
+    size_t bytes;
+    double *pts = NULL;
+    if (dfm__mul(nsteps + 1, sizeof(double), &bytes)) st = DFM_EOVERFLOW;
+    else pts = (double *)dfm__alloc(&s->b.mem, bytes);
+    if (!pts) return dfm__fail(&s->b, st ? st : DFM_ENOMEM, "cannot allocate the grid");
+    for (size_t i = 0; i <= nsteps; i++) pts[i] = dfm__sampler_time(s, rev ? nsteps - i : i);
+    st = fixed_rk(&L->o, &L->wk, L->tb, pts, NULL, nsteps + 1, a->progress, a->progress_data);
+    dfm__free(&s->b.mem, pts);
+    return st;
+}
+
+/* log p0 at x0 (in float in o.xin): the host's log_p0, else the standard normal. */
+static int loglik_log_p0(dfm_sampler *s, const dfm_loglik_args *a, size_t n, loglik *L)
+{
+    const ode *o = &L->o;
+    const double *y = L->wk.y;
+    size_t d = o->d;
     for (size_t r = 0; r < a->rows; r++)
-        for (size_t j = 0; j < d; j++) o.xin[r * d + j] = (float)wk.y[r * o.w + j];
-    if (!dfm__all_finite_f(o.xin, n)) {
-        st = dfm__fail(&s->b, DFM_ENUMERIC, "the backward trajectory overflowed");
-        goto done;
-    }
+        for (size_t j = 0; j < d; j++) o->xin[r * d + j] = (float)y[r * o->w + j];
+    if (!dfm__all_finite_f(o->xin, n))
+        return dfm__fail(&s->b, DFM_ENUMERIC, "the backward trajectory overflowed");
     if (a->log_p0) {
-        int r = a->log_p0(o.xin, a->rows, d, lp0, a->log_p0_data);
-        if (r) { st = dfm__fail_callback(&s->b, r, "log_p0"); goto done; }
-        if ((st = dfm__callback_freed())) goto done;
+        int r = a->log_p0(o->xin, a->rows, d, L->lp0, a->log_p0_data);
+        if (r) return dfm__fail_callback(&s->b, r, "log_p0");
+        int st = dfm__callback_freed();
+        if (st) return st;
     } else {
         const double c = -0.5 * (double)d * log(2.0 * 3.14159265358979323846);
         for (size_t r = 0; r < a->rows; r++) {
             double q = 0.0;
-            for (size_t j = 0; j < d; j++) q += wk.y[r * o.w + j] * wk.y[r * o.w + j];
-            lp0[r] = c - 0.5 * q;
+            for (size_t j = 0; j < d; j++) q += y[r * o->w + j] * y[r * o->w + j];
+            L->lp0[r] = c - 0.5 * q;
         }
     }
+    for (size_t r = 0; r < a->rows; r++)
+        if (!isfinite(L->lp0[r]))
+            return dfm__fail(&s->b, DFM_ENUMERIC, "log p0 is not finite at row %zu", r);
+    return 0;
+}
+
+/* log p(x1) = log p0(x0) + mean of the K divergence integrals; their spread; x0. */
+static void loglik_write(const dfm_loglik_args *a, size_t n, const loglik *L)
+{
+    const ode *o = &L->o;
     for (size_t r = 0; r < a->rows; r++) {
-        if (!isfinite(lp0[r])) {
-            st = dfm__fail(&s->b, DFM_ENUMERIC, "log p0 is not finite at row %zu", r);
-            goto done;
-        }
-    }
-    for (size_t r = 0; r < a->rows; r++) {
-        const double *L = wk.y + r * o.w + d;
+        const double *Lr = L->wk.y + r * o->w + o->d;
         double m = 0.0, v = 0.0;
-        for (size_t k = 0; k < o.K; k++) m += L[k];
-        m /= (double)o.K;
-        for (size_t k = 0; k < o.K; k++) v += (L[k] - m) * (L[k] - m);
+        for (size_t k = 0; k < o->K; k++) m += Lr[k];
+        m /= (double)o->K;
+        for (size_t k = 0; k < o->K; k++) v += (Lr[k] - m) * (Lr[k] - m);
         /* L = int_1^0 div dt = -int_0^1 div dt */
-        a->logp[r] = lp0[r] + m;
+        a->logp[r] = L->lp0[r] + m;
         if (a->logp_var)
             a->logp_var[r] = a->divergence ? 0.0
-                             : (o.K > 1 ? v / (double)(o.K - 1) / (double)o.K : NAN);
+                             : (o->K > 1 ? v / (double)(o->K - 1) / (double)o->K : NAN);
     }
-    if (a->x0_out) memcpy(a->x0_out, o.xin, n * sizeof(float));
-done:
-    dfm__free(&s->b.mem, probes);
-    dfm__free(&s->b.mem, o.divbuf);
-    dfm__free(&s->b.mem, lp0);
-    dfm__free(&s->b.mem, wk.blk);
+    if (a->x0_out) memcpy(a->x0_out, o->xin, n * sizeof(float));
+}
+
+static int log_likelihood(dfm_sampler *s, const dfm_loglik_args *a)
+{
+    size_t n = 0;
+    int st = loglik_check_args(s, a, &n);
+    if (st || a->rows == 0) return st;
+    loglik L;
+    memset(&L, 0, sizeof L);
+    st = loglik_alloc(s, a, n, &L);
+    if (!st) {
+        loglik_start(s, a, &L);
+        st = loglik_integrate(s, a, &L);
+    }
+    if (!st) st = loglik_log_p0(s, a, n, &L);
+    if (!st) loglik_write(a, n, &L);
+    loglik_free(s, &L);
     return st;
 }
 
