@@ -269,106 +269,151 @@ static int unwritten(runctx *R, tscratch *ts, size_t req, size_t e0, size_t e1)
                                e0, e1, R->a->row_offset + R->req_row[req]);
 }
 
+/* Factorized generator: per free coordinate i, the posterior over x1^i weights the metric
+ * path's conditional rates out of tok[i] (beta' p(v) [d(x1, z) - d(x1, v)]_+). */
+static int rates_factorized(runctx *R, tscratch *ts, size_t req, const int32_t *tok,
+                            const float *out, double *rates)
+{
+    const ctgen *c = R->c;
+    size_t row = R->req_row[req], d = c->d, V = (size_t)c->V;
+    size_t grow = R->a->row_offset + row;
+    const double *dd = R->m->dist;
+    int st;
+    for (size_t i = 0; i < d; i++) {
+        if (R->a->fixed && R->a->fixed[row * d + i]) continue;
+        if ((st = posterior(&ts->eb, out + i * V, V, ts->post, grow)))
+            return unwritten(R, ts, req, i * V, i * V + V) ? DFM_ENUMERIC : st;
+        size_t z = (size_t)tok[i];
+        double *ri = rates + i * V;
+        for (size_t x1 = 0; x1 < V; x1++) {
+            double w = ts->post[x1];
+            if (w <= 0.0) continue;
+            const double *pr = metric_tab(R, ts, (int32_t)x1), *dx = dd + x1 * V;
+            double dz = dx[z], wb = w * ts->dbeta;
+            for (size_t v = 0; v < V; v++) {
+                double g = dz - dx[v];
+                if (g > 0.0) ri[v] += wb * pr[v] * g;
+            }
+        }
+        ri[z] = 0.0;
+    }
+    return 0;
+}
+
+/* Rate matrix, DFM_PARAM_RATES: the model's row of rates out of state x (finite, >= 0). */
+static int rates_from_model(runctx *R, tscratch *ts, size_t req, int32_t x, const float *out,
+                            double *rates)
+{
+    size_t S = R->c->S, grow = R->a->row_offset + R->req_row[req];
+    for (size_t y = 0; y < S; y++) {
+        if (y == (size_t)x) continue;
+        double q = (double)out[y];
+        if ((!isfinite(q) || q < 0.0) && unwritten(R, ts, req, y, y + 1))
+            return DFM_ENUMERIC;
+        if (!isfinite(q) || q < 0.0)
+            return dfm__fail(&ts->eb, DFM_ENUMERIC,
+                             "row %zu at t = %g: model rate from state %d to state %zu is "
+                             "%g (must be finite and >= 0)", grow, R->req_t[req], (int)x, y, q);
+        rates[y] = q;
+    }
+    return 0;
+}
+
+/* Rate matrix on a metric path: the posterior over joint x1 weights the per-coordinate metric
+ * rates out of the state x (one coordinate changes per jump). */
+static void rates_metric_joint(runctx *R, tscratch *ts, const int32_t *tok, int32_t x,
+                               double *rates)
+{
+    const ctgen *c = R->c;
+    size_t d = c->d, V = (size_t)c->V, S = c->S;
+    const double *dd = R->m->dist;
+    for (size_t x1 = 0; x1 < S; x1++) {
+        double w = ts->post[x1];
+        if (w <= 0.0) continue;
+        int32_t rem = (int32_t)x1;
+        size_t stride = 1;
+        for (size_t i = d; i-- > 0;) {
+            size_t a1 = (size_t)(rem % c->V), zi = (size_t)tok[i];
+            rem /= c->V;
+            const double *pr = metric_tab(R, ts, (int32_t)a1), *dx = dd + a1 * V;
+            double dz = dx[zi], wb = w * ts->dbeta;
+            for (size_t v = 0; v < V; v++) {
+                double g = dz - dx[v];
+                if (g > 0.0)
+                    rates[(size_t)x + (v - zi) * stride] += wb * pr[v] * g;
+            }
+            stride *= V;
+        }
+    }
+}
+
+/* Rate matrix, DFM_PARAM_STATE_LOGITS: softmax of the model's logits over x1, then the
+ * posterior-weighted conditional rates (kinetic-optimal on a finite path, metric otherwise). */
+static int rates_from_posterior(runctx *R, tscratch *ts, size_t req, const int32_t *tok,
+                                int32_t x, const float *out, double *rates)
+{
+    size_t S = R->c->S, grow = R->a->row_offset + R->req_row[req];
+    int st;
+    if ((st = posterior(&ts->eb, out, S, ts->post, grow)))
+        return unwritten(R, ts, req, 0, S) ? DFM_ENUMERIC : st;
+    if (R->path->kind == DFM_PATH_FINITE) {
+        for (size_t x1 = 0; x1 < S; x1++) {
+            double w = ts->post[x1];
+            if (w <= 0.0) continue;
+            const double *p, *dp;
+            if ((st = finite_get(R, ts, (int32_t)x1, &p, &dp))) return st;
+            dfm__kinetic_row(p, dp, S, (size_t)x, ts->crow);
+            for (size_t y = 0; y < S; y++) rates[y] += w * ts->crow[y];
+        }
+    } else {
+        rates_metric_joint(R, ts, tok, x, rates);
+    }
+    rates[x] = 0.0;
+    return 0;
+}
+
+/* Rate matrix: no jump may change a fixed coordinate of the row. */
+static void rates_drop_fixed(runctx *R, size_t row, int32_t x, double *rates)
+{
+    size_t d = R->c->d, V = (size_t)R->c->V, S = R->c->S;
+    const uint8_t *fx = R->a->fixed + row * d;
+    for (size_t y = 0; y < S; y++) {
+        if (rates[y] == 0.0) continue;
+        size_t yy = y, xx = (size_t)x;
+        for (size_t i = d; i-- > 0;) {
+            if (fx[i] && yy % V != xx % V) { rates[y] = 0.0; break; }
+            yy /= V;
+            xx /= V;
+        }
+    }
+}
+
 /* Rates out of the row's state into every destination (rates[dest], 0 for the current state and
  * for destinations that change a fixed coordinate) and their total. */
 static int eval_rates(runctx *R, tscratch *ts, size_t req, double *rates, double *lam)
 {
     const ctgen *c = R->c;
-    size_t row = R->req_row[req], d = c->d, V = (size_t)c->V, S = c->S;
+    size_t row = R->req_row[req], d = c->d;
     const int32_t *tok = R->req_tok + req * d;
     const float *out = R->out + req * R->s->gen->out_stride;
     double t = R->req_t[req];
     int st;
-    size_t grow = R->a->row_offset + row;
     memset(rates, 0, c->n_dest * sizeof(double));
     if ((st = ts_time(R, ts, t))) return st;
     if (c->factorized) {
-        const double *dd = R->m->dist;
-        for (size_t i = 0; i < d; i++) {
-            if (R->a->fixed && R->a->fixed[row * d + i]) continue;
-            if ((st = posterior(&ts->eb, out + i * V, V, ts->post, grow)))
-                return unwritten(R, ts, req, i * V, i * V + V) ? DFM_ENUMERIC : st;
-            size_t z = (size_t)tok[i];
-            double *ri = rates + i * V;
-            for (size_t x1 = 0; x1 < V; x1++) {
-                double w = ts->post[x1];
-                if (w <= 0.0) continue;
-                const double *pr = metric_tab(R, ts, (int32_t)x1), *dx = dd + x1 * V;
-                double dz = dx[z], wb = w * ts->dbeta;
-                for (size_t v = 0; v < V; v++) {
-                    double g = dz - dx[v];
-                    if (g > 0.0) ri[v] += wb * pr[v] * g;
-                }
-            }
-            ri[z] = 0.0;
-        }
+        if ((st = rates_factorized(R, ts, req, tok, out, rates))) return st;
     } else {
         int32_t x = dfm__ct_flat(tok, c->V, d);
-        if (R->param == DFM_PARAM_RATES) {
-            for (size_t y = 0; y < S; y++) {
-                if (y == (size_t)x) continue;
-                double q = (double)out[y];
-                if ((!isfinite(q) || q < 0.0) && unwritten(R, ts, req, y, y + 1))
-                    return DFM_ENUMERIC;
-                if (!isfinite(q) || q < 0.0)
-                    return dfm__fail(&ts->eb, DFM_ENUMERIC,
-                                     "row %zu at t = %g: model rate from state %d to state %zu is "
-                                     "%g (must be finite and >= 0)", grow, t, (int)x, y, q);
-                rates[y] = q;
-            }
-        } else {
-            if ((st = posterior(&ts->eb, out, S, ts->post, grow)))
-                return unwritten(R, ts, req, 0, S) ? DFM_ENUMERIC : st;
-            if (R->path->kind == DFM_PATH_FINITE) {
-                for (size_t x1 = 0; x1 < S; x1++) {
-                    double w = ts->post[x1];
-                    if (w <= 0.0) continue;
-                    const double *p, *dp;
-                    if ((st = finite_get(R, ts, (int32_t)x1, &p, &dp))) return st;
-                    dfm__kinetic_row(p, dp, S, (size_t)x, ts->crow);
-                    for (size_t y = 0; y < S; y++) rates[y] += w * ts->crow[y];
-                }
-            } else {
-                const double *dd = R->m->dist;
-                for (size_t x1 = 0; x1 < S; x1++) {
-                    double w = ts->post[x1];
-                    if (w <= 0.0) continue;
-                    int32_t rem = (int32_t)x1;
-                    size_t stride = 1;
-                    for (size_t i = d; i-- > 0;) {
-                        size_t a1 = (size_t)(rem % c->V), zi = (size_t)tok[i];
-                        rem /= c->V;
-                        const double *pr = metric_tab(R, ts, (int32_t)a1), *dx = dd + a1 * V;
-                        double dz = dx[zi], wb = w * ts->dbeta;
-                        for (size_t v = 0; v < V; v++) {
-                            double g = dz - dx[v];
-                            if (g > 0.0)
-                                rates[(size_t)x + (v - zi) * stride] += wb * pr[v] * g;
-                        }
-                        stride *= V;
-                    }
-                }
-            }
-            rates[x] = 0.0;
-        }
-        if (R->a->fixed) {
-            const uint8_t *fx = R->a->fixed + row * d;
-            for (size_t y = 0; y < S; y++) {
-                if (rates[y] == 0.0) continue;
-                size_t yy = y, xx = (size_t)x;
-                for (size_t i = d; i-- > 0;) {
-                    if (fx[i] && yy % V != xx % V) { rates[y] = 0.0; break; }
-                    yy /= V;
-                    xx /= V;
-                }
-            }
-        }
+        if (R->param == DFM_PARAM_RATES) st = rates_from_model(R, ts, req, x, out, rates);
+        else st = rates_from_posterior(R, ts, req, tok, x, out, rates);
+        if (st) return st;
+        if (R->a->fixed) rates_drop_fixed(R, row, x, rates);
     }
     double tot = 0.0;
     for (size_t j = 0; j < c->n_dest; j++) tot += rates[j];
     if (!isfinite(tot))
-        return dfm__fail(&ts->eb, DFM_ENUMERIC, "row %zu at t = %g: total jump rate is %g", grow, t,
-                         tot);
+        return dfm__fail(&ts->eb, DFM_ENUMERIC, "row %zu at t = %g: total jump rate is %g",
+                         R->a->row_offset + row, t, tot);
     *lam = tot;
     return 0;
 }
@@ -584,88 +629,122 @@ static void thin_advance(exact_ctx *X, size_t r, rowst *q)
     }
 }
 
+/* More candidate events than DFM_OPT_CT_MAX_EVENTS in row r. */
+static int too_many_events(exact_ctx *X, tscratch *ts, size_t r)
+{
+    const ctsamp *cs = (const ctsamp *)X->R->s->impl;
+    ts->bad_row = r;
+    return dfm__fail(&ts->eb, DFM_ELIMIT,
+                     "row %zu: more than %lld candidate events (DFM_OPT_CT_MAX_EVENTS)",
+                     (size_t)(X->R->a->row_offset + r), (long long)cs->max_events);
+}
+
+/* Gillespie: the rates at tau (request k), the holding time and the event's destination. */
+static int gillespie_event(exact_ctx *X, tscratch *ts, size_t r, size_t k, int tid)
+{
+    runctx *R = X->R;
+    const ctsamp *cs = (const ctsamp *)R->s->impl;
+    const ctgen *c = R->c;
+    rowst *q = &X->rs[r];
+    uint64_t grow = R->a->row_offset + r;
+    double lam;
+    int st;
+    if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
+    if ((int64_t)q->cand >= cs->max_events) return too_many_events(X, ts, r);
+    double u1, u2;
+    dfm__uniform2(R->s->b.seed, STREAM_GILL, grow, 0, q->cand, &u1, &u2);
+    q->cand++;
+    double tn = lam > 0.0 ? q->tau - log1p(-u1) / lam : INFINITY;
+    if (tn >= X->b) { q->tau = X->b; q->phase = PH_DONE; return 0; }
+    apply_dest(c, R->cur + r * c->d, draw_dest(ts->rates, c->n_dest, lam, u2));
+    X->jumps[tid]++;
+    q->tau = tn;
+    q->phase = PH_RATE;
+    return 0;
+}
+
+/* Thinning, PH_BOUND: the total rates at tau (unless known) and at the horizon end E give the
+ * bound B = safety x max; a horizon with B x len > 8 is halved first (fewer wasted candidates). */
+static int thin_bound(exact_ctx *X, tscratch *ts, size_t r, size_t k)
+{
+    runctx *R = X->R;
+    const ctsamp *cs = (const ctsamp *)R->s->impl;
+    rowst *q = &X->rs[r];
+    double lam;
+    int st;
+    if (!q->has0) {
+        if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
+        q->lam0 = lam;
+        q->has0 = 1;
+        k++;
+    }
+    if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
+    q->lamE = lam;
+    double mx = q->lam0 > lam ? q->lam0 : lam;
+    double B = cs->safety * mx, len = q->E - q->tau;
+    if (B * len > 8.0 && len > 1e-12 * (1.0 + q->tau)) {
+        q->E = q->tau + 0.5 * len;
+        return 0;
+    }
+    q->B = B;
+    thin_advance(X, r, q);
+    return 0;
+}
+
+/* Thinning, PH_RATE: the candidate at tc is accepted with probability lam / B and jumps; then
+ * the next candidate (host bound) or a new bound from tc. */
+static int thin_candidate(exact_ctx *X, tscratch *ts, size_t r, size_t k, int tid)
+{
+    runctx *R = X->R;
+    const ctsamp *cs = (const ctsamp *)R->s->impl;
+    const ctgen *c = R->c;
+    rowst *q = &X->rs[r];
+    uint64_t grow = R->a->row_offset + r;
+    double lam;
+    int st;
+    if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
+    if (lam > q->B * (1.0 + 1e-12)) {
+        ts->bad_row = r;
+        return dfm__fail(&ts->eb, DFM_ELIMIT,
+                         "row %zu: total jump rate %.17g at t = %.17g exceeds the %s rate "
+                         "bound "
+                         "%.17g", (size_t)grow, lam, q->tc,
+                         cs->bound > 0.0 ? "host" : "computed", q->B);
+    }
+    if ((int64_t)q->cand >= cs->max_events) return too_many_events(X, ts, r);
+    double ua, ud;
+    dfm__uniform2(R->s->b.seed, STREAM_ACCEPT, grow, 0, q->cid, &ua, &ud);
+    q->tau = q->tc;
+    if (ua * q->B < lam) {
+        apply_dest(c, R->cur + r * c->d, draw_dest(ts->rates, c->n_dest, lam, ud));
+        X->jumps[tid]++;
+        if (cs->bound > 0.0) {
+            thin_advance(X, r, q);
+        } else {
+            q->has0 = 0;
+            q->E = X->b;
+            q->phase = PH_BOUND;
+        }
+    } else {
+        X->rejected[tid]++;
+        thin_advance(X, r, q);
+    }
+    return 0;
+}
+
+/* One round of the rows that made requests: each advances its state machine by one phase. */
 static int exact_range(void *vctx, size_t b, size_t e, int tid)
 {
     exact_ctx *X = (exact_ctx *)vctx;
-    runctx *R = X->R;
-    const ctsamp *cs = (const ctsamp *)R->s->impl;
-    tscratch *ts = &R->ts[tid];
-    const ctgen *c = R->c;
+    tscratch *ts = &X->R->ts[tid];
     for (size_t r = b; r < e; r++) {
         size_t k = X->first_req[r];
         if (k == NONE) continue;
-        rowst *q = &X->rs[r];
-        uint64_t grow = R->a->row_offset + r;
-        int32_t *tok = R->cur + r * c->d;
         int st;
-        double lam;
-        if (X->gill) {
-            if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
-            if ((int64_t)q->cand >= cs->max_events) goto too_many;
-            double u1, u2;
-            dfm__uniform2(R->s->b.seed, STREAM_GILL, grow, 0, q->cand, &u1, &u2);
-            q->cand++;
-            double tn = lam > 0.0 ? q->tau - log1p(-u1) / lam : INFINITY;
-            if (tn >= X->b) { q->tau = X->b; q->phase = PH_DONE; continue; }
-            apply_dest(c, tok, draw_dest(ts->rates, c->n_dest, lam, u2));
-            X->jumps[tid]++;
-            q->tau = tn;
-            q->phase = PH_RATE;
-            continue;
-        }
-        if (q->phase == PH_BOUND) {
-            if (!q->has0) {
-                if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
-                q->lam0 = lam;
-                q->has0 = 1;
-                k++;
-            }
-            if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
-            q->lamE = lam;
-            double mx = q->lam0 > lam ? q->lam0 : lam;
-            double B = cs->safety * mx, len = q->E - q->tau;
-            if (B * len > 8.0 && len > 1e-12 * (1.0 + q->tau)) {
-                q->E = q->tau + 0.5 * len; /* shrink the horizon: fewer wasted candidates */
-                continue;
-            }
-            q->B = B;
-            thin_advance(X, r, q);
-            continue;
-        }
-        /* PH_RATE: a candidate at tc */
-        if ((st = eval_rates(R, ts, k, ts->rates, &lam))) { ts->bad_row = r; return st; }
-        if (lam > q->B * (1.0 + 1e-12)) {
-            ts->bad_row = r;
-            return dfm__fail(&ts->eb, DFM_ELIMIT,
-                             "row %zu: total jump rate %.17g at t = %.17g exceeds the %s rate "
-                             "bound "
-                             "%.17g", (size_t)grow, lam, q->tc,
-                             cs->bound > 0.0 ? "host" : "computed", q->B);
-        }
-        if ((int64_t)q->cand >= cs->max_events) goto too_many;
-        double ua, ud;
-        dfm__uniform2(R->s->b.seed, STREAM_ACCEPT, grow, 0, q->cid, &ua, &ud);
-        q->tau = q->tc;
-        if (ua * q->B < lam) {
-            apply_dest(c, tok, draw_dest(ts->rates, c->n_dest, lam, ud));
-            X->jumps[tid]++;
-            if (cs->bound > 0.0) {
-                thin_advance(X, r, q);
-            } else {
-                q->has0 = 0;
-                q->E = X->b;
-                q->phase = PH_BOUND;
-            }
-        } else {
-            X->rejected[tid]++;
-            thin_advance(X, r, q);
-        }
-        continue;
-too_many:
-        ts->bad_row = r;
-        return dfm__fail(&ts->eb, DFM_ELIMIT,
-                         "row %zu: more than %lld candidate events (DFM_OPT_CT_MAX_EVENTS)",
-                         (size_t)grow, (long long)cs->max_events);
+        if (X->gill) st = gillespie_event(X, ts, r, k, tid);
+        else if (X->rs[r].phase == PH_BOUND) st = thin_bound(X, ts, r, k);
+        else st = thin_candidate(X, ts, r, k, tid); /* PH_RATE: a candidate at tc */
+        if (st) return st;
     }
     return 0;
 }
@@ -760,9 +839,18 @@ static int draw_source(runctx *R)
     return st;
 }
 
-static int ct_run(dfm_sampler *s, const dfm_run_args *a)
+/* One run: the shared context, the exact samplers' row states and the saved states. */
+typedef struct ctrun {
+    runctx R;
+    exact_ctx X;
+    int32_t *saved;    /* n_save x rows x d */
+    size_t isave;      /* save times done */
+    uint32_t counter;  /* sub-intervals done (keys the Euler draws) */
+} ctrun;
+
+/* Arguments: no reals, an increasing grid, tokens in range unless drawn from the source. */
+static int ct_check_args(dfm_sampler *s, const dfm_run_args *a)
 {
-    const ctsamp *cs = (const ctsamp *)s->impl;
     const ctgen *c = (const ctgen *)s->gen->impl;
     size_t d = c->d, rows = a->rows, nsteps = dfm__sampler_nsteps(s);
     int st = dfm__check_run_common(s, a, d, 0);
@@ -776,117 +864,153 @@ static int ct_run(dfm_sampler *s, const dfm_run_args *a)
                 return dfm__fail(&s->b, DFM_ERANGE, "tokens[%zu] = %d is outside [0, %d)", i,
                                  (int)a->tokens[i], (int)c->V);
     }
-    if (rows == 0) return 0;
-    runctx R;
-    memset(&R, 0, sizeof R);
-    R.s = s;
-    R.a = a;
-    R.c = c;
-    R.path = s->gen->path;
-    R.m = R.path ? dfm__ctpath_of(R.path) : NULL;
-    R.param = s->gen->param;
-    R.finite_table = R.path && R.path->kind == DFM_PATH_FINITE && c->S <= 1024;
-    /* Host path callbacks run on the calling thread only. */
-    int finite_cb = R.param == DFM_PARAM_STATE_LOGITS && R.path->kind == DFM_PATH_FINITE;
-    R.nthr = finite_cb ? 1 : dfm__parallel_width(s->b.nthreads, rows);
+    return 0;
+}
+
+/* The context (path pieces, threads: host path callbacks run on the calling thread only), the
+ * per-thread scratch, request buffers (two per row) and row states. */
+static int ct_setup(ctrun *C, dfm_sampler *s, const dfm_run_args *a)
+{
+    runctx *R = &C->R;
+    const ctgen *c = (const ctgen *)s->gen->impl;
+    size_t d = c->d, rows = a->rows;
+    R->s = s;
+    R->a = a;
+    R->c = c;
+    R->path = s->gen->path;
+    R->m = R->path ? dfm__ctpath_of(R->path) : NULL;
+    R->param = s->gen->param;
+    R->finite_table = R->path && R->path->kind == DFM_PATH_FINITE && c->S <= 1024;
+    int finite_cb = R->param == DFM_PARAM_STATE_LOGITS && R->path->kind == DFM_PATH_FINITE;
+    R->nthr = finite_cb ? 1 : dfm__parallel_width(s->b.nthreads, rows);
+    C->X.R = R;
+    C->X.gill = s->method == DFM_METHOD_GILLESPIE;
     const dfm_allocator *mem = &s->b.mem;
     size_t nreq_max = 2 * rows, ostride = s->gen->out_stride, tmp;
-    exact_ctx X;
-    memset(&X, 0, sizeof X);
     if (dfm__mul3(nreq_max, ostride, sizeof(float), &tmp) || dfm__mul3(nreq_max, d, 4, &tmp))
         return dfm__fail(&s->b, DFM_EOVERFLOW, "request buffers overflow");
-    R.ts = (tscratch *)dfm__calloc(mem, (size_t)R.nthr, sizeof(tscratch));
-    R.cur = (int32_t *)dfm__calloc(mem, rows * d, sizeof(int32_t));
-    R.req_row = (size_t *)dfm__calloc(mem, nreq_max, sizeof(size_t));
-    R.req_t = (double *)dfm__calloc(mem, nreq_max, sizeof(double));
-    R.req_tok = (int32_t *)dfm__calloc(mem, nreq_max * d, sizeof(int32_t));
-    R.out = (float *)dfm__calloc(mem, nreq_max * ostride, sizeof(float));
-    X.rs = (rowst *)dfm__calloc(mem, rows, sizeof(rowst));
-    X.first_req = (size_t *)dfm__calloc(mem, rows, sizeof(size_t));
-    int32_t *saved = NULL;
-    if (a->n_save) saved = (int32_t *)dfm__calloc(mem, a->n_save * rows * d, sizeof(int32_t));
-    if (!R.ts || !R.cur || !R.req_row || !R.req_t || !R.req_tok || !R.out || !X.rs ||
-        !X.first_req || (a->n_save && !saved)) {
-        st = dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the run scratch");
-        goto done;
+    R->ts = (tscratch *)dfm__calloc(mem, (size_t)R->nthr, sizeof(tscratch));
+    R->cur = (int32_t *)dfm__calloc(mem, rows * d, sizeof(int32_t));
+    R->req_row = (size_t *)dfm__calloc(mem, nreq_max, sizeof(size_t));
+    R->req_t = (double *)dfm__calloc(mem, nreq_max, sizeof(double));
+    R->req_tok = (int32_t *)dfm__calloc(mem, nreq_max * d, sizeof(int32_t));
+    R->out = (float *)dfm__calloc(mem, nreq_max * ostride, sizeof(float));
+    C->X.rs = (rowst *)dfm__calloc(mem, rows, sizeof(rowst));
+    C->X.first_req = (size_t *)dfm__calloc(mem, rows, sizeof(size_t));
+    if (a->n_save) C->saved = (int32_t *)dfm__calloc(mem, a->n_save * rows * d, sizeof(int32_t));
+    if (!R->ts || !R->cur || !R->req_row || !R->req_t || !R->req_tok || !R->out || !C->X.rs ||
+        !C->X.first_req || (a->n_save && !C->saved))
+        return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the run scratch");
+    for (int k = 0; k < R->nthr; k++)
+        if (ts_alloc(R, &R->ts[k]))
+            return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the run scratch");
+    return 0;
+}
+
+static void ct_free(ctrun *C)
+{
+    runctx *R = &C->R;
+    const dfm_allocator *mem = &R->s->b.mem;
+    if (R->ts)
+        for (int k = 0; k < R->nthr; k++) ts_free(mem, &R->ts[k]);
+    dfm__free(mem, R->ts);
+    dfm__free(mem, R->cur);
+    dfm__free(mem, R->req_row);
+    dfm__free(mem, R->req_t);
+    dfm__free(mem, R->req_tok);
+    dfm__free(mem, R->out);
+    dfm__free(mem, C->X.rs);
+    dfm__free(mem, C->X.first_req);
+    dfm__free(mem, C->saved);
+}
+
+/* The starting tokens: the host's, or source draws where fixed coordinates keep the host's
+ * values (infilling). */
+static int ct_start(ctrun *C)
+{
+    runctx *R = &C->R;
+    const dfm_run_args *a = R->a;
+    size_t n = a->rows * R->c->d;
+    if (!a->draw_source) {
+        memcpy(R->cur, a->tokens, n * sizeof(int32_t));
+        return 0;
     }
-    for (int k = 0; k < R.nthr; k++)
-        if (ts_alloc(&R, &R.ts[k])) {
-            st = dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the run scratch");
-            goto done;
+    int st = draw_source(R);
+    if (st || !a->fixed) return st;
+    for (size_t i = 0; i < n; i++)
+        if (a->fixed[i]) {
+            if (a->tokens[i] < 0 || a->tokens[i] >= R->c->V)
+                return dfm__fail(&R->s->b, DFM_ERANGE, "fixed tokens[%zu] = %d is outside [0, %d)",
+                                 i, (int)a->tokens[i], (int)R->c->V);
+            R->cur[i] = a->tokens[i];
         }
-    if (a->draw_source) {
-        if ((st = draw_source(&R))) goto done;
-        /* fixed coordinates keep their entry values (infilling) */
-        if (a->fixed)
-            for (size_t i = 0; i < rows * d; i++)
-                if (a->fixed[i]) {
-                    if (a->tokens[i] < 0 || a->tokens[i] >= c->V) {
-                        st = dfm__fail(&s->b, DFM_ERANGE,
-                                       "fixed tokens[%zu] = %d is outside [0, %d)",
-                                       i, (int)a->tokens[i], (int)c->V);
-                        goto done;
-                    }
-                    R.cur[i] = a->tokens[i];
-                }
-    } else {
-        memcpy(R.cur, a->tokens, rows * d * sizeof(int32_t));
+    return 0;
+}
+
+/* Copies the state into every remaining save slot with a time <= t. */
+static void ct_save_upto(ctrun *C, double t)
+{
+    const dfm_run_args *a = C->R.a;
+    size_t n = a->rows * C->R.c->d;
+    while (C->isave < a->n_save && a->save_times[C->isave] <= t) {
+        memcpy(C->saved + C->isave * n, C->R.cur, n * sizeof(int32_t));
+        C->isave++;
     }
-    X.R = &R;
-    X.gill = s->method == DFM_METHOD_GILLESPIE;
-    size_t isave = 0;
-    double t0 = dfm__sampler_time(s, 0);
-    while (isave < a->n_save && a->save_times[isave] <= t0) {
-        memcpy(saved + isave * rows * d, R.cur, rows * d * sizeof(int32_t));
-        isave++;
-    }
-    uint32_t counter = 0;
-    for (size_t k = 0; k < nsteps; k++) {
-        double ta = dfm__sampler_time(s, k), tb = dfm__sampler_time(s, k + 1);
-        R.step = (int)k;
-        /* sub-intervals split at the save times inside (ta, tb] */
-        double a0 = ta;
-        for (;;) {
-            double b0 = tb;
-            int save_here = 0;
-            if (isave < a->n_save && a->save_times[isave] <= tb) {
-                b0 = a->save_times[isave];
-                save_here = 1;
-            }
-            double ae = a0 < cs->tmax ? a0 : cs->tmax, be = b0 < cs->tmax ? b0 : cs->tmax;
-            if (be > ae) {
-                if (s->method == DFM_METHOD_EULER) st = euler_interval(&R, ae, be, counter);
-                else st = exact_interval(&R, &X, ae, be);
-                if (st) goto done;
-            }
-            counter++;
-            s->stats[DFM_STAT_STEPS]++;
-            if (save_here) {
-                while (isave < a->n_save && a->save_times[isave] <= b0) {
-                    memcpy(saved + isave * rows * d, R.cur, rows * d * sizeof(int32_t));
-                    isave++;
-                }
-            }
-            a0 = b0;
-            if (b0 >= tb) break;
+}
+
+/* Grid step k, [ta, tb]: sub-intervals split at the save times inside (ta, tb], each clamped to
+ * DFM_OPT_CT_TMAX and simulated with the method. */
+static int ct_grid_step(ctrun *C, size_t k)
+{
+    runctx *R = &C->R;
+    dfm_sampler *s = R->s;
+    const dfm_run_args *a = R->a;
+    const ctsamp *cs = (const ctsamp *)s->impl;
+    double ta = dfm__sampler_time(s, k), tb = dfm__sampler_time(s, k + 1);
+    R->step = (int)k;
+    double a0 = ta;
+    for (;;) {
+        double b0 = tb;
+        int save_here = 0;
+        if (C->isave < a->n_save && a->save_times[C->isave] <= tb) {
+            b0 = a->save_times[C->isave];
+            save_here = 1;
         }
-        st = dfm__step_done(s, a->progress, a->progress_data, (int)k, (int)nsteps, tb);
-        if (st) goto done;
+        double ae = a0 < cs->tmax ? a0 : cs->tmax, be = b0 < cs->tmax ? b0 : cs->tmax;
+        if (be > ae) {
+            int st = s->method == DFM_METHOD_EULER ? euler_interval(R, ae, be, C->counter)
+                                                   : exact_interval(R, &C->X, ae, be);
+            if (st) return st;
+        }
+        C->counter++;
+        s->stats[DFM_STAT_STEPS]++;
+        if (save_here) ct_save_upto(C, b0);
+        a0 = b0;
+        if (b0 >= tb) return 0;
     }
-    memcpy(a->tokens, R.cur, rows * d * sizeof(int32_t));
-    if (a->n_save) memcpy(a->saved_tokens, saved, a->n_save * rows * d * sizeof(int32_t));
-done:
-    if (R.ts)
-        for (int k = 0; k < R.nthr; k++) ts_free(mem, &R.ts[k]);
-    dfm__free(mem, R.ts);
-    dfm__free(mem, R.cur);
-    dfm__free(mem, R.req_row);
-    dfm__free(mem, R.req_t);
-    dfm__free(mem, R.req_tok);
-    dfm__free(mem, R.out);
-    dfm__free(mem, X.rs);
-    dfm__free(mem, X.first_req);
-    dfm__free(mem, saved);
+}
+
+static int ct_run(dfm_sampler *s, const dfm_run_args *a)
+{
+    int st = ct_check_args(s, a);
+    if (st || a->rows == 0) return st;
+    size_t nsteps = dfm__sampler_nsteps(s), n = a->rows * ((const ctgen *)s->gen->impl)->d;
+    ctrun C;
+    memset(&C, 0, sizeof C);
+    st = ct_setup(&C, s, a);
+    if (!st) st = ct_start(&C);
+    if (!st) ct_save_upto(&C, dfm__sampler_time(s, 0));
+    for (size_t k = 0; k < nsteps && !st; k++) {
+        st = ct_grid_step(&C, k);
+        if (!st)
+            st = dfm__step_done(s, a->progress, a->progress_data, (int)k, (int)nsteps,
+                                dfm__sampler_time(s, k + 1));
+    }
+    if (!st) {
+        memcpy(a->tokens, C.R.cur, n * sizeof(int32_t));
+        if (a->n_save) memcpy(a->saved_tokens, C.saved, a->n_save * n * sizeof(int32_t));
+    }
+    ct_free(&C);
     return st;
 }
 
