@@ -12,7 +12,8 @@
 #   make fuzz-corpus-update   merge new interesting inputs found by `make fuzz` into the seeds
 #   make abi-dump         write the baseline lib/dfm.abi (abidw) from lib/libdfm.so.0
 #   make abi-check        abidiff against lib/dfm.abi + exported symbols vs lib/dfm.map
-#   make check-hygiene    the sources never abort/print/exit nor allocate outside dfm_allocator
+#   make check-hygiene    the sources never abort/print/exit nor allocate outside dfm_allocator,
+#                         and no function is longer than 80 lines
 #   make reliability      all of the above checks (what CI runs), deps-reliability installs tools
 
 .PHONY: check-asan check-valgrind check-tsan fuzz fuzz-smoke fuzz-regress fuzz-corpus-update \
