@@ -671,6 +671,7 @@ START_TEST(path_sample_affine)
         /* bad input leaves outputs untouched */
         memset(xt2, 0, N * 4);
         a.row_offset = 0; a.rows = R; a.t = t; a.x1_reals = x1; a.xt_reals = xt2;
+        a.x0_reals_out = x02;
         t[3] = 1.5;
         ck_assert_int_eq(dfm_path_sample(p, &a), DFM_ERANGE);
         ck_assert_ptr_nonnull(strstr(dfm_path_last_error(p), "outside"));

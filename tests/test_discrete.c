@@ -477,7 +477,7 @@ START_TEST(chunked_model_calls)
     a.tokens = tok;
     c.step = -1;
     ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ENUMERIC);
-    ck_assert_msg(strstr(dfm_sampler_last_error(s), "row 37 coord 2") != NULL, "%s",
+    ck_assert_msg(strstr(dfm_sampler_last_error(s), "[row 37][coord 2]") != NULL, "%s",
                   dfm_sampler_last_error(s));
     ck_assert_mem_eq(tok, keep, sizeof tok);
     /* option bounds */
@@ -586,7 +586,7 @@ START_TEST(mixture_rates_formula)
     memcpy(keep, rates, sizeof keep);
     logits[7] = NAN;
     ck_assert_int_eq(dfm_mixture_rates(g, 2, t, tok, logits, rates), DFM_ENUMERIC);
-    ck_assert_ptr_nonnull(strstr(dfm_generator_last_error(g), "row 0 coord 2"));
+    ck_assert_ptr_nonnull(strstr(dfm_generator_last_error(g), "[row 0][coord 2]"));
     logits[7] = 0.0f;
     tok[4] = 3;
     ck_assert_int_eq(dfm_mixture_rates(g, 2, t, tok, logits, rates), DFM_ERANGE);
@@ -716,7 +716,7 @@ START_TEST(bad_run_inputs)
     a.n_save = 1;
     a.saved_tokens = saved;
     const int codes[5] = {0, DFM_ENUMERIC, DFM_ENUMERIC, DFM_ECALLBACK, DFM_ENUMERIC};
-    const char *msgs[5] = {"", "row 1 coord 2", "row 0 coord 1", "-17", "row 0 coord 1"};
+    const char *msgs[5] = {"", "[row 1][coord 2]", "[row 0][coord 1]", "-17", "[row 0][coord 1]"};
     for (int mode = 1; mode <= 4; mode++) {
         E.mode = mode;
         int rc = dfm_sampler_run(s, &a);
@@ -809,7 +809,7 @@ START_TEST(bad_rates)
     a.rows = 2;
     a.tokens = tok;
     ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ENUMERIC);
-    ck_assert_ptr_nonnull(strstr(dfm_sampler_last_error(s), "row 1 coord 2"));
+    ck_assert_ptr_nonnull(strstr(dfm_sampler_last_error(s), "[row 1][coord 2]"));
     ck_assert_mem_eq(tok, keep, sizeof tok);
     dfm_sampler_free(s);
     dfm_scheduler_free(T.sched);

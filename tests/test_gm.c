@@ -1197,7 +1197,7 @@ START_TEST(gm_loss_velocity_and_rates)
     /* a zero model rate where the target is positive: DFM_ENUMERIC with a message */
     rates[1] = 0.0f;
     ck_assert_int_eq(dfm_loss_eval(lr, &a), DFM_ENUMERIC);
-    ck_assert(strstr(dfm_loss_last_error(lr), "row 0, coord 0") != NULL);
+    ck_assert(strstr(dfm_loss_last_error(lr), "out[row 0][coord 0]") != NULL);
     dfm_loss_free(lv);
     dfm_loss_free(lr);
     dfm_space_free(se);

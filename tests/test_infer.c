@@ -1234,7 +1234,7 @@ START_TEST(bad_options_and_combinations)
         int32_t t2[6] = {0, 1, 2, 0, 1, 2}, k2[6];
         memcpy(k2, t2, sizeof t2);
         ck_assert_int_eq(run_tok(sr, &R2, t2, 3, 0, 0, NULL, rates_nan_stage2, &R2), DFM_ENUMERIC);
-        ck_assert_msg(strstr(dfm_sampler_last_error(sr), "row 1 coord 1") != NULL, "%s", dfm_sampler_last_error(sr));
+        ck_assert_msg(strstr(dfm_sampler_last_error(sr), "[row 1][coord 1]") != NULL, "%s", dfm_sampler_last_error(sr));
         ck_assert_mem_eq(t2, k2, sizeof t2);
         dfm_sampler_free(sr);
         dfm_scheduler_free(R2.sched);

@@ -4,7 +4,9 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #define V 4       /* vocabulary, mask token V - 1 */
 #define D 3       /* coordinates */
@@ -1187,6 +1189,7 @@ START_TEST(test_last_error_creators)
     ck_assert(t[0] == 7 && t[1] == 7 && t[2] == 7);
 
     /* a half-set allocator, a NULL handle, a metric path with an invalid distance */
+    dfm_scheduler_free(sc);
     dfm_allocator half = {NULL, NULL, NULL};
     ck_assert_int_eq(dfm_scheduler_create_cosine(&sc, &half), DFM_EINVAL);
     assert_msg(dfm_last_error(), "allocator needs both alloc and free");
@@ -1314,6 +1317,631 @@ START_TEST(test_option_types)
 }
 END_TEST
 
+/* ---- 5. sizes: overflow before any loop, refused allocations say what and how much ---- */
+
+/* An allocator that refuses blocks above 256 MiB: a huge request fails cleanly, as it would on
+ * a machine without that much memory, and nothing is allocated for real. */
+static void *cap_alloc(size_t n, void *op)
+{
+    (void)op;
+    return n > ((size_t)256 << 20) ? NULL : malloc(n);
+}
+static void cap_free(void *p, void *op)
+{
+    (void)op;
+    free(p);
+}
+static const dfm_allocator capped = {cap_alloc, cap_free, NULL};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int never_model(const dfm_model_io *io, void *ud)
+{
+    (void)io;
+    (void)ud;
+    return 5; /* reached only when the allocations went through */
+}
+
+#define HUGE_ROWS (SIZE_MAX / 8)
+
+/* Every kind of sampler run: rows x row size overflows, detected before the tokens are read. */
+START_TEST(test_size_overflow_samplers)
+{
+    for (int k = 0; k < 5; k++) {
+        dfm_sampler *s = makers[k]();
+        int32_t tok[2 * D] = {1, 1, 1, 1, 1, 1};
+        float re[4] = {9, 9, 9, 9};
+        dfm_run_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.model = never_model;
+        a.rows = HUGE_ROWS;
+        if (k == 1 || k == 2) a.reals = re; else a.tokens = tok;
+        double t0 = now_s();
+        int st = dfm_sampler_run(s, &a);
+        ck_assert_msg(st == DFM_EOVERFLOW, "kind %d: %d (%s)", k, st, dfm_sampler_last_error(s));
+        ck_assert(now_s() - t0 < 1.0);
+        assert_msg(dfm_sampler_last_error(s), "overflows");
+        assert_msg(dfm_sampler_last_error(s), "rows = ");
+        ck_assert_str_eq(dfm_last_error(), dfm_sampler_last_error(s));
+        for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(tok[j], 1);
+        for (int j = 0; j < 4; j++) ck_assert(re[j] == 9.0f);
+        dfm_sampler_free(s);
+    }
+}
+END_TEST
+
+/* The issue's case: rows = SIZE_MAX / 160 + 1 with draw_source spun in the token check for
+ * minutes. It overflows the row budget (160 bytes per row of 3 tokens); a smaller count that
+ * does not fails at once on its first (refused) allocation, which the message sizes. */
+START_TEST(test_size_draw_source_fast)
+{
+    const size_t counts[2] = {SIZE_MAX / 160 + 1, SIZE_MAX / 400};
+    for (int k = 0; k < 2; k++) {
+        dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+        int32_t tok[2 * D] = {1, 1, 1, 1, 1, 1};
+        dfm_run_args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = sizeof a;
+        a.model = never_model;
+        a.rows = counts[k];
+        a.tokens = tok;
+        a.draw_source = 1;
+        double t0 = now_s();
+        int st = dfm_sampler_run(s, &a);
+        ck_assert_msg(now_s() - t0 < 1.0, "took %g s", now_s() - t0);
+        const char *msg = dfm_sampler_last_error(s);
+        char want[64];
+        if (k == 0) {
+            ck_assert_msg(st == DFM_EOVERFLOW, "%d (%s)", st, msg);
+            snprintf(want, sizeof want, "rows = %zu overflows", counts[k]);
+        } else {
+            ck_assert_msg(st == DFM_ENOMEM, "%d (%s)", st, msg);
+            assert_msg(msg, "cannot allocate ");
+            assert_msg(msg, " bytes of ");
+            snprintf(want, sizeof want, "for %zu rows", counts[k]);
+        }
+        assert_msg(msg, want);
+        for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(tok[j], 1);
+        dfm_sampler_free(s);
+    }
+}
+END_TEST
+
+/* The other entry points over rows. */
+START_TEST(test_size_overflow_calls)
+{
+    /* path sample: mixture and affine */
+    dfm_path *mp = mixture_path(DFM_SOURCE_MASK), *ap = affine_path(2);
+    double t[2] = {0.5, 0.5};
+    int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
+    float r1[4] = {1, 2, 3, 4}, rt[4] = {9, 9, 9, 9};
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa;
+    pa.rows = HUGE_ROWS;
+    pa.t = t;
+    pa.x1_tokens = x1;
+    pa.xt_tokens = xt;
+    ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EOVERFLOW);
+    assert_msg(dfm_path_last_error(mp), "overflows");
+    pa.x1_tokens = NULL;
+    pa.xt_tokens = NULL;
+    pa.x1_reals = r1;
+    pa.xt_reals = rt;
+    ck_assert_int_eq(dfm_path_sample(ap, &pa), DFM_EOVERFLOW);
+    assert_msg(dfm_path_last_error(ap), "overflows");
+
+    /* loss eval: generalized KL and MSE */
+    dfm_loss *gkl, *mse;
+    dfm_generator *vg;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&gkl, mp, NULL), 0);
+    ck_assert_int_eq(dfm_generator_create_velocity(&vg, ap, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_mse(&mse, vg, NULL), 0);
+    float out[2 * D * V] = {0}, grad[2 * D * V];
+    for (int j = 0; j < 2 * D * V; j++) grad[j] = 5.0f;
+    double loss = -7.0;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.rows = HUGE_ROWS;
+    la.t = t;
+    la.x1_tokens = x1;
+    la.xt_tokens = x1;
+    la.out = out;
+    la.grad = grad;
+    la.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(gkl, &la), DFM_EOVERFLOW);
+    assert_msg(dfm_loss_last_error(gkl), "overflows");
+    la.x1_tokens = la.xt_tokens = NULL;
+    la.x0_reals = r1;
+    la.x1_reals = r1;
+    la.xt_reals = r1;
+    ck_assert_int_eq(dfm_loss_eval(mse, &la), DFM_EOVERFLOW);
+    assert_msg(dfm_loss_last_error(mse), "overflows");
+    ck_assert(loss == -7.0);
+    for (int j = 0; j < 2 * D * V; j++) ck_assert(grad[j] == 5.0f);
+
+    /* ELBO */
+    double nelbo[2] = {-1, -1};
+    dfm_elbo_args ea;
+    memset(&ea, 0, sizeof ea);
+    ea.struct_size = sizeof ea;
+    ea.rows = HUGE_ROWS;
+    ea.x1_tokens = x1;
+    ea.n_t = 1;
+    ea.model = never_model;
+    ea.nelbo = nelbo;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(gkl, &ea), DFM_EOVERFLOW);
+    assert_msg(dfm_loss_last_error(gkl), "overflows");
+    ck_assert(nelbo[0] == -1 && nelbo[1] == -1);
+
+    /* mixture rates */
+    dfm_generator *fg;
+    ck_assert_int_eq(dfm_generator_create_factorized(&fg, mp, DFM_PARAM_LOGITS, NULL), 0);
+    ck_assert_int_eq(dfm_mixture_rates(fg, HUGE_ROWS, t, x1, out, grad), DFM_EOVERFLOW);
+    assert_msg(dfm_generator_last_error(fg), "overflows");
+    for (int j = 0; j < 2 * D * V; j++) ck_assert(grad[j] == 5.0f);
+
+    /* trainer step */
+    dfm_trainer *tr;
+    ck_assert_int_eq(dfm_trainer_create(&tr, ap, mse, NULL), 0);
+    dfm_train_args ta;
+    memset(&ta, 0, sizeof ta);
+    ta.struct_size = sizeof ta;
+    ta.rows = HUGE_ROWS;
+    ta.x1_reals = r1;
+    ta.forward = never_model;
+    ta.loss = &loss;
+    ck_assert_int_eq(dfm_trainer_step(tr, &ta), DFM_EOVERFLOW);
+    assert_msg(dfm_trainer_last_error(tr), "overflows");
+    ck_assert_int_eq(dfm_trainer_step_count(tr), 0);
+
+    /* log-likelihood */
+    dfm_sampler *s = cs_sampler(DFM_METHOD_RK4);
+    double lp[2] = {123, 123};
+    dfm_loglik_args ll;
+    memset(&ll, 0, sizeof ll);
+    ll.struct_size = sizeof ll;
+    ll.model = never_model;
+    ll.rows = (size_t)1 << 50;
+    ll.x1 = r1;
+    ll.n_probes = 1;
+    ll.logp = lp;
+    ck_assert_int_eq(dfm_sampler_log_likelihood(s, &ll), DFM_EOVERFLOW);
+    assert_msg(dfm_sampler_last_error(s), "overflows");
+    ck_assert(lp[0] == 123 && lp[1] == 123);
+
+    for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(xt[j], 9);
+    for (int j = 0; j < 4; j++) ck_assert(rt[j] == 9.0f);
+    dfm_sampler_free(s);
+    dfm_trainer_free(tr);
+    dfm_generator_free(fg);
+    dfm_loss_free(mse);
+    dfm_loss_free(gkl);
+    dfm_generator_free(vg);
+    dfm_path_free(ap);
+    dfm_path_free(mp);
+}
+END_TEST
+
+/* A large vocabulary: the model output of the whole batch (512 rows x 256 tokens x 1024 logits,
+ * 512 MiB) is refused; the message gives the bytes and the option that lowers them, and with
+ * that option lowered the run gets past its allocations (to the model, which fails on purpose). */
+enum { BV = 1024, BD = 256, BROWS = 512 };
+
+static dfm_path *big_path(void)
+{
+    dfm_space *sp;
+    dfm_scheduler *sc;
+    dfm_path *p;
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, BV, BD, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc, DFM_SOURCE_MASK, BV - 1, NULL, NULL), 0);
+    dfm_space_free(sp);
+    dfm_scheduler_free(sc);
+    return p;
+}
+
+START_TEST(test_size_nomem_message)
+{
+    dfm_path *p = big_path();
+    dfm_generator *g;
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, p, DFM_PARAM_LOGITS, NULL), 0);
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER, &capped), 0);
+    int32_t *tok = (int32_t *)malloc(BROWS * BD * sizeof(int32_t));
+    for (int j = 0; j < BROWS * BD; j++) tok[j] = 7;
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = never_model;
+    a.rows = BROWS;
+    a.tokens = tok;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ENOMEM);
+    char want[160];
+    snprintf(want, sizeof want, "cannot allocate %zu bytes of model output for %d rows; lower "
+             "DFM_OPT_DS_CHUNK_ROWS", (size_t)BROWS * BD * BV * sizeof(float), BROWS);
+    assert_msg(dfm_sampler_last_error(s), want);
+    ck_assert_str_eq(dfm_last_error(), dfm_sampler_last_error(s));
+    for (int j = 0; j < BROWS * BD; j++) ck_assert_int_eq(tok[j], 7);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_DS_CHUNK_ROWS, 64), 0);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ECALLBACK);
+    for (int j = 0; j < BROWS * BD; j++) ck_assert_int_eq(tok[j], 7);
+
+    /* the ELBO: its logits for chunk_rows rows */
+    dfm_loss *l;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&l, p, &capped), 0);
+    double nelbo[BROWS];
+    for (int r = 0; r < BROWS; r++) nelbo[r] = -1.0;
+    dfm_elbo_args ea;
+    memset(&ea, 0, sizeof ea);
+    ea.struct_size = sizeof ea;
+    ea.rows = BROWS;
+    ea.x1_tokens = tok;
+    ea.n_t = 1;
+    ea.model = never_model;
+    ea.nelbo = nelbo;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(l, &ea), DFM_ENOMEM);
+    snprintf(want, sizeof want, "cannot allocate %zu bytes of ELBO scratch for %d rows; lower "
+             "args->chunk_rows", (size_t)BROWS * BD * BV * sizeof(float), BROWS);
+    assert_msg(dfm_loss_last_error(l), want);
+    for (int r = 0; r < BROWS; r++) ck_assert(nelbo[r] == -1.0);
+    ea.chunk_rows = 64;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(l, &ea), DFM_ECALLBACK);
+    free(tok);
+    dfm_loss_free(l);
+    dfm_sampler_free(s);
+    dfm_generator_free(g);
+    dfm_path_free(p);
+}
+END_TEST
+
+/* ---- 6. consistency: unused members, mask tokens in data, overlapping outputs ---- */
+
+START_TEST(test_other_modality_null)
+{
+    dfm_path *mp = mixture_path(DFM_SOURCE_MASK), *ap = affine_path(2);
+    double t[2] = {0.5, 0.5};
+    int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
+    float r1[4] = {1, 2, 3, 4}, rt[4] = {9, 9, 9, 9};
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa;
+    pa.rows = 2;
+    pa.t = t;
+    pa.x1_tokens = x1;
+    pa.xt_tokens = xt;
+    pa.x1_reals = r1; /* a discrete path was silently ignoring it */
+    ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EINVAL);
+    assert_msg(dfm_path_last_error(mp), "args->x1_reals must be NULL: the space has no reals");
+    for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(xt[j], 9);
+    pa.x1_reals = NULL;
+    ck_assert_int_eq(dfm_path_sample(mp, &pa), 0);
+
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa;
+    pa.rows = 2;
+    pa.t = t;
+    pa.x1_reals = r1;
+    pa.xt_reals = rt;
+    pa.x0_tokens = x1;
+    ck_assert_int_eq(dfm_path_sample(ap, &pa), DFM_EINVAL);
+    assert_msg(dfm_path_last_error(ap), "args->x0_tokens must be NULL: the space has no tokens");
+    for (int j = 0; j < 4; j++) ck_assert(rt[j] == 9.0f);
+
+    /* losses */
+    dfm_loss *gkl, *ce, *mse;
+    dfm_generator *vg;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&gkl, mp, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_cross_entropy(&ce, mp, 0, NULL), 0);
+    ck_assert_int_eq(dfm_generator_create_velocity(&vg, ap, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_mse(&mse, vg, NULL), 0);
+    float out[2 * D * V] = {0}, grad[2 * D * V];
+    for (int j = 0; j < 2 * D * V; j++) grad[j] = 5.0f;
+    double loss = -7.0;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.rows = 2;
+    la.t = t;
+    la.x1_tokens = x1;
+    la.xt_tokens = x1;
+    la.x1_reals = r1;
+    la.out = out;
+    la.grad = grad;
+    la.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(gkl, &la), DFM_EINVAL);
+    assert_msg(dfm_loss_last_error(gkl), "args->x1_reals must be NULL");
+    ck_assert_int_eq(dfm_loss_eval(ce, &la), DFM_EINVAL);
+    assert_msg(dfm_loss_last_error(ce), "args->x1_reals must be NULL");
+    la.x1_reals = NULL;
+    la.x0_reals = r1;
+    la.x1_reals = r1;
+    la.xt_reals = r1;
+    la.x1_tokens = NULL;
+    la.fixed = (const uint8_t *)x1;
+    ck_assert_int_eq(dfm_loss_eval(mse, &la), DFM_EINVAL);
+    assert_msg(dfm_loss_last_error(mse), "args->xt_tokens must be NULL: the space has no tokens");
+    ck_assert(loss == -7.0);
+    for (int j = 0; j < 2 * D * V; j++) ck_assert(grad[j] == 5.0f);
+
+    /* trainer */
+    dfm_trainer *tr;
+    ck_assert_int_eq(dfm_trainer_create(&tr, ap, mse, NULL), 0);
+    dfm_train_args ta;
+    memset(&ta, 0, sizeof ta);
+    ta.struct_size = sizeof ta;
+    ta.rows = 2;
+    ta.x1_reals = r1;
+    ta.x1_tokens = x1;
+    ta.forward = never_model;
+    ta.loss = &loss;
+    ck_assert_int_eq(dfm_trainer_step(tr, &ta), DFM_EINVAL);
+    assert_msg(dfm_trainer_last_error(tr), "args->x1_tokens must be NULL: the space has no tokens");
+    ck_assert_int_eq(dfm_trainer_step_count(tr), 0);
+    ck_assert(loss == -7.0);
+
+    /* a uniform (or mask) source has no p0 */
+    dfm_space *sp;
+    dfm_scheduler *sc;
+    dfm_path *q = (dfm_path *)&q;
+    const double p0[V] = {0.25, 0.25, 0.25, 0.25};
+    ck_assert_int_eq(dfm_space_create_discrete(&sp, V, D, NULL), 0);
+    ck_assert_int_eq(dfm_scheduler_create_condot(&sc, NULL), 0);
+    ck_assert_int_eq(dfm_path_create_mixture(&q, sp, sc, DFM_SOURCE_UNIFORM, 0, p0, NULL),
+                     DFM_EINVAL);
+    ck_assert_ptr_null(q);
+    assert_msg(dfm_last_error(), "p0");
+    dfm_scheduler_free(sc);
+    dfm_space_free(sp);
+
+    dfm_trainer_free(tr);
+    dfm_loss_free(mse);
+    dfm_loss_free(ce);
+    dfm_loss_free(gkl);
+    dfm_generator_free(vg);
+    dfm_path_free(ap);
+    dfm_path_free(mp);
+}
+END_TEST
+
+static int zero_model(const dfm_model_io *io, void *ud)
+{
+    (void)ud;
+    fill_out(io, 0.0f);
+    return 0;
+}
+
+/* Data holding the mask token of a mask-source path has no target: every loss refuses it. */
+START_TEST(test_mask_token_in_data)
+{
+    dfm_path *mp = mixture_path(DFM_SOURCE_MASK);
+    dfm_loss *gkl, *ce;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&gkl, mp, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_cross_entropy(&ce, mp, 0, NULL), 0);
+    double t[2] = {0.5, 0.5}, loss = -7.0;
+    int32_t x1[2 * D] = {0, 1, 2, 0, 1, V - 1}, xt[2 * D] = {0, 3, 3, 3, 3, 3};
+    float out[2 * D * V] = {0}, grad[2 * D * V];
+    for (int j = 0; j < 2 * D * V; j++) grad[j] = 5.0f;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.rows = 2;
+    la.t = t;
+    la.x1_tokens = x1;
+    la.xt_tokens = xt;
+    la.out = out;
+    la.grad = grad;
+    la.loss = &loss;
+    dfm_loss *ls[2] = {gkl, ce};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(dfm_loss_eval(ls[k], &la), DFM_ERANGE);
+        assert_msg(dfm_loss_last_error(ls[k]), "x1_tokens[row 1][coord 2] = 3 is the mask token");
+        ck_assert(loss == -7.0);
+        for (int j = 0; j < 2 * D * V; j++) ck_assert(grad[j] == 5.0f);
+    }
+    x1[5] = 2;
+    ck_assert_int_eq(dfm_loss_eval(gkl, &la), 0);
+    x1[5] = V - 1;
+    loss = -7.0;
+
+    double nelbo[2] = {-1, -1};
+    dfm_elbo_args ea;
+    memset(&ea, 0, sizeof ea);
+    ea.struct_size = sizeof ea;
+    ea.rows = 2;
+    ea.x1_tokens = x1;
+    ea.n_t = 1;
+    ea.model = zero_model;
+    ea.nelbo = nelbo;
+    ck_assert_int_eq(dfm_loss_discrete_elbo(gkl, &ea), DFM_ERANGE);
+    assert_msg(dfm_loss_last_error(gkl), "x1_tokens[row 1][coord 2] = 3 is the mask token");
+    ck_assert(nelbo[0] == -1 && nelbo[1] == -1);
+
+    /* a product of the mask path (generalized KL) and an affine path (MSE), through a trainer */
+    dfm_path *ap = affine_path(2), *pp;
+    const dfm_path *parts[2] = {mp, ap};
+    ck_assert_int_eq(dfm_path_create_product(&pp, parts, 2, NULL), 0);
+    dfm_generator *vg;
+    dfm_loss *mse, *lp;
+    ck_assert_int_eq(dfm_generator_create_velocity(&vg, ap, DFM_PARAM_VELOCITY, NULL), 0);
+    ck_assert_int_eq(dfm_loss_create_mse(&mse, vg, NULL), 0);
+    const dfm_loss *pl[2] = {gkl, mse};
+    ck_assert_int_eq(dfm_loss_create_product(&lp, pp, pl, NULL, 2, NULL), 0);
+    dfm_trainer *tr;
+    ck_assert_int_eq(dfm_trainer_create(&tr, pp, lp, NULL), 0);
+    float r1[4] = {1, 2, 3, 4};
+    dfm_train_args ta;
+    memset(&ta, 0, sizeof ta);
+    ta.struct_size = sizeof ta;
+    ta.rows = 2;
+    ta.x1_tokens = x1;
+    ta.x1_reals = r1;
+    ta.forward = zero_model;
+    ta.loss = &loss;
+    ck_assert_int_eq(dfm_trainer_step(tr, &ta), DFM_ERANGE);
+    assert_msg(dfm_trainer_last_error(tr), "x1_tokens[row 1][coord 2] = 3 is the mask token");
+    ck_assert_int_eq(dfm_trainer_step_count(tr), 0);
+    ck_assert(loss == -7.0);
+    x1[5] = 2;
+    ck_assert_int_eq(dfm_trainer_step(tr, &ta), 0);
+
+    dfm_trainer_free(tr);
+    dfm_loss_free(lp);
+    dfm_loss_free(mse);
+    dfm_generator_free(vg);
+    dfm_path_free(pp);
+    dfm_path_free(ap);
+    dfm_loss_free(ce);
+    dfm_loss_free(gkl);
+    dfm_path_free(mp);
+}
+END_TEST
+
+START_TEST(test_overlapping_outputs)
+{
+    /* path sample: x_t written over x1 */
+    dfm_path *mp = mixture_path(DFM_SOURCE_MASK), *ap = affine_path(2);
+    double t[2] = {0.5, 0.5};
+    int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2};
+    dfm_path_sample_args pa;
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa;
+    pa.rows = 2;
+    pa.t = t;
+    pa.x1_tokens = x1;
+    pa.xt_tokens = x1 + 1;
+    ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EINVAL);
+    assert_msg(dfm_path_last_error(mp), "args->xt_tokens overlaps args->x1_tokens");
+    for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(x1[j], j % D);
+    float r[8] = {1, 2, 3, 4, 9, 9, 9, 9};
+    memset(&pa, 0, sizeof pa);
+    pa.struct_size = sizeof pa;
+    pa.rows = 2;
+    pa.t = t;
+    pa.x1_reals = r;
+    pa.xt_reals = r + 4;
+    pa.target_reals = r + 2;
+    ck_assert_int_eq(dfm_path_sample(ap, &pa), DFM_EINVAL);
+    assert_msg(dfm_path_last_error(ap), "args->target_reals overlaps args->x1_reals");
+    for (int j = 0; j < 4; j++) ck_assert(r[j] == (float)(j + 1) && r[4 + j] == 9.0f);
+
+    /* loss: the gradient may replace the logits (documented), not half of them */
+    dfm_loss *gkl;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&gkl, mp, NULL), 0);
+    float out[2 * D * V + 4];
+    for (int j = 0; j < 2 * D * V + 4; j++) out[j] = 0.25f;
+    int32_t xt[2 * D] = {0, 3, 3, 3, 1, 3};
+    double loss = -7.0;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.rows = 2;
+    la.t = t;
+    la.x1_tokens = x1;
+    la.xt_tokens = xt;
+    la.out = out;
+    la.grad = out + 4;
+    la.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(gkl, &la), DFM_EINVAL);
+    assert_msg(dfm_loss_last_error(gkl), "args->grad overlaps args->out");
+    for (int j = 0; j < 2 * D * V + 4; j++) ck_assert(out[j] == 0.25f);
+    ck_assert(loss == -7.0);
+    la.grad = out;
+    ck_assert_int_eq(dfm_loss_eval(gkl, &la), 0);
+
+    /* sampler: saved states over the batch */
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    int32_t tok[3 * ROWS * D];
+    init_tokens(tok, 3 * ROWS * D);
+    const double st[2] = {0.5, 1.0};
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.at_call = -1;
+    dfm_run_args a = ds_args(&c, tok);
+    a.save_times = st;
+    a.n_save = 2;
+    a.saved_tokens = tok + ROWS * D - 1;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_EINVAL);
+    assert_msg(dfm_sampler_last_error(s), "args->saved_tokens overlaps args->tokens");
+    for (int j = 0; j < 3 * ROWS * D; j++) ck_assert_int_eq(tok[j], V - 1);
+    ck_assert_int_eq(c.calls, 0);
+    a.saved_tokens = tok + ROWS * D;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
+
+    /* mixture rates may not overwrite their logits */
+    dfm_generator *g;
+    ck_assert_int_eq(dfm_generator_create_factorized(&g, mp, DFM_PARAM_LOGITS, NULL), 0);
+    for (int j = 0; j < 2 * D * V; j++) out[j] = 0.25f;
+    ck_assert_int_eq(dfm_mixture_rates(g, 2, t, xt, out, out), DFM_EINVAL);
+    assert_msg(dfm_generator_last_error(g), "rates overlaps logits");
+    for (int j = 0; j < 2 * D * V; j++) ck_assert(out[j] == 0.25f);
+
+    dfm_generator_free(g);
+    dfm_sampler_free(s);
+    dfm_loss_free(gkl);
+    dfm_path_free(ap);
+    dfm_path_free(mp);
+}
+END_TEST
+
+/* One format for positions: name[row R][coord C]. */
+START_TEST(test_position_messages)
+{
+    int32_t tok[ROWS * D];
+    init_tokens(tok, ROWS * D);
+    tok[1 * D + 2] = 17;
+    dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.at_call = -1;
+    dfm_run_args a = ds_args(&c, tok);
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ERANGE);
+    assert_msg(dfm_sampler_last_error(s), "tokens[row 1][coord 2] = 17");
+    dfm_sampler_free(s);
+
+    s = ct_sampler(); /* 3 states, 2 coordinates */
+    int32_t ct[4] = {0, 1, 2, 5};
+    a.rows = 2;
+    a.tokens = ct;
+    ck_assert_int_eq(dfm_sampler_run(s, &a), DFM_ERANGE);
+    assert_msg(dfm_sampler_last_error(s), "tokens[row 1][coord 1] = 5");
+    ck_assert_int_eq(ct[3], 5);
+    dfm_sampler_free(s);
+
+    dfm_path *mp = mixture_path(DFM_SOURCE_UNIFORM);
+    dfm_loss *ce;
+    ck_assert_int_eq(dfm_loss_create_cross_entropy(&ce, mp, 0, NULL), 0);
+    double t[2] = {0.5, 0.5}, loss = -7.0;
+    int32_t x1[2 * D] = {0, 1, 2, 0, -4, 2};
+    float out[2 * D * V] = {0};
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.rows = 2;
+    la.t = t;
+    la.x1_tokens = x1;
+    la.out = out;
+    la.loss = &loss;
+    ck_assert_int_eq(dfm_loss_eval(ce, &la), DFM_ERANGE);
+    assert_msg(dfm_loss_last_error(ce), "x1_tokens[row 1][coord 1] = -4");
+    /* the uniform source has no mask token: every token is data */
+    x1[4] = V - 1;
+    ck_assert_int_eq(dfm_loss_eval(ce, &la), 0);
+    out[1 * D * V + 2 * V + 1] = NAN;
+    ck_assert_int_eq(dfm_loss_eval(ce, &la), DFM_ENUMERIC);
+    assert_msg(dfm_loss_last_error(ce), "out[row 1][coord 2]");
+    dfm_loss_free(ce);
+    dfm_path_free(mp);
+}
+END_TEST
+
 static Suite *misuse_suite(void)
 {
     Suite *s = suite_create("misuse");
@@ -1349,6 +1977,18 @@ static Suite *misuse_suite(void)
     tcase_add_test(tc, test_last_error_rules);
     tcase_add_test(tc, test_last_error_per_thread);
     tcase_add_test(tc, test_option_types);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("sizes");
+    tcase_add_test(tc, test_size_overflow_samplers);
+    tcase_add_test(tc, test_size_draw_source_fast);
+    tcase_add_test(tc, test_size_overflow_calls);
+    tcase_add_test(tc, test_size_nomem_message);
+    suite_add_tcase(s, tc);
+    tc = tu_tcase("consistency");
+    tcase_add_test(tc, test_other_modality_null);
+    tcase_add_test(tc, test_mask_token_in_data);
+    tcase_add_test(tc, test_overlapping_outputs);
+    tcase_add_test(tc, test_position_messages);
     suite_add_tcase(s, tc);
     return s;
 }

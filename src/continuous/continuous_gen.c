@@ -212,7 +212,7 @@ static int mse_eval(dfm_loss *l, const dfm_loss_args *a)
     if (dfm__mul3(a->rows, 3, sizeof(double), &bytes))
         return dfm__fail(&l->b, DFM_EOVERFLOW, "rows too large");
     double *co = (double *)dfm__alloc(&l->b.mem, bytes);
-    if (!co) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate %zu bytes", bytes);
+    if (!co) return dfm__fail_nomem(&l->b, "loss scratch", a->rows, DFM__HINT_ROWS);
     double *rowsum = co + 2 * a->rows;
     int st = 0;
     double last_t = -1.0, c1 = 0.0, c0 = 0.0;

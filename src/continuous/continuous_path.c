@@ -261,7 +261,7 @@ static int affine_convert(dfm_path *p, int from, int to, size_t rows, const doub
     if (dfm__mul3(rows, 2, sizeof(double), &bytes))
         return dfm__fail(&p->b, DFM_EOVERFLOW, "rows too large");
     double *co = (double *)dfm__alloc(&p->b.mem, bytes);
-    if (!co) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate %zu bytes", bytes);
+    if (!co) return dfm__fail_nomem(&p->b, "conversion scratch", rows, DFM__HINT_ROWS);
     int st = 0;
     for (size_t r = 0; r < rows && !st; r++) {
         dfm_sched_values v;
@@ -287,12 +287,13 @@ static int affine_convert(dfm_path *p, int from, int to, size_t rows, const doub
         double A = co[2 * r], B = co[2 * r + 1];
         for (size_t j = 0; j < d; j++) {
             if (!isfinite(x[j]) || !isfinite(y[j])) {
-                st = dfm__fail(&p->b, DFM_ENUMERIC, "non-finite input at row %zu, coord %zu", r, j);
+                st = dfm__fail(&p->b, DFM_ENUMERIC, "%s[row %zu][coord %zu] is not finite",
+                               isfinite(x[j]) ? "in" : "xt", r, j);
                 break;
             }
             float o = (float)((A != 0.0 ? A * x[j] : 0.0) + B * y[j]);
             if (!isfinite(o)) {
-                st = dfm__fail(&p->b, DFM_ENUMERIC, "result overflows at row %zu, coord %zu", r, j);
+                st = dfm__fail(&p->b, DFM_ENUMERIC, "out[row %zu][coord %zu] overflows float", r, j);
                 break;
             }
         }
@@ -437,15 +438,15 @@ static int affine_sample(dfm_path *p, const dfm_path_sample_args *a)
     if (!co || !bound) {
         dfm__free(&p->b.mem, co);
         dfm__free(&p->b.mem, bound);
-        return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate %zu bytes", bytes);
+        return dfm__fail_nomem(&p->b, "path scratch", a->rows, DFM__HINT_ROWS);
     }
     sample_ctx c = {p, a, co, d, bound};
     int st = dfm__parallel_for(&p->b, p->b.nthreads, a->rows, bound_range, &c);
     for (size_t r = 0; r < a->rows && !st; r++) {
         if (bound[2 * r] < 0.0f)
-            st = dfm__fail(&p->b, DFM_ENUMERIC, "args->x1_reals has a NaN or Inf (row %zu)", r);
+            st = dfm__fail(&p->b, DFM_ENUMERIC, "x1_reals[row %zu] has a NaN or Inf", r);
         else if (bound[2 * r + 1] < 0.0f)
-            st = dfm__fail(&p->b, DFM_ENUMERIC, "args->x0_reals has a NaN or Inf (row %zu)", r);
+            st = dfm__fail(&p->b, DFM_ENUMERIC, "x0_reals[row %zu] has a NaN or Inf", r);
     }
     double last_t = -1.0;
     dfm_sched_values v = {0, 0, 0, 0};

@@ -302,7 +302,7 @@ static int report_nonfinite(const ode *o, const float *buf, double t)
     while (i < n && isfinite(buf[i])) i++;
     if (unwritten(o, buf)) return DFM_ENUMERIC;
     return dfm__fail(&o->s->b, DFM_ENUMERIC,
-                     "the model returned a non-finite value at t = %g (row %zu, coord %zu)", t,
+                     "the model returned a non-finite value at t = %g: out[row %zu][coord %zu]", t,
                      i / o->d, i % o->d);
 }
 
@@ -410,7 +410,7 @@ static int work_alloc(dfm_sampler *s, ode *o, work *wk, int stages, int adaptive
         bytes += parts[i] + 16;
     }
     char *p = (char *)dfm__alloc(&s->b.mem, bytes);
-    if (!p) return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate %zu bytes of work space", bytes);
+    if (!p) return dfm__fail_nomem(&s->b, "ODE work space", o->rows, DFM__HINT_ROWS);
     wk->blk = p;
     double *dp = (double *)p;
     wk->y = dp; dp += rw;
@@ -806,7 +806,7 @@ static int cont_run(dfm_sampler *s, const dfm_run_args *a)
     if (!st) {
         for (size_t i = 0; i < a->rows * d; i++) {
             if (!isfinite((float)wk.y[i])) {
-                st = dfm__fail(&s->b, DFM_ENUMERIC, "the state overflowed (row %zu, coord %zu)",
+                st = dfm__fail(&s->b, DFM_ENUMERIC, "the state overflowed: reals[row %zu][coord %zu]",
                                i / d, i % d);
                 break;
             }
@@ -934,8 +934,14 @@ static int loglik_check_args(dfm_sampler *s, const dfm_loglik_args *a, size_t *n
     if ((uint64_t)a->rows > ((uint64_t)1 << 56) ||
         a->row_offset > ((uint64_t)1 << 56) - a->rows)
         return dfm__fail(&s->b, DFM_ERANGE, "row_offset + rows must be < 2^56");
-    if (dfm__mul(a->rows, s->gen->out_stride, n))
-        return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x D overflows");
+    size_t d = s->gen->out_stride;
+    if (d > SIZE_MAX / 64 - 4096 ||
+        dfm__rows_fit(&s->b, a->rows, (d + 4096) * 4 * sizeof(double), "the states and probes"))
+        return DFM_EOVERFLOW;
+    *n = a->rows * d;
+    if (dfm__overlap(a->logp, a->rows * sizeof(double), a->x1, *n * sizeof(float)))
+        return dfm__fail(&s->b, DFM_EINVAL, "args->logp overlaps args->x1: an output may not "
+                         "share memory with another argument");
     if (!dfm__all_finite_f(a->x1, *n))
         return dfm__fail(&s->b, DFM_ENUMERIC, "args->x1 has a NaN or Inf");
     return 0;
@@ -964,7 +970,7 @@ static int loglik_alloc(dfm_sampler *s, const dfm_loglik_args *a, size_t n, logl
     o->divbuf = (double *)dfm__alloc(&s->b.mem, rowsb);
     if (pbytes) L->probes = (float *)dfm__alloc(&s->b.mem, pbytes);
     if (!L->lp0 || !o->divbuf || (pbytes && !L->probes))
-        return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the work space");
+        return dfm__fail_nomem(&s->b, "log-likelihood work space", a->rows, DFM__HINT_ROWS);
     return 0;
 }
 

@@ -45,18 +45,70 @@ int dfm__mem_init(dfm_allocator *dst, const dfm_allocator *src)
     return 0;
 }
 
+/* The largest failed allocation of the calling thread's current call (dfm__fail_nomem). */
+#ifdef DFM_TLS
+static DFM_TLS size_t tls_failed;
+#define FAILED(n) (tls_failed = (n) > tls_failed ? (n) : tls_failed)
+#else
+#define FAILED(n) ((void)0)
+#endif
+
+size_t dfm__alloc_failed(void)
+{
+#ifdef DFM_TLS
+    return tls_failed;
+#else
+    return 0;
+#endif
+}
+
 void *dfm__alloc(const dfm_allocator *m, size_t n)
 {
-    return m->alloc(n == 0 ? 1 : n, m->opaque);
+    void *p = m->alloc(n == 0 ? 1 : n, m->opaque);
+    if (!p) FAILED(n);
+    return p;
 }
 
 void *dfm__calloc(const dfm_allocator *m, size_t count, size_t size)
 {
     size_t n;
-    if (dfm__mul(count, size, &n)) return NULL;
+    if (dfm__mul(count, size, &n)) {
+        FAILED(SIZE_MAX);
+        return NULL;
+    }
+    if (m->alloc == sys_alloc) { /* fresh pages come zeroed: a huge block is not touched */
+        void *p = calloc(n == 0 ? 1 : n, 1);
+        if (!p) FAILED(n);
+        return p;
+    }
     void *p = dfm__alloc(m, n);
     if (p) memset(p, 0, n);
     return p;
+}
+
+int dfm__rows_fit(dfm_base *b, size_t rows, size_t row_bytes, const char *what)
+{
+    size_t n;
+    if (!dfm__mul(rows, row_bytes, &n) && n <= (size_t)PTRDIFF_MAX) return 0;
+    return dfm__fail(b, DFM_EOVERFLOW, "rows = %zu overflows: %s of %zu bytes per row exceed "
+                     "the largest buffer (at most %zu rows)", rows, what, row_bytes,
+                     (size_t)PTRDIFF_MAX / (row_bytes ? row_bytes : 1));
+}
+
+int dfm__fail_nomem(dfm_base *b, const char *what, size_t rows, const char *hint)
+{
+    size_t n = dfm__alloc_failed();
+#ifdef DFM_TLS
+    tls_failed = 0;
+#endif
+    if (n == SIZE_MAX)
+        return dfm__fail(b, DFM_EOVERFLOW, "the size of the %s for %zu rows overflows size_t%s%s",
+                         what, rows, hint ? "; " : "", hint ? hint : "");
+    if (n == 0)
+        return dfm__fail(b, DFM_ENOMEM, "cannot allocate the %s for %zu rows%s%s", what, rows,
+                         hint ? "; " : "", hint ? hint : "");
+    return dfm__fail(b, DFM_ENOMEM, "cannot allocate %zu bytes of %s for %zu rows%s%s", n, what,
+                     rows, hint ? "; " : "", hint ? hint : "");
 }
 
 void dfm__out_prefill(float *out, size_t n, size_t group)
@@ -179,6 +231,9 @@ void dfm__clear(dfm_base *b)
 {
     b->err[0] = '\0';
     b->cb_raw = 0;
+#ifdef DFM_TLS
+    tls_failed = 0;
+#endif
 }
 
 int dfm__refuse(dfm_base *b, const char *call)

@@ -65,6 +65,19 @@ int dfm__mem_init(dfm_allocator *dst, const dfm_allocator *src);
 void *dfm__alloc(const dfm_allocator *m, size_t n);
 void *dfm__calloc(const dfm_allocator *m, size_t count, size_t size); /* zeroed, overflow-checked */
 void dfm__free(const dfm_allocator *m, void *p);
+/* Sizes (docs/errors.md "Sizes"). A call whose rows x row_bytes exceeds PTRDIFF_MAX (no buffer
+ * can hold it, or the product overflows size_t) fails with DFM_EOVERFLOW before any loop over
+ * its inputs; what names the rows' data ("tokens and reals"). */
+int dfm__rows_fit(dfm_base *b, size_t rows, size_t row_bytes, const char *what);
+/* The bytes of the largest allocation that failed on this thread since the last dfm__clear
+ * (SIZE_MAX: a dfm__calloc whose size overflows), or 0; dfm__clear resets it. */
+size_t dfm__alloc_failed(void);
+/* Report a failed allocation: DFM_ENOMEM "cannot allocate N bytes of <what> for R rows; <hint>"
+ * (DFM_EOVERFLOW when the size overflowed). hint: what lowers it, e.g. "lower
+ * DFM_OPT_DS_CHUNK_ROWS", or NULL. */
+int dfm__fail_nomem(dfm_base *b, const char *what, size_t rows, const char *hint);
+/* The hint of buffers that grow with the batch: split it. */
+#define DFM__HINT_ROWS "pass fewer rows per call (shards with row_offset give the same results)"
 
 /* Initialise a base (allocator already validated); threads 1, seed 0, no error. */
 void dfm__base_init(dfm_base *b, const dfm_allocator *mem);
@@ -137,6 +150,15 @@ static inline int dfm__mul3(size_t a, size_t b, size_t c, size_t *out)
     size_t ab;
     if (dfm__mul(a, b, &ab)) return DFM_EOVERFLOW;
     return dfm__mul(ab, c, out);
+}
+
+/* Overlap of two buffers of na and nb bytes (NULL or empty: none). Outputs that would share
+ * memory with another argument are refused (docs/errors.md "Sizes and buffers"). */
+static inline int dfm__overlap(const void *a, size_t na, const void *b, size_t nb)
+{
+    if (!a || !b || !na || !nb) return 0;
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return x < y + nb && y < x + na;
 }
 
 /* Time checks shared by every module. */

@@ -861,8 +861,8 @@ static int ct_check_args(dfm_sampler *s, const dfm_run_args *a)
     if (!a->draw_source && rows) {
         for (size_t i = 0; i < rows * d; i++)
             if (a->tokens[i] < 0 || a->tokens[i] >= c->V)
-                return dfm__fail(&s->b, DFM_ERANGE, "tokens[%zu] = %d is outside [0, %d)", i,
-                                 (int)a->tokens[i], (int)c->V);
+                return dfm__fail(&s->b, DFM_ERANGE, "tokens[row %zu][coord %zu] = %d is outside "
+                                 "[0, %d)", i / d, i % d, (int)a->tokens[i], (int)c->V);
     }
     return 0;
 }
@@ -900,10 +900,10 @@ static int ct_setup(ctrun *C, dfm_sampler *s, const dfm_run_args *a)
     if (a->n_save) C->saved = (int32_t *)dfm__calloc(mem, a->n_save * rows * d, sizeof(int32_t));
     if (!R->ts || !R->cur || !R->req_row || !R->req_t || !R->req_tok || !R->out || !C->X.rs ||
         !C->X.first_req || (a->n_save && !C->saved))
-        return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the run scratch");
+        return dfm__fail_nomem(&s->b, "run scratch", rows, DFM__HINT_ROWS);
     for (int k = 0; k < R->nthr; k++)
         if (ts_alloc(R, &R->ts[k]))
-            return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the run scratch");
+            return dfm__fail_nomem(&s->b, "run scratch", rows, DFM__HINT_ROWS);
     return 0;
 }
 
@@ -940,8 +940,9 @@ static int ct_start(ctrun *C)
     for (size_t i = 0; i < n; i++)
         if (a->fixed[i]) {
             if (a->tokens[i] < 0 || a->tokens[i] >= R->c->V)
-                return dfm__fail(&R->s->b, DFM_ERANGE, "fixed tokens[%zu] = %d is outside [0, %d)",
-                                 i, (int)a->tokens[i], (int)R->c->V);
+                return dfm__fail(&R->s->b, DFM_ERANGE, "fixed tokens[row %zu][coord %zu] = %d is "
+                                 "outside [0, %d)", i / R->c->d, i % R->c->d,
+                                 (int)a->tokens[i], (int)R->c->V);
             R->cur[i] = a->tokens[i];
         }
     return 0;

@@ -22,8 +22,9 @@ static int breg_eval(dfm_loss *l, const dfm_loss_args *a)
         for (size_t i = 0; i < d; i++) {
             int32_t v1 = a->x1_tokens[r * d + i], vt = a->xt_tokens[r * d + i];
             if (v1 < 0 || v1 >= m->V || vt < 0 || vt >= m->V)
-                return dfm__fail(&l->b, DFM_ERANGE, "row %zu coordinate %zu: token outside [0, %d)",
-                                 r, i, (int)m->V);
+                return dfm__fail(&l->b, DFM_ERANGE, "%s[row %zu][coord %zu] = %d is outside "
+                                 "[0, %d)", v1 < 0 || v1 >= m->V ? "x1_tokens" : "xt_tokens", r,
+                                 i, (int)(v1 < 0 || v1 >= m->V ? v1 : vt), (int)m->V);
         }
     }
     size_t ns = dfm__ct_cond_scratch(p);
@@ -32,7 +33,7 @@ static int breg_eval(dfm_loss *l, const dfm_loss_args *a)
     double *vals = (double *)dfm__calloc(&l->b.mem, rows + 1, sizeof(double));
     int st = 0;
     if (!tgt || !vals || (a->grad && !grad)) {
-        st = dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate scratch");
+        st = dfm__fail_nomem(&l->b, "loss scratch", rows, DFM__HINT_ROWS);
         goto done;
     }
     double *bb = tgt + S, *gg = bb + S, *scr = gg + S, total = 0.0;

@@ -141,8 +141,8 @@ static int check_sample_args(dfm_path *p, const dfm_path_sample_args *a, size_t 
     if (dfm__mul(a->rows, d, &n)) return dfm__fail(&p->b, DFM_EOVERFLOW, "rows x d overflows");
     for (size_t i = 0; i < n; i++)
         if (a->x1_tokens[i] < 0 || a->x1_tokens[i] >= V)
-            return dfm__fail(&p->b, DFM_ERANGE, "x1_tokens[%zu] = %d is outside [0, %d)", i,
-                             (int)a->x1_tokens[i], (int)V);
+            return dfm__fail(&p->b, DFM_ERANGE, "x1_tokens[row %zu][coord %zu] = %d is outside "
+                             "[0, %d)", i / d, i % d, (int)a->x1_tokens[i], (int)V);
     return 0;
 }
 
@@ -155,7 +155,7 @@ static int finite_sample(dfm_path *p, const dfm_path_sample_args *a)
     double *pr = (double *)dfm__calloc(&p->b.mem, 2 * S, sizeof(double));
     int32_t *out = (int32_t *)dfm__calloc(&p->b.mem, a->rows * d, sizeof(int32_t));
     if (!pr || !out) {
-        st = dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate scratch");
+        st = dfm__fail_nomem(&p->b, "path scratch", a->rows, DFM__HINT_ROWS);
         goto done;
     }
     double last_t = NAN;
@@ -187,7 +187,7 @@ static int metric_sample(dfm_path *p, const dfm_path_sample_args *a)
     double *pr = (double *)dfm__calloc(&p->b.mem, V, sizeof(double));
     int32_t *out = (int32_t *)dfm__calloc(&p->b.mem, a->rows * d, sizeof(int32_t));
     if (!pr || !out) {
-        st = dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate scratch");
+        st = dfm__fail_nomem(&p->b, "path scratch", a->rows, DFM__HINT_ROWS);
         goto done;
     }
     double last_t = NAN, beta = 0.0, dbeta = 0.0;

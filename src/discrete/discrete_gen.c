@@ -36,7 +36,16 @@ static int mixture_rates(dfm_generator *g, size_t rows, const double *t, const i
         return dfm__fail(&g->b, DFM_EINVAL, "t, tokens, logits and rates must not be NULL");
     const dfm__mixture *m = dfm__mixture_of(g->path);
     size_t d = g->path->space.n_tokens, V = (size_t)m->vocab, n;
-    if (dfm__mul3(rows, d, V, &n)) return dfm__fail(&g->b, DFM_EOVERFLOW, "rows x d x V overflows");
+    size_t per;
+    if (dfm__mul3(d, V + 1, 2 * sizeof(float), &per) || per > SIZE_MAX - 16 ||
+        dfm__rows_fit(&g->b, rows, per + 16, "the tokens, logits and rates"))
+        return DFM_EOVERFLOW;
+    n = rows * d * V;
+    if (dfm__overlap(rates, n * sizeof(float), logits, n * sizeof(float)) ||
+        dfm__overlap(rates, n * sizeof(float), tokens, rows * d * sizeof(int32_t)) ||
+        dfm__overlap(rates, n * sizeof(float), t, rows * sizeof(double)))
+        return dfm__fail(&g->b, DFM_EINVAL, "rates overlaps logits, tokens or t: the output may "
+                         "not share memory with an input");
     /* Validate everything before writing. */
     for (size_t r = 0; r < rows; r++) {
         if (!dfm__time_ok(t[r]))
@@ -50,11 +59,11 @@ static int mixture_rates(dfm_generator *g, size_t rows, const double *t, const i
             float mx = dfm__max_check(logits + (r * d + i) * V, V, &bad);
             if (bad || mx == -INFINITY)
                 return dfm__fail(&g->b, DFM_ENUMERIC,
-                                 "logits of row %zu coord %zu contain NaN/+Inf or are all -Inf", r, i);
+                                 "logits[row %zu][coord %zu] contain NaN/+Inf or are all -Inf", r, i);
         }
     }
     double *coef = (double *)dfm__calloc(&g->b.mem, rows, sizeof(double));
-    if (!coef) return dfm__fail(&g->b, DFM_ENOMEM, "cannot allocate %zu coefficients", rows);
+    if (!coef) return dfm__fail_nomem(&g->b, "rate coefficients", rows, DFM__HINT_ROWS);
     for (size_t r = 0; r < rows; r++) {
         dfm_sched_values v;
         int raw = 0, st = dfm__sched_eval(&g->path->sched, t[r], &v, &raw);

@@ -218,7 +218,7 @@ static int dl_run(dfm_loss *l, dl_eval *e, size_t rows, size_t row_base, int two
                 if (dfm__fail_unwritten(&l->b, "model", e->out, rows, e->stride, (size_t)e->V, r, e0,
                                         e0 + (size_t)e->V, row_base + r))
                     return DFM_ENUMERIC;
-                return dfm__fail(&l->b, DFM_ENUMERIC, "logits of row %zu coordinate %zu %s",
+                return dfm__fail(&l->b, DFM_ENUMERIC, "logits out[row %zu][coord %zu] %s",
                                  row_base + r, e->bad[r], bad_text(e->bad_what[r]));
             }
     }
@@ -252,13 +252,30 @@ static int dl_coef(dfm_loss *l, const dfm_path *p, double t, size_t r, double *c
     return 0;
 }
 
+/* Rows of d tokens (and, for the ELBO, V logits per token) fit in a buffer. */
+static int dl_rows_fit(dfm_loss *l, size_t rows, size_t d, size_t V)
+{
+    size_t per;
+    if (dfm__mul3(d, V + 2, 2 * sizeof(double), &per) || per > SIZE_MAX - 64)
+        return dfm__fail(&l->b, DFM_EOVERFLOW, "the row size overflows");
+    return dfm__rows_fit(&l->b, rows, per + 64, "the tokens and scratch");
+}
+
+/* Tokens in [0, V); the data (x1, the path's mask given) may not hold the mask token where it
+ * is counted: a masked datum has no target. */
 static int dl_check_tokens(dfm_loss *l, const int32_t *x, size_t n, size_t d, int32_t V,
                            const char *what)
 {
-    for (size_t k = 0; k < n; k++)
+    const dfm__mixture *mx = dfm__mixture_of(((dl_impl *)l->impl)->path);
+    int32_t mask = what[1] == '1' && mx->source == DFM_SOURCE_MASK ? mx->mask : -1;
+    for (size_t k = 0; k < n; k++) {
         if (x[k] < 0 || x[k] >= V)
-            return dfm__fail(&l->b, DFM_ERANGE, "%s[%zu][%zu] = %d is outside [0, %d)", what,
-                             k / d, k % d, (int)x[k], (int)V);
+            return dfm__fail(&l->b, DFM_ERANGE, "%s[row %zu][coord %zu] = %d is outside [0, %d)",
+                             what, k / d, k % d, (int)x[k], (int)V);
+        if (x[k] == mask)
+            return dfm__fail(&l->b, DFM_ERANGE, "%s[row %zu][coord %zu] = %d is the mask token: "
+                             "data may not hold it", what, k / d, k % d, (int)x[k]);
+    }
     return 0;
 }
 
@@ -273,8 +290,7 @@ static int dl_eval_op(dfm_loss *l, const dfm_loss_args *a)
     const int only = !gkl && im->only_changed;
     const size_t d = p->space.n_tokens, rows = a->rows;
     const int32_t V = mx->vocab;
-    size_t n;
-    if (dfm__mul(rows, d, &n)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x d overflows");
+    size_t n = rows * d; /* fits: dfm_loss_eval checked */
     if (rows && !a->x1_tokens) return dfm__fail(&l->b, DFM_EINVAL, "args->x1_tokens is NULL");
     if (rows && (gkl || only) && !a->xt_tokens)
         return dfm__fail(&l->b, DFM_EINVAL, "args->xt_tokens is NULL");
@@ -308,7 +324,7 @@ static int dl_eval_op(dfm_loss *l, const dfm_loss_args *a)
     float *mxs = a->grad ? (float *)dfm__calloc(m, n ? n : 1, sizeof(float)) : NULL;
     float *scr = (float *)dfm__calloc(m, (size_t)nt, (size_t)V * sizeof(float));
     if (!c || !rowsum || !bad || !bad_what || !vals || (a->grad && !mxs) || !scr) {
-        st = dfm__fail(&l->b, DFM_ENOMEM, "out of memory for loss scratch");
+        st = dfm__fail_nomem(&l->b, "loss scratch", rows, DFM__HINT_ROWS);
         goto done;
     }
     if (gkl)
@@ -385,6 +401,7 @@ static int dl_create(dfm_loss **out, int kind, const dfm__loss_ops *ops, const d
     int st = dfm__loss_new(&l, kind, ops, NULL, mem);
     if (st) return st;
     l->out_stride = stride;
+    l->n_tokens = path->space.n_tokens;
     l->b.nthreads = path->b.nthreads;
     l->b.spin_us = path->b.spin_us;
     l->b.seed = path->b.seed;
@@ -511,7 +528,13 @@ static int elbo_check_args(dfm_loss *l, const dfm_elbo_args *a, elbo_ctx *E)
     E->d = E->p->space.n_tokens;
     E->V = (size_t)E->mx->vocab;
     size_t kd;
-    if (dfm__mul(rows, E->d, &E->n)) return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x d overflows");
+    if (dl_rows_fit(l, rows, E->d, 0)) return DFM_EOVERFLOW;
+    E->n = rows * E->d;
+    if (dfm__overlap(a->nelbo, rows * sizeof(double), a->std_error, rows * sizeof(double)) ||
+        dfm__overlap(a->nelbo, rows * sizeof(double), a->x1_tokens, E->n * sizeof(int32_t)) ||
+        dfm__overlap(a->std_error, rows * sizeof(double), a->x1_tokens, E->n * sizeof(int32_t)))
+        return dfm__fail(&l->b, DFM_EINVAL, "args->nelbo, args->std_error and args->x1_tokens "
+                         "may not share memory");
     if (dfm__mul(a->n_t, E->d, &kd) || kd > UINT32_MAX)
         return dfm__fail(&l->b, DFM_ELIMIT, "n_t x d must stay below 2^32");
     return dl_check_tokens(l, a->x1_tokens, E->n, E->d, E->mx->vocab, "x1_tokens");
@@ -571,7 +594,7 @@ static int elbo_alloc(elbo_ctx *E)
     E->cdf = custom ? (double *)dfm__calloc(m, V, sizeof(double)) : NULL;
     if (!E->mean || !E->m2 || !E->src || !E->tt || !E->c || !E->rowsum || !E->bad ||
         !E->bad_what || !E->vals || !E->xt || !E->outb || !E->scr || (custom && !E->cdf))
-        return dfm__fail(&l->b, DFM_ENOMEM, "out of memory for ELBO scratch");
+        return dfm__fail_nomem(&l->b, "ELBO scratch", chunk, "lower args->chunk_rows");
     if (E->cdf) {
         double acc = 0.0;
         for (size_t j = 0; j < V; j++) { acc += E->mx->p0[j]; E->cdf[j] = acc; }
@@ -611,7 +634,7 @@ static int elbo_source_terms(elbo_ctx *E)
         double pb = mx->source == DFM_SOURCE_UNIFORM ? 1.0 / (double)E->V : mx->p0[b];
         if (!(pb > 0.0))
             return dfm__fail(&E->l->b, DFM_EUNSUPPORTED,
-                             "x1[%zu][%zu] = %d has p0 = 0 and kappa_0 > 0: the bound is "
+                             "x1_tokens[row %zu][coord %zu] = %d has p0 = 0 and kappa_0 > 0: the bound is "
                              "infinite", k / d, k % d, (int)b);
         E->src[k / d] += elbo_source_term(E->k0, pb);
     }

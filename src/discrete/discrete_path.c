@@ -102,7 +102,7 @@ static int mix_sample(dfm_path *p, const dfm_path_sample_args *a)
                              j / d, j % d, (int)a->x0_tokens[j], (int)m->vocab);
     }
     double *kappa = (double *)dfm__calloc(&p->b.mem, a->rows, sizeof(double));
-    if (!kappa) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate %zu times", a->rows);
+    if (!kappa) return dfm__fail_nomem(&p->b, "path times", a->rows, DFM__HINT_ROWS);
     for (size_t r = 0; r < a->rows; r++) {
         dfm_sched_values v;
         int raw = 0;

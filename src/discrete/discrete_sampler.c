@@ -262,8 +262,8 @@ static int validate(dfm_sampler *s, const dfm_run_args *a, run_plan *p)
     if ((st = check_modes(s, p)) != 0) return st;
     if (p->rows == 0) return 0;
     if (dfm__mul(p->rows, p->d, &p->n)) return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x d overflows");
-    for (size_t j = 0; j < p->n; j++) {
-        if (a->draw_source && !(a->fixed && a->fixed[j])) continue;
+    for (size_t j = 0; j < (a->draw_source && !a->fixed ? 0 : p->n); j++) {
+        if (a->draw_source && !a->fixed[j]) continue;
         if (a->tokens[j] < 0 || (size_t)a->tokens[j] >= p->V)
             return dfm__fail(&s->b, DFM_ERANGE, "tokens[row %zu][coord %zu] = %d is outside [0, %zu)",
                              j / p->d, j % p->d, (int)a->tokens[j], p->V);
@@ -309,7 +309,13 @@ static int alloc_buf(dfm_sampler *s, const dfm_run_args *a, const run_plan *p, r
         ok &= (b->lidx = (size_t *)dfm__calloc(mem, p->chunk, sizeof(size_t))) != NULL;
         ok &= (b->latest = (const float **)dfm__calloc(mem, p->rows, sizeof(float *))) != NULL;
     }
-    if (!ok) return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the sampler buffers");
+    if (!ok) { /* the model output (chunk_rows x d x V) or the batch's states */
+        int logits = dfm__alloc_failed() == nout * sizeof(float);
+        return dfm__fail_nomem(&s->b, logits ? "model output" : "sampler state",
+                               logits ? slot_rows : p->rows,
+                               logits && !p->cache ? "lower DFM_OPT_DS_CHUNK_ROWS"
+                                                   : DFM__HINT_ROWS);
+    }
     for (size_t k = 0; k < nt; k++) {
         b->scr[k].w = b->w + k * 2 * p->V;
         b->scr[k].list = b->list + k * p->V;
@@ -507,13 +513,13 @@ static int report_error(dfm_sampler *s, const run_plan *p, const run_buf *b, int
                                  p->logits ? e0 + p->V : e0 + 1, e->row))
         return DFM_ENUMERIC;
     if (e && !p->logits)
-        return dfm__fail(&s->b, e->code, "model rate of row %zu coord %zu to token %ld is "
+        return dfm__fail(&s->b, e->code, "model rate out[row %zu][coord %zu] to token %ld is "
                          "negative, NaN or Inf (step %zu)", e->row, e->coord, e->y, i);
     if (e && e->y >= 0)
-        return dfm__fail(&s->b, e->code, "model posterior of row %zu coord %zu puts no mass "
+        return dfm__fail(&s->b, e->code, "model posterior out[row %zu][coord %zu] puts no mass "
                          "off the mask token (step %zu)", e->row, e->coord, i);
     if (e)
-        return dfm__fail(&s->b, e->code, "model logits of row %zu coord %zu contain NaN/+Inf "
+        return dfm__fail(&s->b, e->code, "model logits out[row %zu][coord %zu] contain NaN/+Inf "
                          "or are all -Inf (step %zu)", e->row, e->coord, i);
     return dfm__fail(&s->b, st, "step %zu failed", i);
 }

@@ -66,7 +66,7 @@ static int pp_scratch_alloc(dfm_path *p, size_t rows, pp_scratch *w)
     size_t bytes = rows * (nt * 4 * sizeof(int32_t) + nr * 7 * sizeof(float) + sizeof(double));
     memset(w, 0, sizeof *w);
     w->blk = (char *)dfm__alloc(&p->b.mem, bytes ? bytes : 1);
-    if (!w->blk) return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
+    if (!w->blk) return dfm__fail_nomem(&p->b, "product sampling scratch", rows, DFM__HINT_ROWS);
     w->tk = (double *)w->blk; /* doubles first: every block below stays aligned */
     w->xt_t = (int32_t *)(w->tk + rows);
     w->x1_t = w->xt_t + rows * nt;
@@ -82,7 +82,7 @@ static int pp_scratch_alloc(dfm_path *p, size_t rows, pp_scratch *w)
     w->px0o = (float *)dfm__alloc(&p->b.mem, rows * (nr ? nr : 1) * sizeof(float));
     if (!w->px0o) {
         dfm__free(&p->b.mem, w->blk);
-        return dfm__fail(&p->b, DFM_ENOMEM, "cannot allocate product sampling scratch");
+        return dfm__fail_nomem(&p->b, "product sampling scratch", rows, DFM__HINT_ROWS);
     }
     return 0;
 }
@@ -452,7 +452,7 @@ static int pl_scratch_reserve(dfm_loss *l, size_t rows, pl_scratch *w)
     memset(w, 0, sizeof *w);
     if (bytes > pl->cap) { /* grown once, reused by later evaluations */
         char *nb = (char *)dfm__alloc(&l->b.mem, bytes);
-        if (!nb) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate product loss scratch");
+        if (!nb) return dfm__fail_nomem(&l->b, "product loss scratch", rows, DFM__HINT_ROWS);
         dfm__free(&l->b.mem, pl->scratch);
         pl->scratch = nb;
         pl->cap = bytes;
@@ -657,6 +657,8 @@ int dfm_loss_create_product(dfm_loss **out, const dfm_path *product_path,
     int st = dfm__loss_new(&l, DFM_LOSS_PRODUCT, &pl_ops, NULL, mem);
     if (st) return st;
     l->out_stride = total;
+    l->n_tokens = product_path->space.n_tokens;
+    l->n_reals = product_path->space.n_reals;
     dfm__gm_ploss *pl = (dfm__gm_ploss *)dfm__calloc(&l->b.mem, 1, sizeof *pl);
     if (!pl) {
         dfm_loss_free(l);

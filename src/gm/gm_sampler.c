@@ -538,8 +538,9 @@ static int work_alloc(dfm_sampler *s, const dfm_run_args *a, gs_work *w)
     size_t scr_per = 3 * Vmax + nr + 1;
     size_t sz_tok = rows * nt, sz_re = rows * nr, sz_o0 = rows * gs->bstride[0],
            sz_o1 = rows * gs->bstride[1], tmp;
-    if (dfm__mul(rows, gs->bstride[0] + gs->bstride[1] + 2 * nt + 3 * nr + gs->nparts + 2, &tmp) ||
-        dfm__mul((size_t)nth, scr_per, &tmp))
+    if (gs->bstride[0] + gs->bstride[1] > SIZE_MAX / 16 - (2 * nt + 3 * nr + gs->nparts + 2) ||
+        dfm__mul3(rows, gs->bstride[0] + gs->bstride[1] + 2 * nt + 3 * nr + gs->nparts + 2, 8,
+                  &tmp) || tmp > SIZE_MAX / 4 || dfm__mul((size_t)nth, scr_per, &tmp))
         return dfm__fail(&s->b, DFM_EOVERFLOW, "work size overflows");
     size_t bytes = sizeof(double) * (npts_max + sz_re + rows + rows * gs->nparts +
                                      (size_t)nth * scr_per + 4 * (size_t)nth) +
@@ -553,7 +554,7 @@ static int work_alloc(dfm_sampler *s, const dfm_run_args *a, gs_work *w)
     }
     if (!w->blk || (a->n_save && ((nt && !w->saved_t) || (nr && !w->saved_r)))) {
         work_free(s, w);
-        return dfm__fail(&s->b, DFM_ENOMEM, "cannot allocate the sampler's work space");
+        return dfm__fail_nomem(&s->b, "sampler work space", rows, DFM__HINT_ROWS);
     }
     w->sz_tok = sz_tok;
     w->sz_re = sz_re;
@@ -729,7 +730,7 @@ static int rk_drift(dfm_sampler *s, const dfm_run_args *a, gs_work *w, double tt
         for (int q = 0; q < w->nth && !st; q++)
             if (w->errs[q].code && !(st = unwritten(s, w->out[0], w->out[1], rows, w->errs[q].row)))
                 st = dfm__fail(&s->b, w->errs[q].code,
-                               "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
+                               "part %zu: invalid model output at t = %g: out[row %zu][coord %zu]: "
                                "NaN/Inf", b, tt, w->errs[q].row, w->errs[q].coord);
     }
     return st;
@@ -806,7 +807,7 @@ static int step_block(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t 
         if (w->errs[q].code && !st &&
             !(st = unwritten(s, w->out[0], w->out[1], a->rows, w->errs[q].row)))
             st = dfm__fail(&s->b, w->errs[q].code,
-                           "part %zu: invalid model output at t = %g (row %zu, coord %zu): "
+                           "part %zu: invalid model output at t = %g: out[row %zu][coord %zu]: "
                            "NaN/Inf, all -Inf logits or negative rates", b, t, w->errs[q].row,
                            w->errs[q].coord);
         s->stats[DFM_STAT_JUMPS] += w->jumps[q];
@@ -855,7 +856,7 @@ static int write_out(dfm_sampler *s, const dfm_run_args *a, const gs_work *w)
     const size_t nt = gs->nt, nr = gs->nr;
     for (size_t i = 0; i < w->sz_re; i++)
         if (!isfinite((float)w->re[i]))
-            return dfm__fail(&s->b, DFM_ENUMERIC, "the state overflowed (row %zu, coord %zu)",
+            return dfm__fail(&s->b, DFM_ENUMERIC, "the state overflowed: reals[row %zu][coord %zu]",
                              i / nr, i % nr);
     if (nt) memcpy(a->tokens, w->tok, w->sz_tok * sizeof(int32_t));
     for (size_t i = 0; i < w->sz_re; i++) a->reals[i] = (float)w->re[i];

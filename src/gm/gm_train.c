@@ -240,13 +240,15 @@ static int tbuf_alloc(dfm_trainer *tr, size_t rows, tbuf *b)
     size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals,
            np = dfm_path_n_parts(tr->path), S = tr->loss->out_stride, tmp;
     memset(b, 0, sizeof *b);
-    if (dfm__mul3(rows, np + 2 * nt + 3 * nr + 2 * S + 2, 8, &tmp))
-        return dfm__fail(&tr->b, DFM_EOVERFLOW, "rows x row size overflows");
+    if (np + 2 * nt + 3 * nr + 2 > SIZE_MAX / 16 - S)
+        return dfm__fail(&tr->b, DFM_EOVERFLOW, "the row size overflows");
+    tmp = 8 * (np + 2 * nt + 3 * nr + 2 * S + 2);
+    if (dfm__rows_fit(&tr->b, rows, tmp, "the training batch")) return DFM_EOVERFLOW;
     size_t bytes = sizeof(double) * rows * (2 + np + nt + nr) +
                    sizeof(int32_t) * rows * nt + sizeof(float) * rows * (3 * nr + 2 * S) + 16;
     if (bytes > tr->cap) {
         char *nb = (char *)dfm__alloc(&tr->b.mem, bytes);
-        if (!nb) return dfm__fail(&tr->b, DFM_ENOMEM, "cannot allocate the training batch");
+        if (!nb) return dfm__fail_nomem(&tr->b, "training batch", rows, DFM__HINT_ROWS);
         dfm__free(&tr->b.mem, tr->scratch);
         tr->scratch = nb;
         tr->cap = bytes;
@@ -263,6 +265,19 @@ static int tbuf_alloc(dfm_trainer *tr, size_t rows, tbuf *b)
     return 0;
 }
 
+/* The other modality's members must be NULL (docs/gm.md). */
+static int tr_modality(dfm_trainer *tr, const int32_t *x1t, const int32_t *x0t,
+                       const uint8_t *fixed, const float *x1r, const float *x0r)
+{
+    const char *bad = NULL;
+    if (!tr->path->space.n_tokens)
+        bad = x1t ? "x1_tokens" : x0t ? "x0_tokens" : fixed ? "fixed" : NULL;
+    if (!bad && !tr->path->space.n_reals) bad = x1r ? "x1_reals" : x0r ? "x0_reals" : NULL;
+    if (!bad) return 0;
+    return dfm__fail(&tr->b, DFM_EINVAL, "args->%s must be NULL: the space has no %s", bad,
+                     bad[3] == 't' || bad[0] == 'f' ? "tokens" : "reals");
+}
+
 static int trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
 {
     if (!a) return dfm__fail(&tr->b, DFM_EINVAL, "args is NULL");
@@ -271,6 +286,8 @@ static int trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
     size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals, rows = a->rows;
     size_t nts = dfm_trainer_n_times(tr), np = dfm_path_n_parts(tr->path);
     if (rows == 0) return 0;
+    if (tr_modality(tr, a->x1_tokens, a->x0_tokens, NULL, a->x1_reals, a->x0_reals))
+        return DFM_EINVAL;
     if (!a->t) return dfm__fail(&tr->b, DFM_EINVAL, "args->t is NULL");
     if (nt && (!a->x1_tokens || !a->xt_tokens))
         return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_tokens / xt_tokens is NULL");
@@ -312,6 +329,8 @@ static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
     size_t np = dfm_path_n_parts(tr->path), nts = dfm_trainer_n_times(tr),
            S = tr->loss->out_stride;
     if (rows == 0) return dfm__fail(&tr->b, DFM_EINVAL, "a training step needs rows > 0");
+    if (tr_modality(tr, a->x1_tokens, a->x0_tokens, a->fixed, a->x1_reals, a->x0_reals))
+        return DFM_EINVAL;
     if (nt && !a->x1_tokens) return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_tokens is NULL");
     if (nr && !a->x1_reals) return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_reals is NULL");
     tbuf b;
@@ -508,7 +527,7 @@ static int gml_rates_row(dfm_loss *l, const dfm_loss_args *a, size_t r, const fl
                                         off + (size_t)x + 1, off + V, r)))
             return DFM_ENUMERIC;
         if (bst)
-            return dfm__fail(&l->b, bst, "row %zu, coord %zu: invalid rates (target and model "
+            return dfm__fail(&l->b, bst, "out[row %zu][coord %zu]: invalid rates (target and model "
                              "rates must be finite and >= 0, model > 0 where the target is)",
                              r, i);
         m = 0;
@@ -531,7 +550,7 @@ static int gml_eval(dfm_loss *l, const dfm_loss_args *a)
     size_t ncol = g->space.n_tokens + g->space.n_reals;
     size_t bytes = sizeof(float) * rows * 2 * S + sizeof(double) * (rows * ncol + 3 * Vmax) + 16;
     char *blk = (char *)dfm__calloc(&l->b.mem, 1, bytes);
-    if (!blk) return dfm__fail(&l->b, DFM_ENOMEM, "cannot allocate loss scratch");
+    if (!blk) return dfm__fail_nomem(&l->b, "loss scratch", rows, DFM__HINT_ROWS);
     double *vals = (double *)blk, *ab = vals + rows * ncol, *bb = ab + Vmax, *gb = bb + Vmax;
     float *target = (float *)(gb + Vmax), *grad = target + rows * S;
     st = gml_target(l, a, target);
@@ -601,6 +620,8 @@ int dfm_loss_create_gm(dfm_loss **out, const dfm_space *space, int kind, dfm_con
     g->space = *space;
     l->impl = g;
     l->out_stride = stride;
+    l->n_tokens = space->n_tokens;
+    l->n_reals = space->n_reals;
     *out = l;
     return 0;
 }

@@ -112,12 +112,79 @@ int dfm_path_sample(dfm_path *p, const dfm_path_sample_args *a)
     return dfm__leave(&p->b, dfm__path_sample(p, a));
 }
 
+/* Every call over rows of states checks, before touching them, that the rows fit: the host's
+ * tokens and reals and the library's per-row copies of them (up to 32 bytes per coordinate,
+ * 64 per row: the scratch size computations that follow cannot overflow). */
+static int rows_fit_state(dfm_base *b, size_t rows, size_t n_tokens, size_t n_reals)
+{
+    size_t per;
+    if (dfm__mul(n_tokens + n_reals, 32, &per) || per > SIZE_MAX - 64)
+        return dfm__fail(b, DFM_EOVERFLOW, "the row size overflows");
+    return dfm__rows_fit(b, rows, per + 64, "the tokens and reals");
+}
+
+/* A member of the other modality (documented "must be NULL"). */
+static int must_be_null(dfm_base *b, const void *v, const char *name, const char *why)
+{
+    return v ? dfm__fail(b, DFM_EINVAL, "args->%s must be NULL: %s", name, why) : 0;
+}
+
+#define NO_TOKENS "the space has no tokens"
+#define NO_REALS "the space has no reals"
+
+/* An output sharing memory with another argument. */
+static int overlaps(dfm_base *b, const void *out, size_t nout, const char *oname, const void *in,
+                    size_t nin, const char *iname)
+{
+    if (!dfm__overlap(out, nout, in, nin)) return 0;
+    return dfm__fail(b, DFM_EINVAL, "args->%s overlaps args->%s: an output may not share memory "
+                     "with another argument", oname, iname);
+}
+
+static int path_args_check(dfm_path *p, const dfm_path_sample_args *a)
+{
+    dfm_base *b = &p->b;
+    size_t nt = p->space.n_tokens, nr = p->space.n_reals;
+    int st = 0;
+    if (!nt)
+        st = must_be_null(b, a->x1_tokens, "x1_tokens", NO_TOKENS) ||
+             must_be_null(b, a->x0_tokens, "x0_tokens", NO_TOKENS) ||
+             must_be_null(b, a->xt_tokens, "xt_tokens", NO_TOKENS);
+    if (!st && !nr)
+        st = must_be_null(b, a->x1_reals, "x1_reals", NO_REALS) ||
+             must_be_null(b, a->x0_reals, "x0_reals", NO_REALS) ||
+             must_be_null(b, a->xt_reals, "xt_reals", NO_REALS) ||
+             must_be_null(b, a->target_reals, "target_reals", NO_REALS) ||
+             must_be_null(b, a->x0_reals_out, "x0_reals_out", NO_REALS);
+    if (st) return DFM_EINVAL;
+    if ((st = rows_fit_state(b, a->rows, nt, nr)) != 0) return st;
+    size_t bt = a->rows * nt * sizeof(int32_t), br = a->rows * nr * sizeof(float);
+    size_t btime = a->rows * sizeof(double);
+    const struct { const void *p; size_t n; const char *name; } out[] = {
+        {a->xt_tokens, bt, "xt_tokens"}, {a->xt_reals, br, "xt_reals"},
+        {a->target_reals, br, "target_reals"}, {a->x0_reals_out, br, "x0_reals_out"}},
+                                                                   in[] = {
+        {a->x1_tokens, bt, "x1_tokens"}, {a->x0_tokens, bt, "x0_tokens"},
+        {a->x1_reals, br, "x1_reals"}, {a->x0_reals, br, "x0_reals"}, {a->t, btime, "t"}};
+    for (size_t i = 0; i < 4; i++) {
+        for (size_t j = 0; j < 5; j++)
+            if (overlaps(b, out[i].p, out[i].n, out[i].name, in[j].p, in[j].n, in[j].name))
+                return DFM_EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (overlaps(b, out[i].p, out[i].n, out[i].name, out[j].p, out[j].n, out[j].name))
+                return DFM_EINVAL;
+    }
+    return 0;
+}
+
 int dfm__path_sample(dfm_path *p, const dfm_path_sample_args *a)
 {
     if (!a) return dfm__fail(&p->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(size_t) * 3)
         return dfm__fail(&p->b, DFM_EINVAL, "args->struct_size is too small");
     if (a->rows && !a->t) return dfm__fail(&p->b, DFM_EINVAL, "args->t is NULL");
+    int cst = path_args_check(p, a);
+    if (cst) return cst;
     for (size_t r = 0; r < a->rows; r++)
         if (!dfm__time_ok(a->t[r]))
             return dfm__fail(&p->b, DFM_ERANGE, "t[%zu] = %g is outside [0, 1]", r, a->t[r]);
@@ -290,6 +357,10 @@ int dfm__loss_new(dfm_loss **out, int kind, const dfm__loss_ops *ops, const dfm_
         st = dfm_generator_clone(&l->gen, gen, &l->b.mem);
         if (st) { release(&l->b); return st; }
         l->out_stride = gen->out_stride;
+        if (gen->path) {
+            l->n_tokens = gen->path->space.n_tokens;
+            l->n_reals = gen->path->space.n_reals;
+        }
     }
     *out = l;
     return 0;
@@ -316,6 +387,8 @@ int dfm_loss_clone(dfm_loss **out, const dfm_loss *l, const dfm_allocator *mem)
     q->b.seed = l->b.seed;
     q->reduction = l->reduction;
     q->out_stride = l->out_stride;
+    q->n_tokens = l->n_tokens;
+    q->n_reals = l->n_reals;
     if (l->ops->clone_impl) {
         st = l->ops->clone_impl(q, l);
         if (st) {
@@ -379,6 +452,49 @@ int dfm_loss_eval(dfm_loss *l, const dfm_loss_args *a)
     return dfm__leave(&l->b, dfm__loss_eval(l, a));
 }
 
+static int loss_args_check(dfm_loss *l, const dfm_loss_args *a)
+{
+    dfm_base *b = &l->b;
+    size_t nt = l->n_tokens, nr = l->n_reals, S = l->out_stride;
+    int st = 0;
+    if (!nt)
+        st = must_be_null(b, a->x1_tokens, "x1_tokens", NO_TOKENS) ||
+             must_be_null(b, a->xt_tokens, "xt_tokens", NO_TOKENS) ||
+             must_be_null(b, a->fixed, "fixed", NO_TOKENS);
+    if (!st && !nr)
+        st = must_be_null(b, a->x0_reals, "x0_reals", NO_REALS) ||
+             must_be_null(b, a->x1_reals, "x1_reals", NO_REALS) ||
+             must_be_null(b, a->xt_reals, "xt_reals", NO_REALS);
+    if (st) return DFM_EINVAL;
+    size_t per;
+    if (dfm__mul(S, 4 * sizeof(float), &per) || per > SIZE_MAX / 2 - 64)
+        return dfm__fail(b, DFM_EOVERFLOW, "the row size overflows");
+    if ((st = rows_fit_state(b, a->rows, nt, nr)) != 0 ||
+        (st = dfm__rows_fit(b, a->rows, per + 16, "the model output and gradient")) != 0)
+        return st;
+    size_t bo = a->rows * S * sizeof(float), bt = a->rows * nt * sizeof(int32_t);
+    size_t br = a->rows * nr * sizeof(float), bv = a->rows * (nt + nr) * sizeof(double);
+    /* discrete losses document grad == out (the gradient replaces the logits) */
+    int same = (const void *)a->grad == (const void *)a->out &&
+               (l->kind == DFM_LOSS_GENERALIZED_KL || l->kind == DFM_LOSS_CROSS_ENTROPY);
+    const struct { const void *p; size_t n; const char *name; } in[] = {
+        {a->out, same ? 0 : bo, "out"}, {a->x1_tokens, bt, "x1_tokens"},
+        {a->xt_tokens, bt, "xt_tokens"}, {a->fixed, a->rows * nt, "fixed"},
+        {a->x0_reals, br, "x0_reals"}, {a->x1_reals, br, "x1_reals"},
+        {a->xt_reals, br, "xt_reals"}, {a->t, a->rows * sizeof(double), "t"}};
+    size_t bvals = l->reduction == DFM_REDUCE_NONE ? bv : 0;
+    for (size_t j = 0; j < sizeof in / sizeof in[0]; j++)
+        if (overlaps(b, a->grad, bo, "grad", in[j].p, in[j].n, in[j].name) ||
+            overlaps(b, a->values, bvals, "values", in[j].p, in[j].n, in[j].name) ||
+            overlaps(b, a->loss, sizeof(double), "loss", in[j].p, in[j].n, in[j].name))
+            return DFM_EINVAL;
+    if (overlaps(b, a->values, bvals, "values", a->grad, bo, "grad") ||
+        overlaps(b, a->loss, sizeof(double), "loss", a->grad, bo, "grad") ||
+        overlaps(b, a->loss, sizeof(double), "loss", a->values, bvals, "values"))
+        return DFM_EINVAL;
+    return 0;
+}
+
 int dfm__loss_eval(dfm_loss *l, const dfm_loss_args *a)
 {
     if (!a) return dfm__fail(&l->b, DFM_EINVAL, "args is NULL");
@@ -389,6 +505,8 @@ int dfm__loss_eval(dfm_loss *l, const dfm_loss_args *a)
     if (a->rows && !a->t) return dfm__fail(&l->b, DFM_EINVAL, "args->t is NULL");
     if (l->reduction == DFM_REDUCE_NONE && a->rows && !a->values)
         return dfm__fail(&l->b, DFM_EINVAL, "reduction none needs args->values");
+    int cst = loss_args_check(l, a);
+    if (cst) return cst;
     for (size_t r = 0; r < a->rows; r++)
         if (!dfm__time_ok(a->t[r]))
             return dfm__fail(&l->b, DFM_ERANGE, "t[%zu] = %g is outside [0, 1]", r, a->t[r]);
@@ -576,16 +694,34 @@ int dfm__check_run_common(dfm_sampler *s, const dfm_run_args *a, size_t n_tokens
     if (n_tokens && !a->tokens) return dfm__fail(&s->b, DFM_EINVAL, "args->tokens is NULL");
     if (n_reals && !a->reals) return dfm__fail(&s->b, DFM_EINVAL, "args->reals is NULL");
     size_t tmp;
-    if (dfm__mul(a->rows, n_tokens + n_reals + 1, &tmp))
-        return dfm__fail(&s->b, DFM_EOVERFLOW, "rows x row size overflows");
+    int st = rows_fit_state(&s->b, a->rows, n_tokens, n_reals);
+    if (st) return st;
+    if (overlaps(&s->b, a->tokens, a->rows * n_tokens * sizeof(int32_t), "tokens", a->fixed,
+                 a->rows * n_tokens, "fixed"))
+        return DFM_EINVAL;
     if (a->n_save) {
         if (!a->save_times) return dfm__fail(&s->b, DFM_EINVAL, "args->save_times is NULL");
         if (n_tokens && !a->saved_tokens)
             return dfm__fail(&s->b, DFM_EINVAL, "args->saved_tokens is NULL");
         if (n_reals && !a->saved_reals)
             return dfm__fail(&s->b, DFM_EINVAL, "args->saved_reals is NULL");
-        if (dfm__mul3(a->n_save, a->rows, n_tokens + n_reals + 1, &tmp))
-            return dfm__fail(&s->b, DFM_EOVERFLOW, "n_save x rows x row size overflows");
+        if (dfm__mul3(a->n_save, a->rows, (n_tokens + n_reals) * sizeof(float), &tmp) ||
+            tmp > (size_t)PTRDIFF_MAX)
+            return dfm__fail(&s->b, DFM_EOVERFLOW, "n_save = %zu saved states of %zu rows "
+                             "overflow the largest buffer", a->n_save, a->rows);
+        size_t bt = a->n_save * a->rows * n_tokens * sizeof(int32_t);
+        size_t br = a->n_save * a->rows * n_reals * sizeof(float);
+        if (overlaps(&s->b, a->saved_tokens, bt, "saved_tokens", a->tokens,
+                     a->rows * n_tokens * sizeof(int32_t), "tokens") ||
+            overlaps(&s->b, a->saved_reals, br, "saved_reals", a->reals,
+                     a->rows * n_reals * sizeof(float), "reals") ||
+            overlaps(&s->b, a->saved_tokens, bt, "saved_tokens", a->fixed, a->rows * n_tokens,
+                     "fixed") ||
+            overlaps(&s->b, a->saved_tokens, bt, "saved_tokens", a->save_times,
+                     a->n_save * sizeof(double), "save_times") ||
+            overlaps(&s->b, a->saved_reals, br, "saved_reals", a->save_times,
+                     a->n_save * sizeof(double), "save_times"))
+            return DFM_EINVAL;
         double t0 = dfm__sampler_time(s, 0), t1 = dfm__sampler_time(s, dfm__sampler_nsteps(s));
         int dir = t1 > t0 ? 1 : -1;
         for (size_t k = 0; k < a->n_save; k++) {

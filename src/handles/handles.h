@@ -63,6 +63,7 @@ struct dfm_loss {
     size_t out_stride;
     const dfm__loss_ops *ops;
     dfm_generator *gen;       /* owned copy, or NULL (losses built on a generator) */
+    size_t n_tokens, n_reals; /* the loss's space (the other modality's args must be NULL) */
     void *impl;
 };
 
