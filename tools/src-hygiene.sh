@@ -1,12 +1,12 @@
 #!/bin/sh
 # Source hygiene behind docs/promises.md: the library never aborts, asserts, exits or prints,
 # and allocates only through the handle's allocator (dfm__alloc/dfm__calloc/dfm__free; the one
-# exception is the default allocator in src/core.c, sys_alloc/sys_free). And no function is
+# exception is the default allocator in src/core.c, sys_alloc/sys_calloc/sys_free). And no function is
 # longer than 80 lines (docs/reliability.md): long ones are split into named steps.
 # usage: src-hygiene.sh [SRC_DIR]
 dir=${1:-src}
 bad=$(grep -nE '\b(abort|assert|exit|_Exit|printf|puts|putchar|perror|malloc|calloc|realloc|aligned_alloc|posix_memalign|strdup)[[:space:]]*\(|\b(stdout|stderr)\b|\bfree[[:space:]]*\(' "$dir"/*/*.c "$dir"/*/*.h |
-      grep -vE '^[^:]*core\.c:[0-9]+:static void \*?sys_(alloc|free)' |
+      grep -vE '^[^:]*core\.c:[0-9]+:static void \*?sys_(c?alloc|free)' |
       grep -vE '(->|\.)free[[:space:]]*\(' |
       grep -vE '^[^:]+:[0-9]+:[[:space:]]*(/?\*|//)')
 if [ -n "$bad" ]; then

@@ -29,6 +29,8 @@ const char *dfm_strerror(int status)
 
 static void *sys_alloc(size_t n, void *opaque) { (void)opaque; return malloc(n); }
 static void sys_free(void *p, void *opaque) { (void)opaque; free(p); }
+/* dfm__calloc with the default allocator: fresh pages come zeroed, a huge block is not touched. */
+static void *sys_calloc(size_t n) { return calloc(n == 0 ? 1 : n, 1); }
 
 int dfm__mem_init(dfm_allocator *dst, const dfm_allocator *src)
 {
@@ -76,8 +78,8 @@ void *dfm__calloc(const dfm_allocator *m, size_t count, size_t size)
         FAILED(SIZE_MAX);
         return NULL;
     }
-    if (m->alloc == sys_alloc) { /* fresh pages come zeroed: a huge block is not touched */
-        void *p = calloc(n == 0 ? 1 : n, 1);
+    if (m->alloc == sys_alloc) {
+        void *p = sys_calloc(n);
         if (!p) FAILED(n);
         return p;
     }
