@@ -1502,6 +1502,19 @@ START_TEST(test_size_overflow_calls)
     assert_msg(dfm_trainer_last_error(tr), "overflows");
     ck_assert_int_eq(dfm_trainer_step_count(tr), 0);
 
+    /* flatten / unflatten of a finite space */
+    dfm_space *fs;
+    ck_assert_int_eq(dfm_space_create_discrete(&fs, 3, 2, NULL), 0);
+    int32_t states[2] = {-5, -5};
+    ck_assert_int_eq(dfm_ctmc_flatten(fs, x1, SIZE_MAX / 4, states), DFM_EOVERFLOW);
+    assert_msg(dfm_last_error(), "dfm_ctmc_flatten: rows = ");
+    ck_assert_int_eq(dfm_ctmc_unflatten(fs, states, SIZE_MAX / 4, xt), DFM_EOVERFLOW);
+    assert_msg(dfm_last_error(), "overflows");
+    ck_assert(states[0] == -5 && states[1] == -5);
+    ck_assert_int_eq(dfm_ctmc_flatten(fs, x1, 2, x1 + 1), DFM_EINVAL);
+    assert_msg(dfm_last_error(), "states overlaps tokens");
+    dfm_space_free(fs);
+
     /* log-likelihood */
     dfm_sampler *s = cs_sampler(DFM_METHOD_RK4);
     double lp[2] = {123, 123};

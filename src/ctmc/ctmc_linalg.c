@@ -63,6 +63,15 @@ int dfm_ctmc_n_states(const dfm_space *space, size_t *n_states)
     return 0;
 }
 
+/* rows x (d tokens + a state) must fit in a buffer, checked before any loop over the rows. */
+static int rows_fit(const char *fn, size_t rows, size_t d)
+{
+    size_t n;
+    if (!dfm__mul3(rows, d + 1, sizeof(int32_t), &n) && n <= (size_t)PTRDIFF_MAX) return 0;
+    return dfm__error(DFM_EOVERFLOW, "%s: rows = %zu overflows: %zu tokens per row exceed the "
+                      "largest buffer", fn, rows, d);
+}
+
 int dfm_ctmc_flatten(const dfm_space *space, const int32_t *tokens, size_t rows, int32_t *states)
 {
     int32_t V;
@@ -70,6 +79,10 @@ int dfm_ctmc_flatten(const dfm_space *space, const int32_t *tokens, size_t rows,
     if (single_discrete(space, &V, &d)) return not_single(__func__);
     if (rows && (!tokens || !states)) return dfm__null(__func__, "tokens or states");
     if (!dfm__ct_states(V, d)) return too_many(__func__, V, d);
+    if (rows_fit(__func__, rows, d)) return DFM_EOVERFLOW;
+    if (dfm__overlap(states, rows * sizeof(int32_t), tokens, rows * d * sizeof(int32_t)))
+        return dfm__error(DFM_EINVAL, "%s: states overlaps tokens: the output may not share "
+                          "memory with the input", __func__);
     for (size_t i = 0; i < rows * d; i++)
         if (tokens[i] < 0 || tokens[i] >= V)
             return dfm__error(DFM_ERANGE, "%s: tokens[row %zu][coord %zu] = %ld is outside "
@@ -86,6 +99,10 @@ int dfm_ctmc_unflatten(const dfm_space *space, const int32_t *states, size_t row
     if (rows && (!tokens || !states)) return dfm__null(__func__, "tokens or states");
     size_t S = dfm__ct_states(V, d);
     if (!S) return too_many(__func__, V, d);
+    if (rows_fit(__func__, rows, d)) return DFM_EOVERFLOW;
+    if (dfm__overlap(tokens, rows * d * sizeof(int32_t), states, rows * sizeof(int32_t)))
+        return dfm__error(DFM_EINVAL, "%s: tokens overlaps states: the output may not share "
+                          "memory with the input", __func__);
     for (size_t r = 0; r < rows; r++)
         if (states[r] < 0 || (size_t)states[r] >= S)
             return dfm__error(DFM_ERANGE, "%s: states[%zu] = %ld is outside [0, %zu)", __func__,
