@@ -1000,6 +1000,215 @@ START_TEST(train_draw_primitives)
 }
 END_TEST
 
+/* Product trainer with the parts in either order (tokens_first 0: the logits slice starts after
+ * the reals'), weights 0.7 / 1.3. */
+static dfm_trainer *make_trainer_ordered(int tokens_first, dfm_loss **lp_out)
+{
+    dfm_path *pd = mixture_path(2), *pc = affine_path(2), *pp;
+    const dfm_path *parts[2] = {tokens_first ? pd : pc, tokens_first ? pc : pd};
+    ck_assert_int_eq(dfm_path_create_product(&pp, parts, 2, NULL), DFM_OK);
+    dfm_loss *lk, *lm, *lp;
+    dfm_generator *gv;
+    ck_assert_int_eq(dfm_loss_create_generalized_kl(&lk, pd, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_generator_create_velocity(&gv, pc, DFM_PARAM_VELOCITY, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_loss_create_mse(&lm, gv, NULL), DFM_OK);
+    const dfm_loss *ls[2] = {tokens_first ? lk : lm, tokens_first ? lm : lk};
+    double w[2] = {0.7, 1.3};
+    ck_assert_int_eq(dfm_loss_create_product(&lp, pp, ls, w, 2, NULL), DFM_OK);
+    dfm_trainer *tr;
+    ck_assert_int_eq(dfm_trainer_create(&tr, pp, lp, NULL), DFM_OK);
+    dfm_loss_free(lk); dfm_loss_free(lm);
+    dfm_generator_free(gv);
+    dfm_path_free(pd); dfm_path_free(pc); dfm_path_free(pp);
+    *lp_out = lp;
+    return tr;
+}
+
+/* The trainer's product loss writes its parts' gradients in place: loss, values and gradient
+ * equal dfm_loss_eval_parts on the same draws, to the bit, for either order of the parts, mean
+ * and sum reductions, one and two threads. */
+START_TEST(train_in_place_matches_eval)
+{
+    init_batch();
+    for (int c = 0; c < 8; c++) {
+        int tokens_first = c & 1, red = (c & 2) ? DFM_REDUCE_SUM : DFM_REDUCE_MEAN, th = 1 + (c >> 2);
+        dfm_loss *lp;
+        dfm_trainer *tr = make_trainer_ordered(tokens_first, &lp);
+        dfm_trainer_set_int(tr, DFM_OPT_SEED, 11 + c);
+        dfm_trainer_set_int(tr, DFM_OPT_GM_PART_TIMES, 1);
+        dfm_trainer_set_int(tr, DFM_OPT_REDUCTION, red);
+        dfm_trainer_set_int(tr, DFM_OPT_THREADS, th);
+        dfm_loss_set_int(lp, DFM_OPT_REDUCTION, red);
+        dfm_trainer_set_step(tr, 4);
+        double t[TR], pt[TR * 2];
+        int32_t xt[TR * 2];
+        float xr[TR * 2], x0[TR * 2], out[TR * 12], g_eval[TR * 12], g_step[TR * 12];
+        dfm_train_draw_args d;
+        memset(&d, 0, sizeof d);
+        d.struct_size = sizeof d;
+        d.rows = TR;
+        d.x1_tokens = TX1T;
+        d.x1_reals = TX1R;
+        d.t = t;
+        d.part_t = pt;
+        d.xt_tokens = xt;
+        d.xt_reals = xr;
+        d.x0_reals_out = x0;
+        ck_assert_int_eq(dfm_trainer_draw(tr, &d), DFM_OK);
+        dfm_model_io io;
+        memset(&io, 0, sizeof io);
+        io.struct_size = sizeof io;
+        io.rows = TR;
+        io.t = t;
+        io.tokens = xt;
+        io.n_tokens = 2;
+        io.reals = xr;
+        io.n_reals = 2;
+        io.out = out;
+        io.out_stride = 12;
+        io.part_t = pt;
+        io.n_part_t = 2;
+        tmodel m = {-1, 0, NULL, 0, NULL, 0, 0, 0};
+        tfwd(&io, &m);
+        double loss_eval = NAN;
+        dfm_loss_args la;
+        memset(&la, 0, sizeof la);
+        la.struct_size = sizeof la;
+        la.rows = TR;
+        la.t = t;
+        la.x1_tokens = TX1T;
+        la.xt_tokens = xt;
+        la.x0_reals = x0;
+        la.x1_reals = TX1R;
+        la.xt_reals = xr;
+        la.out = out;
+        la.grad = g_eval;
+        la.loss = &loss_eval;
+        ck_assert_msg(dfm_loss_eval_parts(lp, &la, pt) == DFM_OK, "%s", dfm_loss_last_error(lp));
+        tmodel m2 = {-1, 0, g_step, 0, NULL, 0, 0, 0};
+        double loss_step = train_once(tr, &m2);
+        ck_assert_msg(memcmp(&loss_eval, &loss_step, sizeof(double)) == 0, "case %d: %.17g vs %.17g",
+                      c, loss_eval, loss_step);
+        ck_assert_msg(memcmp(g_eval, g_step, sizeof g_eval) == 0, "case %d: gradients differ", c);
+        dfm_loss_free(lp);
+        dfm_trainer_free(tr);
+    }
+}
+END_TEST
+
+/* A product trainer's forward that leaves the logits slice (or part of it) unwritten, or writes
+ * a NaN there: the message names it, whichever the slice's place in the row. */
+static void tr_assert_msg(const char *msg, const char *needle)
+{
+    ck_assert_msg(msg && strstr(msg, needle), "message \"%s\" does not contain \"%s\"",
+                  msg ? msg : "(null)", needle);
+}
+
+typedef struct lmodel {
+    int mode;       /* 0 all, 1 no logits, 2 row 1's last logit left, 3 a NaN in row 1 */
+    size_t off;     /* offset of the logits slice */
+} lmodel;
+
+static int lfwd(const dfm_model_io *io, void *ud)
+{
+    const lmodel *m = (const lmodel *)ud;
+    for (size_t r = 0; r < io->rows; r++)
+        for (size_t j = 0; j < io->out_stride; j++) {
+            int logit = j >= m->off && j < m->off + 10;
+            if (logit && (m->mode == 1 || (m->mode == 2 && r == 1 && j == m->off + 9))) continue;
+            io->out[r * io->out_stride + j] = logit ? (float)(0.1 * (double)(j - m->off)) : 0.5f;
+        }
+    if (m->mode == 3) io->out[io->out_stride + m->off + 6] = NAN;
+    return 0;
+}
+
+START_TEST(train_product_unwritten)
+{
+    static const char *needles[] = {"wrote nothing: its whole output (8 rows x 10 floats)",
+                                    "out[row 1][entry 9] is unwritten",
+                                    "logits out[row 1][coord 1] contain NaN"};
+    init_batch();
+    for (int tokens_first = 0; tokens_first < 2; tokens_first++)
+        for (int mode = 0; mode < 4; mode++) {
+            dfm_loss *lp;
+            dfm_trainer *tr = make_trainer_ordered(tokens_first, &lp);
+            lmodel m = {mode, tokens_first ? 0 : 2};
+            dfm_train_args a;
+            memset(&a, 0, sizeof a);
+            a.struct_size = sizeof a;
+            a.rows = TR;
+            a.x1_tokens = TX1T;
+            a.x1_reals = TX1R;
+            a.forward = lfwd;
+            a.user_data = &m;
+            double loss = -3.0;
+            a.loss = &loss;
+            int st = dfm_trainer_step(tr, &a);
+            if (mode == 0) {
+                ck_assert_msg(st == DFM_OK, "%s", dfm_trainer_last_error(tr));
+            } else {
+                ck_assert_int_eq(st, DFM_ENUMERIC);
+                tr_assert_msg(dfm_trainer_last_error(tr), needles[mode - 1]);
+                tr_assert_msg(dfm_trainer_last_error(tr), tokens_first ? "part 0" : "part 1");
+                ck_assert(loss == -3.0);
+                ck_assert_uint_eq(dfm_trainer_step_count(tr), 0);
+            }
+            dfm_loss_free(lp);
+            dfm_trainer_free(tr);
+        }
+}
+END_TEST
+
+/* A direct dfm_loss_eval of a product loss writes the host's gradient only on success: a bad
+ * entry in either part's slice, with the other part evaluated first, leaves it untouched. */
+START_TEST(product_loss_failure_leaves_grad)
+{
+    init_batch();
+    for (int c = 0; c < 4; c++) {
+        int tokens_first = c & 1, bad_logit = c >> 1;
+        dfm_loss *lp;
+        dfm_trainer *tr = make_trainer_ordered(tokens_first, &lp);
+        size_t loff = tokens_first ? 0 : 2, roff = tokens_first ? 10 : 0;
+        int32_t xt[TR * 2];
+        float xr[TR * 2], x0[TR * 2], out[TR * 12], grad[TR * 12];
+        double t[TR];
+        for (int i = 0; i < TR * 2; i++) {
+            xt[i] = MASK;
+            xr[i] = 0.1f * (float)i;
+            x0[i] = -0.2f * (float)i;
+        }
+        for (int r = 0; r < TR; r++) t[r] = 0.1 + 0.1 * r;
+        for (int i = 0; i < TR * 12; i++) {
+            out[i] = 0.01f * (float)i;
+            grad[i] = 7.0f;
+        }
+        out[3 * 12 + (bad_logit ? loff + 7 : roff + 1)] = NAN;
+        double loss = -3.0;
+        dfm_loss_args la;
+        memset(&la, 0, sizeof la);
+        la.struct_size = sizeof la;
+        la.rows = TR;
+        la.t = t;
+        la.x1_tokens = TX1T;
+        la.xt_tokens = xt;
+        la.x0_reals = x0;
+        la.x1_reals = TX1R;
+        la.xt_reals = xr;
+        la.out = out;
+        la.grad = grad;
+        la.loss = &loss;
+        ck_assert_int_eq(dfm_loss_eval(lp, &la), DFM_ENUMERIC);
+        ck_assert(loss == -3.0);
+        for (int i = 0; i < TR * 12; i++) ck_assert(grad[i] == 7.0f);
+        out[3 * 12 + (bad_logit ? loff + 7 : roff + 1)] = 0.5f;
+        ck_assert_msg(dfm_loss_eval(lp, &la) == DFM_OK, "%s", dfm_loss_last_error(lp));
+        ck_assert(isfinite(loss) && grad[0] != 7.0f);
+        dfm_loss_free(lp);
+        dfm_trainer_free(tr);
+    }
+}
+END_TEST
+
 /* ---- end to end: a per-position logit table trained through dfm_trainer_step ---- */
 
 static const double E2E_Q[3][4] = {{0.1, 0.2, 0.3, 0.4}, {0.5, 0.25, 0.15, 0.1},
@@ -1447,6 +1656,9 @@ int main(void)
     tcase_add_test(tt, train_gradient_fd);
     tcase_add_test(tt, train_reproducible);
     tcase_add_test(tt, train_draw_primitives);
+    tcase_add_test(tt, train_in_place_matches_eval);
+    tcase_add_test(tt, train_product_unwritten);
+    tcase_add_test(tt, product_loss_failure_leaves_grad);
     tcase_add_test(tt, train_end_to_end);
     tcase_add_test(tt, gm_loss_velocity_and_rates);
     tcase_add_test(tt, gm_loss_in_trainer_matches_mse);

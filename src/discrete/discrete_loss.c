@@ -215,8 +215,10 @@ static int dl_run(dfm_loss *l, dl_eval *e, size_t rows, size_t row_base, int two
         for (size_t r = 0; r < rows; r++)
             if (e->bad[r] != SIZE_MAX) {
                 size_t e0 = e->bad[r] * (size_t)e->V;
-                if (dfm__fail_unwritten(&l->b, "model", e->out, rows, e->stride, (size_t)e->V, r, e0,
-                                        e0 + (size_t)e->V, row_base + r))
+                /* (a product's part in place: the product reruns it on a copy for this) */
+                if (!l->row_stride &&
+                    dfm__fail_unwritten(&l->b, "model", e->out, rows, e->stride, (size_t)e->V, r,
+                                        e0, e0 + (size_t)e->V, row_base + r))
                     return DFM_ENUMERIC;
                 return dfm__fail(&l->b, DFM_ENUMERIC, "logits out[row %zu][coord %zu] %s",
                                  row_base + r, e->bad[r], bad_text(e->bad_what[r]));
@@ -306,7 +308,7 @@ static int dl_eval_op(dfm_loss *l, const dfm_loss_args *a)
     e.xt = (gkl || only) ? a->xt_tokens : NULL;
     e.fixed = a->fixed;
     e.d = d;
-    e.stride = l->out_stride;
+    e.stride = l->row_stride ? l->row_stride : l->out_stride;
     e.V = V;
     e.gkl = gkl;
     e.only_changed = only;

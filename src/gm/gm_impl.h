@@ -75,6 +75,12 @@ int dfm__gm_loss_fits(const dfm_loss *q, const dfm_space *sp, char *why, size_t 
 size_t dfm__gm_loss_n_parts(const dfm_loss *l);
 /* 1 if product loss l has the part layout of path p. */
 int dfm__gm_loss_matches(const dfm_loss *l, const dfm_path *p);
+/* dfm_loss_eval_parts where args->grad is the caller's scratch, which a failing call may leave
+ * written: a product loss writes its parts' gradients there directly. */
+int dfm__gm_loss_eval_in_place(dfm_loss *l, const dfm_loss_args *a, const double *part_t);
+/* Marks the rows x out_stride model output of loss l (on a space of n_tokens tokens) unwritten:
+ * the entries l's checks read for the mark (dfm__out_prefill). */
+void dfm__gm_loss_prefill(const dfm_loss *l, size_t n_tokens, float *out, size_t rows);
 
 /* ---- gm_sampler.c: the joint sampler, reached from the generators' ops tables only ---- */
 int dfm__gm_sampler_init(dfm_sampler *s, int method);

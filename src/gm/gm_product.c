@@ -401,6 +401,7 @@ typedef struct dfm__gm_ploss {
     size_t n_tokens, n_reals;
     char *scratch;   /* kept between evaluations (not copied by clones) */
     size_t cap;
+    int grad_in_place; /* set by dfm__gm_loss_eval_in_place for one call */
 } dfm__gm_ploss;
 
 static void pl_destroy(dfm_loss *l)
@@ -422,6 +423,7 @@ static int pl_clone(dfm_loss *dst, const dfm_loss *src)
     d->n = 0;
     d->scratch = NULL;
     d->cap = 0;
+    d->grad_in_place = 0;
     dst->impl = d;
     for (size_t k = 0; k < s->n; k++) {
         int st = dfm_loss_clone(&d->parts[k], s->parts[k], &dst->b.mem);
@@ -431,24 +433,45 @@ static int pl_clone(dfm_loss *dst, const dfm_loss *src)
     return 0;
 }
 
+/* Parts that run in place: the discrete losses read their slice of the host's output with the
+ * product's row stride (dfm_loss.row_stride) and write their gradient the same way, so their
+ * logits are never copied; the other parts get gathered copies of their slices. */
+static int pl_in_place(const dfm_loss *q)
+{
+    return q->kind == DFM_LOSS_GENERALIZED_KL || q->kind == DFM_LOSS_CROSS_ENTROPY;
+}
+
 /* The product loss's scratch (kept on the handle, grown once), carved per evaluation. */
 typedef struct pl_scratch {
     double *vsum;            /* rows x ncol weighted values, host layout */
     double *tk;              /* rows: the part's times */
     double *pv;              /* the part's values */
-    float *pout, *pgrad;     /* the part's model output; every part's gradient in its block */
+    float *grad;             /* rows x S gradients, host layout: the host's (in place), a block
+                                of the scratch, or NULL */
+    float *pout, *pg;        /* a gathered part's model output and gradient (rows x stride) */
     float *x0, *x1, *xt;     /* the part's reals */
     int32_t *x1t, *xtt;      /* the part's tokens */
     uint8_t *fx;             /* the part's fixed flags */
 } pl_scratch;
 
-static int pl_scratch_reserve(dfm_loss *l, size_t rows, pl_scratch *w)
+/* The largest stride of the parts that are gathered. */
+static size_t pl_gathered_stride(const dfm__gm_ploss *pl)
+{
+    size_t m = 0;
+    for (size_t k = 0; k < pl->n; k++)
+        if (!pl_in_place(pl->parts[k]) && pl->slot[k].stride > m) m = pl->slot[k].stride;
+    return m;
+}
+
+/* own_grad: the gradients are kept in the scratch until every part succeeded. */
+static int pl_scratch_reserve(dfm_loss *l, size_t rows, int own_grad, pl_scratch *w)
 {
     dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
     size_t nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, ncol = nt + nr;
-    size_t bytes = rows * (3 * nt * sizeof(int32_t) + nt + 3 * nr * sizeof(float) +
-                           2 * S * sizeof(float) + (ncol + 1) * sizeof(double)) +
-                   rows * S * sizeof(float) + rows * (ncol + 1) * sizeof(double) + 64;
+    size_t Sg = pl_gathered_stride(pl), Sh = own_grad ? S : 0;
+    size_t bytes = rows * ((2 * ncol + 1) * sizeof(double) +
+                           (2 * Sg + Sh + 3 * nr) * sizeof(float) + 2 * nt * sizeof(int32_t) +
+                           nt) + 64;
     memset(w, 0, sizeof *w);
     if (bytes > pl->cap) { /* grown once, reused by later evaluations */
         char *nb = (char *)dfm__alloc(&l->b.mem, bytes);
@@ -457,33 +480,26 @@ static int pl_scratch_reserve(dfm_loss *l, size_t rows, pl_scratch *w)
         pl->scratch = nb;
         pl->cap = bytes;
     }
-    double *vsum = (double *)pl->scratch; /* rows x ncol values */
-    w->vsum = (double *)(((uintptr_t)vsum + 7) & ~(uintptr_t)7);
+    w->vsum = (double *)(((uintptr_t)pl->scratch + 7) & ~(uintptr_t)7); /* doubles first */
     w->tk = w->vsum + rows * ncol;
     w->pv = w->tk + rows;
     w->pout = (float *)(w->pv + rows * ncol);
-    w->pgrad = w->pout + rows * S;
-    w->x0 = w->pgrad + rows * S;
+    w->pg = w->pout + rows * Sg;
+    w->grad = own_grad ? w->pg + rows * Sg : NULL;
+    w->x0 = w->pg + rows * (Sg + Sh);
     w->x1 = w->x0 + rows * nr;
     w->xt = w->x1 + rows * nr;
     w->x1t = (int32_t *)(w->xt + rows * nr);
     w->xtt = w->x1t + rows * nt;
-    int32_t *unused = w->xtt + rows * nt;
-    w->fx = (uint8_t *)(unused + rows * nt);
+    w->fx = (uint8_t *)(w->xtt + rows * nt);
     return 0;
 }
 
-/* Part arguments: part k's slices of the host's inputs and model output; its gradient goes to
- * its own block of pgrad (kept there until every part succeeded). */
-static void pl_part_args(const dfm_loss *l, const dfm_loss_args *a, const dfm__gm_slot *sl,
-                         const pl_scratch *w, dfm_loss_args *pa)
+/* Part k's slices of the host's tokens and reals. */
+static void pl_part_inputs(const dfm__gm_ploss *pl, const dfm_loss_args *a,
+                           const dfm__gm_slot *sl, const pl_scratch *w, dfm_loss_args *pa)
 {
-    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
     size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals;
-    memset(pa, 0, sizeof *pa);
-    pa->struct_size = sizeof *pa;
-    pa->rows = rows;
-    pa->t = w->tk;
     if (sl->n_tok) {
         if (a->x1_tokens) {
             gather(w->x1t, a->x1_tokens, rows, nt, sl->tok_off, sl->n_tok, 4);
@@ -512,9 +528,30 @@ static void pl_part_args(const dfm_loss *l, const dfm_loss_args *a, const dfm__g
             pa->xt_reals = w->xt;
         }
     }
-    gather(w->pout, a->out, rows, l->out_stride, sl->out_off, sl->stride, 4);
-    pa->out = w->pout;
-    pa->grad = a->grad ? w->pgrad + rows * sl->out_off : NULL;
+}
+
+/* Part arguments: part k's slices of the host's inputs; its model output and gradient are its
+ * slice of the host's output and of w->grad (in place), or gathered copies. */
+static void pl_part_args(const dfm_loss *l, const dfm_loss_args *a, size_t k,
+                         const pl_scratch *w, dfm_loss_args *pa)
+{
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    const dfm__gm_slot *sl = &pl->slot[k];
+    dfm_loss *q = pl->parts[k];
+    memset(pa, 0, sizeof *pa);
+    pa->struct_size = sizeof *pa;
+    pa->rows = a->rows;
+    pa->t = w->tk;
+    pl_part_inputs(pl, a, sl, w, pa);
+    if (pl_in_place(q)) {
+        q->row_stride = l->out_stride;
+        pa->out = a->out ? a->out + sl->out_off : NULL; /* NULL only for rows = 0 */
+        pa->grad = w->grad ? w->grad + sl->out_off : NULL;
+    } else {
+        gather(w->pout, a->out, a->rows, l->out_stride, sl->out_off, sl->stride, 4);
+        pa->out = w->pout;
+        pa->grad = w->grad ? w->pg : NULL;
+    }
     pa->values = l->reduction == DFM_REDUCE_NONE ? w->pv : NULL;
 }
 
@@ -531,6 +568,54 @@ static void pl_part_values(const dfm__gm_ploss *pl, const dfm__gm_slot *sl, size
     }
 }
 
+/* An in-place part that failed on its numbers runs again on a gathered copy of its slice: its
+ * message then tells an output the model never wrote (that check reads whole rows). */
+static int pl_rerun_gathered(dfm_loss *l, const dfm_loss_args *a, size_t k, const pl_scratch *w,
+                             const dfm_loss_args *pa)
+{
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    const dfm__gm_slot *sl = &pl->slot[k];
+    size_t rows = a->rows, n = rows * sl->stride;
+    float *buf = (float *)dfm__alloc(&l->b.mem, 2 * n * sizeof(float));
+    if (!buf) return DFM_ENUMERIC; /* the first message stands */
+    gather(buf, a->out, rows, l->out_stride, sl->out_off, sl->stride, 4);
+    dfm_loss_args b = *pa;
+    b.out = buf;
+    b.grad = pa->grad ? buf + n : NULL;
+    int st = dfm_loss_eval(pl->parts[k], &b);
+    if (!st && b.grad) scatter(w->grad, b.grad, rows, l->out_stride, sl->out_off, sl->stride, 4);
+    dfm__free(&l->b.mem, buf);
+    return st;
+}
+
+/* Part k at part_t[r][k] (or t[r]) into *lk; its gradient into its slice of w->grad. */
+static int pl_run_part(dfm_loss *l, const dfm_loss_args *a, const double *part_t, size_t k,
+                       const pl_scratch *w, double *lk)
+{
+    dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
+    const dfm__gm_slot *sl = &pl->slot[k];
+    dfm_loss *q = pl->parts[k];
+    size_t rows = a->rows;
+    q->reduction = l->reduction;
+    q->b.nthreads = l->b.nthreads;
+    q->b.spin_us = l->b.spin_us;
+    for (size_t r = 0; r < rows; r++) w->tk[r] = part_t ? part_t[r * pl->n + k] : a->t[r];
+    dfm_loss_args pa;
+    pl_part_args(l, a, k, w, &pa);
+    pa.loss = lk;
+    int st = dfm_loss_eval(q, &pa);
+    q->row_stride = 0;
+    if (st == DFM_ENUMERIC && pa.out != w->pout) st = pl_rerun_gathered(l, a, k, w, &pa);
+    if (st) {
+        l->b.cb_raw = q->b.cb_raw;
+        return dfm__fail(&l->b, st, "part %zu: %s", k, q->b.err);
+    }
+    if (pa.grad && pa.grad == w->pg)
+        scatter(w->grad, w->pg, rows, l->out_stride, sl->out_off, sl->stride, 4);
+    if (pa.values) pl_part_values(pl, sl, rows, pl->w[k], w->pv, w->vsum);
+    return 0;
+}
+
 /* Every part succeeded: weighted gradients, values and the loss go to the host. */
 static void pl_commit(const dfm_loss *l, const dfm_loss_args *a, const pl_scratch *w, double total)
 {
@@ -539,11 +624,11 @@ static void pl_commit(const dfm_loss *l, const dfm_loss_args *a, const pl_scratc
     if (a->grad)
         for (size_t k = 0; k < pl->n; k++) {
             const dfm__gm_slot *sl = &pl->slot[k];
-            const float *src = w->pgrad + rows * sl->out_off;
             double wk = pl->w[k];
+            if (wk == 1.0 && w->grad == a->grad) continue; /* in place */
             for (size_t r = 0; r < rows; r++) {
                 float *dst = a->grad + r * S + sl->out_off;
-                const float *sr = src + r * sl->stride;
+                const float *sr = w->grad + r * S + sl->out_off;
                 if (wk == 1.0) memcpy(dst, sr, sl->stride * sizeof(float));
                 else for (size_t j = 0; j < sl->stride; j++) dst[j] = (float)(wk * sr[j]);
             }
@@ -553,37 +638,25 @@ static void pl_commit(const dfm_loss *l, const dfm_loss_args *a, const pl_scratc
 }
 
 /* sum_k w_k L_k: every part on its slices (part k at part_t[r][k], or at t[r]), then write back.
- * (The parts' slices cover every column of pgrad and vsum: no clearing needed.) */
+ * With grad_in_place the parts write their gradients straight into the host's (its scratch,
+ * which a failed call may leave written); otherwise into the scratch, copied on success. (The
+ * parts' slices cover every column of the gradient and vsum: no clearing needed.) */
 static int pl_eval_impl(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
 {
     dfm__gm_ploss *pl = (dfm__gm_ploss *)l->impl;
-    size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride, n = pl->n;
+    size_t rows = a->rows, nt = pl->n_tokens, nr = pl->n_reals, S = l->out_stride;
     size_t tmp;
-    if (dfm__mul3(rows, nt + nr + S + 1, 8, &tmp))
+    if (dfm__mul3(rows, nt + nr + S + 1, 32, &tmp))
         return dfm__fail(&l->b, DFM_EOVERFLOW, "rows x row size overflows");
     pl_scratch w;
-    int st = pl_scratch_reserve(l, rows, &w);
+    int st = pl_scratch_reserve(l, rows, a->grad && !pl->grad_in_place, &w);
     if (st) return st;
+    if (pl->grad_in_place) w.grad = a->grad;
     double total = 0.0;
-    for (size_t k = 0; k < n && !st; k++) {
-        const dfm__gm_slot *sl = &pl->slot[k];
-        dfm_loss *q = pl->parts[k];
-        q->reduction = l->reduction;
-        q->b.nthreads = l->b.nthreads;
-        q->b.spin_us = l->b.spin_us;
-        for (size_t r = 0; r < rows; r++) w.tk[r] = part_t ? part_t[r * n + k] : a->t[r];
-        dfm_loss_args pa;
-        pl_part_args(l, a, sl, &w, &pa);
+    for (size_t k = 0; k < pl->n && !st; k++) {
         double lk = 0.0;
-        pa.loss = &lk;
-        st = dfm_loss_eval(q, &pa);
-        if (st) {
-            l->b.cb_raw = q->b.cb_raw;
-            st = dfm__fail(&l->b, st, "part %zu: %s", k, q->b.err);
-            break;
-        }
-        total += pl->w[k] * lk;
-        if (pa.values) pl_part_values(pl, sl, rows, pl->w[k], w.pv, w.vsum);
+        st = pl_run_part(l, a, part_t, k, &w, &lk);
+        if (!st) total += pl->w[k] * lk;
     }
     if (!st && !isfinite(total))
         st = dfm__fail(&l->b, DFM_ENUMERIC, "the product loss is not finite");
@@ -733,4 +806,37 @@ int dfm_loss_eval_parts(dfm_loss *l, const dfm_loss_args *a, const double *part_
     int st = dfm__enter(&l->b, __func__);
     if (st) return st;
     return dfm__leave(&l->b, loss_eval_parts(l, a, part_t));
+}
+
+int dfm__gm_loss_eval_in_place(dfm_loss *l, const dfm_loss_args *a, const double *part_t)
+{
+    dfm__gm_ploss *pl = l->ops == &pl_ops ? (dfm__gm_ploss *)l->impl : NULL;
+    if (pl) pl->grad_in_place = 1;
+    int st = dfm_loss_eval_parts(l, a, part_t);
+    if (pl) pl->grad_in_place = 0;
+    return st;
+}
+
+/* The entries of a part's model output its loss checks for the unwritten mark: the first and
+ * the last logit of every token for the discrete losses (as the discrete sampler marks them),
+ * every float for the others. */
+static size_t mark_group(const dfm_loss *q, size_t n_tok, size_t stride)
+{
+    if (pl_in_place(q) && n_tok && stride % n_tok == 0) return stride / n_tok;
+    return 1;
+}
+
+void dfm__gm_loss_prefill(const dfm_loss *l, size_t n_tokens, float *out, size_t rows)
+{
+    if (l->ops != &pl_ops) {
+        dfm__out_prefill(out, rows * l->out_stride, mark_group(l, n_tokens, l->out_stride));
+        return;
+    }
+    const dfm__gm_ploss *pl = (const dfm__gm_ploss *)l->impl;
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < pl->n; k++) {
+            const dfm__gm_slot *sl = &pl->slot[k];
+            dfm__out_prefill(out + r * l->out_stride + sl->out_off, sl->stride,
+                             mark_group(pl->parts[k], sl->n_tok, sl->stride));
+        }
 }

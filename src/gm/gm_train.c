@@ -318,23 +318,90 @@ int dfm_trainer_draw(dfm_trainer *tr, const dfm_train_draw_args *a)
     return dfm__leave(&tr->b, trainer_draw(tr, a));
 }
 
-static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
+/* The step's arguments. */
+static int step_check(dfm_trainer *tr, const dfm_train_args *a)
 {
     if (!a) return dfm__fail(&tr->b, DFM_EINVAL, "args is NULL");
     if (a->struct_size < sizeof(dfm_train_args))
         return dfm__fail(&tr->b, DFM_EINVAL, "args->struct_size is too small");
     if (!a->forward) return dfm__fail(&tr->b, DFM_EINVAL, "args->forward is NULL");
     if (!a->loss) return dfm__fail(&tr->b, DFM_EINVAL, "args->loss is NULL");
-    size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals, rows = a->rows;
-    size_t np = dfm_path_n_parts(tr->path), nts = dfm_trainer_n_times(tr),
-           S = tr->loss->out_stride;
-    if (rows == 0) return dfm__fail(&tr->b, DFM_EINVAL, "a training step needs rows > 0");
+    if (a->rows == 0) return dfm__fail(&tr->b, DFM_EINVAL, "a training step needs rows > 0");
     if (tr_modality(tr, a->x1_tokens, a->x0_tokens, a->fixed, a->x1_reals, a->x0_reals))
         return DFM_EINVAL;
-    if (nt && !a->x1_tokens) return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_tokens is NULL");
-    if (nr && !a->x1_reals) return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_reals is NULL");
+    if (tr->path->space.n_tokens && !a->x1_tokens)
+        return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_tokens is NULL");
+    if (tr->path->space.n_reals && !a->x1_reals)
+        return dfm__fail(&tr->b, DFM_EINVAL, "args->x1_reals is NULL");
+    return 0;
+}
+
+/* The forward call on the drawn batch; its output is marked unwritten first (the entries the
+ * loss checks for the mark). */
+static int step_forward(dfm_trainer *tr, const dfm_train_args *a, const tbuf *b, dfm_model_io *io)
+{
+    size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals;
+    memset(io, 0, sizeof *io);
+    io->struct_size = sizeof *io;
+    io->rows = a->rows;
+    io->row_offset = a->row_offset;
+    io->t = b->t;
+    io->tokens = nt ? b->xtt : NULL;
+    io->n_tokens = nt;
+    io->reals = nr ? b->xtr : NULL;
+    io->n_reals = nr;
+    io->out = b->out;
+    io->out_stride = tr->loss->out_stride;
+    io->branch = DFM_BRANCH_MAIN;
+    io->step = -1;
+    io->part_t = b->pt;
+    io->n_part_t = dfm_path_n_parts(tr->path);
+    dfm__gm_loss_prefill(tr->loss, nt, b->out, a->rows);
+    int raw = a->forward(io, a->user_data);
+    if (raw) return dfm__fail_callback(&tr->b, raw, "forward");
+    return dfm__callback_freed();
+}
+
+/* The loss at the drawn batch and the forward output; its gradient into b->grad. */
+static int step_loss(dfm_trainer *tr, const dfm_train_args *a, const tbuf *b, double *loss)
+{
+    size_t nt = tr->path->space.n_tokens, nr = tr->path->space.n_reals;
+    dfm_loss_args la;
+    memset(&la, 0, sizeof la);
+    la.struct_size = sizeof la;
+    la.rows = a->rows;
+    la.t = b->t;
+    la.x1_tokens = a->x1_tokens;
+    la.xt_tokens = nt ? b->xtt : NULL;
+    la.fixed = a->fixed;
+    la.x0_reals = nr ? b->x0o : NULL;
+    la.x1_reals = a->x1_reals;
+    la.xt_reals = nr ? b->xtr : NULL;
+    la.out = b->out;
+    la.grad = b->grad;
+    la.values = b->values;
+    la.loss = loss;
+    tr->loss->b.nthreads = tr->b.nthreads;
+    tr->loss->b.spin_us = tr->b.spin_us;
+    int parts = tr->part_times && dfm_path_n_parts(tr->path) > 1;
+    int st = dfm__gm_loss_eval_in_place(tr->loss, &la, parts ? b->pt : NULL);
+    if (st) {
+        tr->b.cb_raw = tr->loss->b.cb_raw;
+        return dfm__fail(&tr->b, st, "loss: %s", tr->loss->b.err);
+    }
+    return 0;
+}
+
+/* Draw, forward, loss, backward; the loss, times and step count are written on success. The
+ * gradient goes from the loss to the backward callback in the trainer's scratch. */
+static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
+{
+    int st = step_check(tr, a);
+    if (st) return st;
+    size_t nt = tr->path->space.n_tokens, rows = a->rows;
+    size_t np = dfm_path_n_parts(tr->path), nts = dfm_trainer_n_times(tr);
     tbuf b;
-    int st = tbuf_alloc(tr, rows, &b);
+    st = tbuf_alloc(tr, rows, &b);
     if (st) return st;
     st = draw(tr, rows, a->row_offset, a->x1_tokens, a->x1_reals, a->x0_tokens, a->x0_reals, b.t,
               b.pt, b.values, b.xtt, b.xtr, b.x0o);
@@ -342,52 +409,9 @@ static int trainer_step(dfm_trainer *tr, const dfm_train_args *a)
         for (size_t j = 0; j < rows * nt; j++)
             if (a->fixed[j]) b.xtt[j] = a->x1_tokens[j];
     dfm_model_io io;
-    memset(&io, 0, sizeof io);
-    io.struct_size = sizeof io;
-    io.rows = rows;
-    io.row_offset = a->row_offset;
-    io.t = b.t;
-    io.tokens = nt ? b.xtt : NULL;
-    io.n_tokens = nt;
-    io.reals = nr ? b.xtr : NULL;
-    io.n_reals = nr;
-    io.out = b.out;
-    io.out_stride = S;
-    io.branch = DFM_BRANCH_MAIN;
-    io.step = -1;
-    io.part_t = b.pt;
-    io.n_part_t = np;
-    if (!st) {
-        dfm__out_prefill(b.out, rows * S, 1);
-        int raw = a->forward(&io, a->user_data);
-        if (raw) st = dfm__fail_callback(&tr->b, raw, "forward");
-        else st = dfm__callback_freed();
-    }
+    if (!st) st = step_forward(tr, a, &b, &io);
     double loss = 0.0;
-    if (!st) {
-        dfm_loss_args la;
-        memset(&la, 0, sizeof la);
-        la.struct_size = sizeof la;
-        la.rows = rows;
-        la.t = b.t;
-        la.x1_tokens = a->x1_tokens;
-        la.xt_tokens = nt ? b.xtt : NULL;
-        la.fixed = a->fixed;
-        la.x0_reals = nr ? b.x0o : NULL;
-        la.x1_reals = a->x1_reals;
-        la.xt_reals = nr ? b.xtr : NULL;
-        la.out = b.out;
-        la.grad = b.grad;
-        la.values = b.values;
-        la.loss = &loss;
-        tr->loss->b.nthreads = tr->b.nthreads;
-        tr->loss->b.spin_us = tr->b.spin_us;
-        st = dfm_loss_eval_parts(tr->loss, &la, tr->part_times && np > 1 ? b.pt : NULL);
-        if (st) {
-            tr->b.cb_raw = tr->loss->b.cb_raw;
-            st = dfm__fail(&tr->b, st, "loss: %s", tr->loss->b.err);
-        }
-    }
+    if (!st) st = step_loss(tr, a, &b, &loss);
     if (!st && a->backward) {
         int raw = a->backward(&io, b.grad, a->user_data);
         if (raw) st = dfm__fail_callback(&tr->b, raw, "backward");

@@ -61,6 +61,8 @@ struct dfm_loss {
     int kind;
     int reduction;
     size_t out_stride;
+    size_t row_stride;        /* 0, or the row stride of out and grad for the discrete losses:
+                                 a product loss runs such a part in place on its slice */
     const dfm__loss_ops *ops;
     dfm_generator *gen;       /* owned copy, or NULL (losses built on a generator) */
     size_t n_tokens, n_reals; /* the loss's space (the other modality's args must be NULL) */
