@@ -692,6 +692,126 @@ START_TEST(guidance_rates_clamped)
 }
 END_TEST
 
+/* Guidance of two logits components takes a fused pass (both softmaxes, the clamped combination,
+ * its total and counts); a superposition holding a rates component takes the general one. With
+ * the rates component at weight 0 both realise the same generator, so for one seed they must
+ * give the same tokens, jumps and clamped counts: vocabularies of 300 (blocks, vector tails) and
+ * 7, mask and uniform sources, a weight function that switches the unconditional branch off
+ * early on (one active component), the final step into kappa = 1, 1 and 2 threads. */
+
+typedef struct fmodel { size_t d, V; } fmodel;
+
+static int fast_fn(const dfm_model_io *io, void *ud)
+{
+    const fmodel *m = (const fmodel *)ud;
+    const size_t dV = m->d * m->V;
+    for (size_t r = 0; r < io->rows; r++) {
+        float *o = io->out + r * io->out_stride;
+        for (size_t i = 0; i < m->d; i++) {
+            uint32_t x = (uint32_t)io->tokens[r * m->d + i];
+            for (size_t v = 0; v < m->V; v++) {
+                uint32_t h = (uint32_t)(r + io->row_offset) * 2654435761u ^ (uint32_t)i * 40503u ^
+                             (uint32_t)v * 2246822519u ^ x * 3266489917u ^
+                             (uint32_t)io->step * 668265263u;
+                h ^= h >> 15;
+                h *= 2246822519u;
+                h ^= h >> 13;
+                float z = (float)(h % 1000u) * 0.005f - 2.0f;
+                if (io->branch == DFM_BRANCH_MAIN && (v * 7 + i) % 11 == 3) z = -INFINITY;
+                if (io->branch == DFM_BRANCH_UNCOND && v % 5 == 1) z += 2.0f;
+                o[i * m->V + v] = z;
+                if (io->out_stride == 2 * dV) o[dV + i * m->V + v] = 0.25f; /* rates, weight 0 */
+            }
+        }
+    }
+    return 0;
+}
+
+static int late_w2(double t, double *w, size_t n, void *ud)
+{
+    double g = t < 0.3 ? 0.0 : 1.5;
+    (void)ud;
+    w[0] = 1.0 + g;
+    w[1] = -g;
+    if (n == 3) w[2] = 0.0;
+    return 0;
+}
+
+static void fast_run(dfm_generator *g, fmodel *m, size_t R, int threads, int32_t *tok,
+                     int64_t st[2])
+{
+    dfm_sampler *s;
+    ck_assert_int_eq(dfm_sampler_create(&s, g, DFM_METHOD_EULER, NULL), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_set_steps(s, 10), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_SEED, 11), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_set_int(s, DFM_OPT_THREADS, threads), DFM_OK);
+    dfm_run_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = fast_fn;
+    a.model_data = m;
+    a.rows = R;
+    a.tokens = tok;
+    a.draw_source = 1;
+    ck_assert_msg(dfm_sampler_run(s, &a) == DFM_OK, "%s", dfm_sampler_last_error(s));
+    ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_JUMPS, &st[0]), DFM_OK);
+    ck_assert_int_eq(dfm_sampler_get_stat(s, DFM_STAT_CLAMPED, &st[1]), DFM_OK);
+    dfm_sampler_free(s);
+}
+
+START_TEST(guidance_fast_path_matches_general)
+{
+    static const struct { size_t V, d; int source; } cases[] = {
+        {300, 3, DFM_SOURCE_MASK}, {7, 4, DFM_SOURCE_UNIFORM}};
+    const size_t R = 64;
+    for (size_t q = 0; q < 2; q++) {
+        fmodel m = {cases[q].d, cases[q].V};
+        dfm_space *sp;
+        dfm_scheduler *sc = condot();
+        dfm_path *p;
+        ck_assert_int_eq(dfm_space_create_discrete(&sp, (int32_t)m.V, m.d, NULL), DFM_OK);
+        ck_assert_int_eq(dfm_path_create_mixture(&p, sp, sc, cases[q].source, (int32_t)m.V - 1,
+                                                 NULL, NULL), DFM_OK);
+        dfm_generator *gl, *gr, *gfast, *ggen;
+        ck_assert_int_eq(dfm_generator_create_factorized(&gl, p, DFM_PARAM_LOGITS, NULL), DFM_OK);
+        ck_assert_int_eq(dfm_generator_create_factorized(&gr, p, DFM_PARAM_RATES, NULL), DFM_OK);
+        ck_assert_int_eq(dfm_generator_create_guidance(&gfast, gl, NULL, 1.5, NULL), DFM_OK);
+        const dfm_generator *cs[3] = {gl, gl, gr};
+        const double w[3] = {2.5, -1.5, 0.0};
+        ck_assert_int_eq(dfm_generator_create_superposition(&ggen, cs, w, 3, NULL), DFM_OK);
+        ck_assert_int_eq(dfm_generator_superposition_set_input(ggen, 1, DFM_BRANCH_UNCOND, -1),
+                         DFM_OK);
+        for (int wf = 0; wf < 2; wf++) {
+            if (wf) {
+                ck_assert_int_eq(dfm_generator_set_weight_fn(gfast, late_w2, NULL), DFM_OK);
+                ck_assert_int_eq(dfm_generator_set_weight_fn(ggen, late_w2, NULL), DFM_OK);
+            }
+            int32_t *t0 = malloc(R * m.d * sizeof *t0), *t1 = malloc(R * m.d * sizeof *t1);
+            int64_t s0[2], s1[2];
+            fast_run(ggen, &m, R, 1, t0, s0);
+            ck_assert_int_gt(s0[0], 0);
+            ck_assert_int_gt(s0[1], 0);
+            for (int th = 1; th <= 2; th++) {
+                fast_run(gfast, &m, R, th, t1, s1);
+                ck_assert_msg(memcmp(t0, t1, R * m.d * sizeof *t0) == 0,
+                              "V %zu, weight fn %d, %d threads: tokens differ", m.V, wf, th);
+                ck_assert_int_eq(s0[0], s1[0]);
+                ck_assert_int_eq(s0[1], s1[1]);
+            }
+            free(t0);
+            free(t1);
+        }
+        dfm_generator_free(ggen);
+        dfm_generator_free(gfast);
+        dfm_generator_free(gr);
+        dfm_generator_free(gl);
+        dfm_path_free(p);
+        dfm_scheduler_free(sc);
+        dfm_space_free(sp);
+    }
+}
+END_TEST
+
 static int const_vel(const dfm_model_io *io, void *ud)
 {
     (void)ud;
@@ -1651,6 +1771,7 @@ int main(void)
     tcase_add_test(tc, superposition_two_rate_generators);
     tcase_add_test(tc, guidance_rates_clamped);
     tcase_add_test(tc, guidance_velocity);
+    tcase_add_test(tc, guidance_fast_path_matches_general);
     suite_add_tcase(su, tc);
     TCase *tt = tu_tcase("training");
     tcase_add_test(tt, train_gradient_fd);

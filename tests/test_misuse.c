@@ -985,8 +985,8 @@ static dfm_sampler *ds_exact_chunked(void)
 }
 
 /* Sampler kinds with: the value a valid output holds, an entry of row 1 the sampler validates
- * and marks (the discrete sampler marks the first and last logit of each token), whether the
- * space is continuous. */
+ * and marks (the discrete sampler, and guidance on a discrete space, mark the first and last
+ * logit of each token), whether the space is continuous. */
 static const struct {
     maker make;
     float value;
@@ -1001,7 +1001,7 @@ static const struct {
     {mk_dopri, 0.0f, 1, 1, "ode dopri5"},
     {sde_sampler, 0.0f, 1, 1, "sde"},
     {mk_ct, 0.5f, 8, 0, "rate matrix"},
-    {mk_gm, 0.0f, 2 * V + 1, 0, "guidance"},
+    {mk_gm, 0.0f, 2 * V + V - 1, 0, "guidance"},
 };
 #define N_WKINDS ((int)(sizeof wkinds / sizeof wkinds[0]))
 

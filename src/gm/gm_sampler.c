@@ -27,6 +27,7 @@ typedef struct block {
     dfm__gm_slot sl;
     int cont;
     int exact;               /* plain logits leaf stepped with the exact mixture step */
+    int all_logits;          /* discrete, every component a logits leaf (mix_token) */
     size_t nc;
     comp c[DFM__GM_MAXP];
     const dfm__gm_sup *sup;  /* weights source, or NULL (weight 1) */
@@ -44,6 +45,7 @@ typedef struct gm_samp {
     dfm_part_time_fn ptfn;   /* per-part sampling times (product generators), or NULL */
     void *ptud;
     int64_t last_clamped;
+    size_t mark;             /* output marking group: V when every part is discrete with one V */
 } gm_samp;
 
 static int comp_kind(const dfm_generator *g)
@@ -115,6 +117,9 @@ typedef struct step_ctx {
     double F[DFM__GM_MAXP];  /* integrated time factor per component (may be +inf) */
     double kt, kh;           /* kappa at t and t + h of the block path (exact step) */
     int final;               /* a logits component reaches kappa = 1 at the step's end */
+    size_t nmix;             /* all-logits block: its 1 or 2 active components (else 0) */
+    size_t mix_k[2];
+    double mix_f[2];         /* their factors: w_k F_k, or w_k in the final step */
     /* continuous */
     double A[DFM__GM_MAXP], B[DFM__GM_MAXP];
     double G2;               /* superposed g^2 (clamped at 0) */
@@ -288,6 +293,289 @@ static int rates_token(const step_ctx *c, tok_step *ts, size_t r, size_t i, int3
     return 0;
 }
 
+/* ---- the Euler step of an all-logits block (guidance) in one pass over the rates ----
+ * The same rates as superpose_rates + clamp_rates for such a block: with 1 or 2 active
+ * components, the rate towards y is g(y) = s_0 e_0(y) + s_1 e_1(y), e_k component k's softmax
+ * numerators and s_k = f_k / sum e_k (f_k = w_k F_k, or w_k when the factors are infinite), each
+ * entry computed as there. Only the order of the total's sum differs: MIX_LANES lanes within
+ * blocks of MIX_BLK entries, the block sums then in order, the same on every machine. */
+#define MIX_BLK 256
+#define MIX_LANES 16
+
+/* Block sums of max(0, g) into bs (blocks of MIX_BLK entries), and the counts of g < 0 and
+ * g > 0 (pos may be NULL). Lane j of a block takes its entries j, j + MIX_LANES, ... (the
+ * tail's from j = 0), and the lanes are added pairwise (j + 8 into j, then 4, 2, 1): the vector
+ * code below and the portable code give the same sums. While the vector code runs, the next
+ * token's logits (n floats at pa and at pb) are brought into the cache, one line of each per
+ * MIX_LANES entries: logits a model just wrote come from memory, a page (V = 1024) per token,
+ * too far apart for the hardware prefetcher. */
+static void mix_sums_c(const float *e0, const float *e1, double s0, double s1, size_t n,
+                       double *bs, int64_t *neg, int64_t *pos)
+{
+    int64_t cn = 0, cp = 0;
+    size_t i = 0;
+    for (size_t b = 0; i < n; b++) {
+        size_t end = n - i > MIX_BLK ? i + MIX_BLK : n;
+        double acc[MIX_LANES] = {0};
+        for (int j = 0; i < end; i++, j = (j + 1) % MIX_LANES) {
+            double g = s0 * (double)e0[i] + s1 * (double)e1[i];
+            cn += g < 0.0;
+            cp += g > 0.0;
+            acc[j] += g > 0.0 ? g : 0.0;
+        }
+        for (int w = MIX_LANES / 2; w > 0; w /= 2)
+            for (int j = 0; j < w; j++) acc[j] += acc[j + w];
+        bs[b] = acc[0];
+    }
+    *neg = cn;
+    if (pos) *pos = cp;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(DFM_NO_CLONES) \
+    && (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 9))
+#define MIX_X86 1
+#include <immintrin.h>
+
+/* The tail of a block (fewer than MIX_LANES entries from i): lane j takes entry i + j. */
+static inline __attribute__((always_inline)) void mix_tail(const float *e0, const float *e1,
+                                                           double s0, double s1, size_t i,
+                                                           size_t end, double *acc, int64_t *cn,
+                                                           int64_t *cp)
+{
+    for (int j = 0; i < end; i++, j++) {
+        double g = s0 * (double)e0[i] + s1 * (double)e1[i];
+        *cn += g < 0.0;
+        *cp += g > 0.0;
+        acc[j] += g > 0.0 ? g : 0.0;
+    }
+}
+
+/* One line of each of the next token's logits (pa, pb) per MIX_LANES entries. */
+#define MIX_PREFETCH()                                                                             \
+    do {                                                                                           \
+        _mm_prefetch((const char *)(pa + i), _MM_HINT_T0);                                         \
+        _mm_prefetch((const char *)(pb + i), _MM_HINT_T0);                                         \
+    } while (0)
+
+#define MIX_STEP4(acc, off)                                                                        \
+    do {                                                                                           \
+        __m256d g = _mm256_add_pd(                                                                 \
+            _mm256_mul_pd(vs0, _mm256_cvtps_pd(_mm_loadu_ps(e0 + i + (off)))),                     \
+            _mm256_mul_pd(vs1, _mm256_cvtps_pd(_mm_loadu_ps(e1 + i + (off)))));                    \
+        kn = _mm256_sub_epi64(kn, _mm256_castpd_si256(_mm256_cmp_pd(g, zero, _CMP_LT_OQ)));        \
+        if (want_pos)                                                                              \
+            kp = _mm256_sub_epi64(kp, _mm256_castpd_si256(_mm256_cmp_pd(g, zero, _CMP_GT_OQ)));    \
+        acc = _mm256_add_pd(acc, _mm256_max_pd(g, zero));                                          \
+    } while (0)
+
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
+mix_avx2_body(const float *e0, const float *e1, double s0, double s1, size_t n, double *bs,
+              int64_t *neg, int64_t *pos, const float *pa, const float *pb, const int want_pos)
+{
+    const __m256d zero = _mm256_setzero_pd(), vs0 = _mm256_set1_pd(s0), vs1 = _mm256_set1_pd(s1);
+    __m256i kn = _mm256_setzero_si256(), kp = kn;
+    int64_t cn = 0, cp = 0;
+    size_t i = 0;
+    for (size_t b = 0; i < n; b++) {
+        size_t end = n - i > MIX_BLK ? i + MIX_BLK : n;
+        __m256d a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+        for (; i + MIX_LANES <= end; i += MIX_LANES) {
+            MIX_PREFETCH();
+            MIX_STEP4(a0, 0);
+            MIX_STEP4(a1, 4);
+            MIX_STEP4(a2, 8);
+            MIX_STEP4(a3, 12);
+        }
+        if (i < end) {
+            double acc[MIX_LANES];
+            _mm256_storeu_pd(acc, a0);
+            _mm256_storeu_pd(acc + 4, a1);
+            _mm256_storeu_pd(acc + 8, a2);
+            _mm256_storeu_pd(acc + 12, a3);
+            mix_tail(e0, e1, s0, s1, i, end, acc, &cn, &cp);
+            i = end;
+            a0 = _mm256_loadu_pd(acc);
+            a1 = _mm256_loadu_pd(acc + 4);
+            a2 = _mm256_loadu_pd(acc + 8);
+            a3 = _mm256_loadu_pd(acc + 12);
+        }
+        /* lanes j + 8 into j, then 4, 2, 1 */
+        a0 = _mm256_add_pd(a0, a2);
+        a1 = _mm256_add_pd(a1, a3);
+        a0 = _mm256_add_pd(a0, a1);
+        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(a0), _mm256_extractf128_pd(a0, 1));
+        bs[b] = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    }
+    int64_t q[4], r[4];
+    _mm256_storeu_si256((__m256i *)(void *)q, kn);
+    _mm256_storeu_si256((__m256i *)(void *)r, kp);
+    *neg = cn + q[0] + q[1] + q[2] + q[3];
+    if (want_pos) *pos = cp + r[0] + r[1] + r[2] + r[3];
+}
+#undef MIX_STEP4
+
+__attribute__((target("avx2"))) static void mix_sums_avx2(const float *e0, const float *e1,
+                                                          double s0, double s1, size_t n,
+                                                          double *bs, int64_t *neg, int64_t *pos,
+                                                          const float *pa, const float *pb)
+{
+    if (pos) mix_avx2_body(e0, e1, s0, s1, n, bs, neg, pos, pa, pb, 1);
+    else mix_avx2_body(e0, e1, s0, s1, n, bs, neg, pos, pa, pb, 0);
+}
+
+#define MIX_STEP8(acc, off)                                                                        \
+    do {                                                                                           \
+        __m512d g = _mm512_add_pd(                                                                 \
+            _mm512_mul_pd(vs0, _mm512_cvtps_pd(_mm256_loadu_ps(e0 + i + (off)))),                  \
+            _mm512_mul_pd(vs1, _mm512_cvtps_pd(_mm256_loadu_ps(e1 + i + (off)))));                 \
+        __mmask8 gt = _mm512_cmp_pd_mask(g, zero, _CMP_GT_OQ);                                     \
+        kn = _mm512_mask_add_epi64(kn, _mm512_cmp_pd_mask(g, zero, _CMP_LT_OQ), kn, one);          \
+        if (want_pos) kp = _mm512_mask_add_epi64(kp, gt, kp, one);                                 \
+        acc = _mm512_mask_add_pd(acc, gt, acc, g); /* acc + max(0, g) */                           \
+    } while (0)
+
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw"))) static inline
+    __attribute__((always_inline)) void
+    mix_avx512_body(const float *e0, const float *e1, double s0, double s1, size_t n, double *bs,
+                    int64_t *neg, int64_t *pos, const float *pa, const float *pb,
+                    const int want_pos)
+{
+    const __m512d zero = _mm512_setzero_pd(), vs0 = _mm512_set1_pd(s0), vs1 = _mm512_set1_pd(s1);
+    const __m512i one = _mm512_set1_epi64(1);
+    __m512i kn = _mm512_setzero_si512(), kp = kn;
+    int64_t cn = 0, cp = 0;
+    size_t i = 0;
+    for (size_t b = 0; i < n; b++) {
+        size_t end = n - i > MIX_BLK ? i + MIX_BLK : n;
+        __m512d a0 = zero, a1 = zero;
+        for (; i + MIX_LANES <= end; i += MIX_LANES) {
+            MIX_PREFETCH();
+            MIX_STEP8(a0, 0);
+            MIX_STEP8(a1, 8);
+        }
+        if (i < end) {
+            double acc[MIX_LANES];
+            _mm512_storeu_pd(acc, a0);
+            _mm512_storeu_pd(acc + 8, a1);
+            mix_tail(e0, e1, s0, s1, i, end, acc, &cn, &cp);
+            i = end;
+            a0 = _mm512_loadu_pd(acc);
+            a1 = _mm512_loadu_pd(acc + 8);
+        }
+        /* lanes j + 8 into j, then 4, 2, 1 */
+        a0 = _mm512_add_pd(a0, a1);
+        __m256d q = _mm256_add_pd(_mm512_castpd512_pd256(a0), _mm512_extractf64x4_pd(a0, 1));
+        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
+        bs[b] = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    }
+    *neg = cn + _mm512_reduce_add_epi64(kn);
+    if (want_pos) *pos = cp + _mm512_reduce_add_epi64(kp);
+}
+#undef MIX_STEP8
+#undef MIX_PREFETCH
+
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw"))) static void
+mix_sums_avx512(const float *e0, const float *e1, double s0, double s1, size_t n, double *bs,
+                int64_t *neg, int64_t *pos, const float *pa, const float *pb)
+{
+    if (pos) mix_avx512_body(e0, e1, s0, s1, n, bs, neg, pos, pa, pb, 1);
+    else mix_avx512_body(e0, e1, s0, s1, n, bs, neg, pos, pa, pb, 0);
+}
+
+static int mix_level(void)
+{
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+        return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+}
+#endif
+
+/* pa, pb: the next token's logits to fetch (any readable n floats when there is none). */
+static void mix_sums(const float *e0, const float *e1, double s0, double s1, size_t n,
+                     double *bs, int64_t *neg, int64_t *pos, const float *pa, const float *pb)
+{
+#ifdef MIX_X86
+    int lv = mix_level();
+    if (lv == 2) { mix_sums_avx512(e0, e1, s0, s1, n, bs, neg, pos, pa, pb); return; }
+    if (lv == 1) { mix_sums_avx2(e0, e1, s0, s1, n, bs, neg, pos, pa, pb); return; }
+#endif
+    (void)pa;
+    (void)pb;
+    mix_sums_c(e0, e1, s0, s1, n, bs, neg, pos);
+}
+
+/* The entry drawn in proportion to max(0, g) with uniform u, given the block sums bs (total
+ * tot > 0, summed in order): the block where the running sum passes u tot, then the entry
+ * within it (its last positive entry if rounding leaves the sum short). */
+static int32_t mix_draw(const float *e0, const float *e1, double s0, double s1, size_t n,
+                        const double *bs, double tot, double u)
+{
+    double target = u * tot, acc = 0.0;
+    size_t b = 0, lastb = 0, i = 0;
+    for (; i < n; b++, i += MIX_BLK) {
+        if (bs[b] > 0.0) lastb = b;
+        if (bs[b] > 0.0 && acc + bs[b] > target) break;
+        acc += bs[b];
+    }
+    if (i >= n) { b = lastb; i = b * MIX_BLK; acc = -INFINITY; } /* u tot rounded to tot */
+    size_t end = n - i > MIX_BLK ? i + MIX_BLK : n;
+    int32_t last = -1;
+    for (size_t v = i; v < end; v++) {
+        double g = s0 * (double)e0[v] + s1 * (double)e1[v];
+        if (!(g > 0.0)) continue;
+        acc += g;
+        last = (int32_t)v;
+        if (acc > target) break;
+    }
+    return last;
+}
+
+/* The Euler step of one token of an all-logits block (c->nmix active components): softmax
+ * numerators of each, the clamped rates summed and counted in one pass, then the jump (surely
+ * in the final step when a positive rate leaves x, drawn with x included). */
+static int mix_token(const step_ctx *c, tok_step *ts, size_t r, size_t i, int32_t xi, double u1,
+                     double u2, int32_t *y)
+{
+    const size_t V = (size_t)ts->V;
+    float *e[2] = {ts->pf, ts->pf + V};
+    double sc[2] = {0.0, 0.0};
+    const float *next[2] = {ts->pf, ts->pf}; /* the next token's logits, fetched during the pass */
+    size_t rn = i + 1 < c->bk->sl.n_tok ? r : r + 1, in = i + 1 < c->bk->sl.n_tok ? i + 1 : 0;
+    for (size_t q = 0; q < c->nmix; q++) {
+        const comp *cp = &c->bk->c[c->mix_k[q]];
+        const float *z = c->out[cp->branch] + r * c->gs->bstride[cp->branch] + cp->off + i * V;
+        if (rn < c->a->rows)
+            next[q] = c->out[cp->branch] + rn * c->gs->bstride[cp->branch] + cp->off + in * V;
+        int bad;
+        float zmax = dfm__max_check(z, V, &bad);
+        if (bad || zmax == -INFINITY) return DFM_ENUMERIC;
+        sc[q] = c->mix_f[q] / dfm__exp_shift_sum(z, V, zmax, 1.0f, e[q]);
+    }
+    if (c->nmix == 1) e[1] = e[0];
+    double gx = sc[0] * (double)e[0][xi] + sc[1] * (double)e[1][xi];
+    if (!c->final) e[0][xi] = e[1][xi] = 0.0f; /* the rate out of x to itself is not one */
+    double *bs = ts->lam, tot = 0.0;
+    int64_t neg, pos = 0;
+    mix_sums(e[0], e[1], sc[0], sc[1], V, bs, &neg, c->final ? &pos : NULL, next[0], next[1]);
+    for (size_t b = 0; b * MIX_BLK < V; b++) tot += bs[b];
+    int jump;
+    if (c->final) { /* counts over y != x; x itself takes part in the draw */
+        neg -= gx < 0.0;
+        pos -= gx > 0.0;
+        jump = pos > 0;
+    } else {
+        if (!isfinite(tot)) return DFM_ENUMERIC;
+        jump = tot > 0.0 && u1 < -expm1(-tot);
+    }
+    ts->clamped += neg;
+    if (jump) {
+        int32_t v = mix_draw(e[0], e[1], sc[0], sc[1], V, bs, tot, u2);
+        if (v >= 0) *y = v;
+    }
+    return 0;
+}
+
 /* Rows [begin, end) of a discrete block: every free token takes the exact or the Euler step. */
 static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
 {
@@ -316,6 +604,8 @@ static int disc_rows(void *vctx, size_t begin, size_t end, int tid)
             if (bk->exact)
                 code = exact_token(c, &ts, c->out[0] + r * c->gs->bstride[0] + bk->c[0].off +
                                                i * (size_t)ts.V, u1, u2, &y);
+            else if (c->nmix)
+                code = mix_token(c, &ts, r, i, xi, u1, u2, &y);
             else
                 code = rates_token(c, &ts, r, i, xi, u1, u2, &y);
             if (code) return rec_err(c, tid, code, r, i);
@@ -410,6 +700,23 @@ static int disc_factors(dfm_sampler *s, step_ctx *c, double t, double tn)
     return 0;
 }
 
+/* An all-logits block steps with mix_token when 1 or 2 of its components are active (their
+ * weight and time factor nonzero; in the final step the infinite factors only). */
+static void mix_setup(step_ctx *c)
+{
+    const block *bk = c->bk;
+    size_t n = 0;
+    for (size_t k = 0; k < bk->nc; k++) {
+        double wk = c->w[bk->c[k].wi], F = c->F[k];
+        if (wk == 0.0 || F == 0.0 || (c->final && !isinf(F))) continue;
+        if (n == 2) { n = 0; break; }
+        c->mix_k[n] = k;
+        c->mix_f[n] = isinf(F) ? wk : wk * F;
+        n++;
+    }
+    c->nmix = n;
+}
+
 static int cont_coefs(dfm_sampler *s, step_ctx *c, double t, int64_t *clamped)
 {
     const block *bk = c->bk;
@@ -455,7 +762,7 @@ static int call_model(dfm_sampler *s, const dfm_run_args *a, int branch, double 
     io.part_t = pt;
     io.n_part_t = gs->nparts;
     s->stats[DFM_STAT_MODEL_CALLS]++;
-    dfm__out_prefill(out, a->rows * stride, 1);
+    dfm__out_prefill(out, a->rows * stride, gs->mark);
     int raw = a->model(&io, a->model_data);
     if (raw) return dfm__fail_callback(&s->b, raw, "model");
     (void)t;
@@ -467,10 +774,10 @@ static int unwritten(dfm_sampler *s, const float *out0, const float *out1, size_
 {
     const gm_samp *gs = (const gm_samp *)s->impl;
     size_t b0 = gs->bstride[0], b1 = gs->bstride[1];
-    if (b0 && dfm__fail_unwritten(&s->b, "model", out0, rows, b0, 1, r, 0, b0, r))
+    if (b0 && dfm__fail_unwritten(&s->b, "model", out0, rows, b0, gs->mark, r, 0, b0, r))
         return DFM_ENUMERIC;
-    if (b1 && dfm__fail_unwritten(&s->b, "model (DFM_BRANCH_UNCOND)", out1, rows, b1, 1, r, 0, b1,
-                                  r))
+    if (b1 && dfm__fail_unwritten(&s->b, "model (DFM_BRANCH_UNCOND)", out1, rows, b1, gs->mark,
+                                  r, 0, b1, r))
         return DFM_ENUMERIC;
     return 0;
 }
@@ -801,6 +1108,7 @@ static int step_block(dfm_sampler *s, const dfm_run_args *a, gs_work *w, size_t 
         dfm__parallel_for(&s->b, s->b.nthreads, a->rows, cont_rows, &c);
     } else {
         if ((st = disc_factors(s, &c, tb, tbn))) return st;
+        if (bk->all_logits) mix_setup(&c);
         dfm__parallel_for(&s->b, s->b.nthreads, a->rows, disc_rows, &c);
     }
     for (int q = 0; q < w->nth; q++) {
@@ -927,14 +1235,23 @@ int dfm__gm_sampler_init(dfm_sampler *s, int method)
         gs->bstride[1] = dfm__gm_branch_stride(g, 1);
     }
     int any_exact = 0;
+    gs->mark = 0;
     for (size_t k = 0; k < gs->nb; k++) {
         block *bk = &gs->b[k];
         if (!bk->cont) {
             bk->exact = method == DFM_METHOD_EXACT && !bk->sup && bk->c[0].kind == C_LOGITS;
             any_exact |= bk->exact;
             if (bk->path->kind != DFM_PATH_MIXTURE) return DFM_EUNSUPPORTED;
+            bk->all_logits = 1;
+            for (size_t q = 0; q < bk->nc; q++)
+                if (bk->c[q].kind != C_LOGITS) bk->all_logits = 0;
+            size_t V = (size_t)dfm__space_vocab(&bk->path->space, 0);
+            gs->mark = gs->mark == 0 || gs->mark == V ? V : 1;
+        } else {
+            gs->mark = 1;
         }
     }
+    if (gs->mark == 0) gs->mark = 1;
     gs->stages = 1;
     if (method == DFM_METHOD_MIDPOINT || method == DFM_METHOD_RK4) {
         /* drift-only continuous runs: every part continuous, no diffusion component */
