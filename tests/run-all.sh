@@ -3,8 +3,10 @@
 # Prints each suite's Check summary and a final "N passed, N failed" line; exits nonzero on failure.
 pass=0; fail=0
 for t in "$@"; do
+    t0=$(date +%s)
     out=$("$t" 2>&1); rc=$?
-    echo "$out" | grep -E '^[0-9]+%: Checks' | sed "s|^|$(basename "$t"): |"
+    dt=$(( $(date +%s) - t0 ))
+    echo "$out" | grep -E '^[0-9]+%: Checks' | sed "s|^|$(basename "$t"): |; s|\$| (${dt} s)|"
     echo "$out" | grep -E ':[EF]:' | head -20
     n=$(echo "$out" | sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p')
     if [ -n "$n" ]; then
@@ -15,7 +17,8 @@ for t in "$@"; do
 done
 for s in tests/*.sh; do
     [ "$s" = tests/run-all.sh ] && continue
-    if out=$(sh "$s" 2>&1); then echo "$(basename "$s"): ok"; pass=$((pass + 1))
+    t0=$(date +%s)
+    if out=$(sh "$s" 2>&1); then echo "$(basename "$s"): ok ($(( $(date +%s) - t0 )) s)"; pass=$((pass + 1))
     else echo "$(basename "$s"): FAILED"; echo "$out" | tail -20; fail=$((fail + 1)); fi
 done
 echo "checks: $pass passed, $fail failed"
