@@ -92,9 +92,12 @@ check-asan: $(ASAN_BINS)
 	@env $(ASAN_ENV) sh tools/run-suites.sh asan "" $(call rel_order,$(ASAN_BINS))
 
 # ---- valgrind memcheck over the normal test binaries ----
-check-valgrind: all $(TEST_BINS)
+# VALGRIND_TESTS picks suites (CI: the misuse and fault suites); every suite by default.
+VALGRIND_TESTS ?= $(TESTS)
+VALGRIND_BINS = $(addprefix _build/tests/,$(VALGRIND_TESTS))
+check-valgrind: all $(VALGRIND_BINS)
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind missing: make deps-reliability"; exit 1; }
-	@env $(VALGRIND_ENV) sh tools/run-suites.sh valgrind "$(VALGRIND) $(VALGRIND_FLAGS)" $(call rel_order,$(TEST_BINS))
+	@env $(VALGRIND_ENV) sh tools/run-suites.sh valgrind "$(VALGRIND) $(VALGRIND_FLAGS)" $(call rel_order,$(VALGRIND_BINS))
 
 # ---- ThreadSanitizer over the concurrency suites ----
 TSAN_BINS := $(addprefix _build/tsan/tests/,$(TSAN_TESTS))
