@@ -36,7 +36,7 @@ FUZZ_LIB_FLAGS := $(SAN_BASE) -fsanitize=fuzzer-no-link,address,undefined -fno-s
 FUZZ_EXE_FLAGS := $(SAN_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 # Sanitizer runtime options: stop at the first report, leak detection on.
-ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1 \
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 LSAN_OPTIONS=report_objects=1 CK_FORK=no
 # Test-size knob (tests/testutil.h, docs/reliability.md): the statistical suites divide their
 # sample counts by DFM_TEST_SCALE under the instrumented runs; bounds follow the counts drawn.
@@ -46,7 +46,7 @@ ASAN_TEST_SCALE ?= 4
 VALGRIND_TEST_SCALE ?= 20
 TSAN_TEST_SCALE ?= 10
 ASAN_ENV += DFM_TEST_SCALE=$(ASAN_TEST_SCALE) OPENBLAS_NUM_THREADS=1
-TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 CK_FORK=no \
+TSAN_ENV := TSAN_OPTIONS=halt_on_error=1:allocator_may_return_null=1:second_deadlock_stack=1 CK_FORK=no \
             DFM_TEST_SCALE=$(TSAN_TEST_SCALE) OPENBLAS_NUM_THREADS=1
 VALGRIND ?= valgrind
 VALGRIND_FLAGS := --error-exitcode=1 --leak-check=full --show-leak-kinds=definite,indirect,possible \
@@ -59,7 +59,7 @@ VALGRIND_ENV := CK_FORK=no DFM_TEST_SCALE=$(VALGRIND_TEST_SCALE) OPENBLAS_NUM_TH
 TSAN_TESTS += test_threads test_faults test_discrete test_discrete_loss test_continuous test_ctmc test_misuse
 
 # Suites start longest first so that the two runners (REL_JOBS) finish together.
-REL_SLOW := test_ctmc test_discrete test_continuous test_mlp test_faults test_rng test_discrete_loss
+REL_SLOW := test_gm test_infer test_discrete test_ctmc test_continuous test_mlp test_faults test_rng test_discrete_loss
 rel_order = $(foreach s,$(REL_SLOW),$(filter %/$(s),$(1))) $(filter-out $(addprefix %/,$(REL_SLOW)),$(1))
 
 # Headers the Check suites may include besides testutil.h (fault scenarios of the modules).

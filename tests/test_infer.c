@@ -851,6 +851,7 @@ static void sampled_law(const problem *P, int V, int method, int n, double tend,
     ck_assert_msg(rc == 0, "%s", dfm_sampler_last_error(s));
     memset(hist, 0, sizeof(long) * (size_t)(V * V));
     for (r = 0; r < rows; r++) hist[tok[r * 2] + V * tok[r * 2 + 1]]++;
+    free(tok);
     dfm_sampler_free(s);
 }
 

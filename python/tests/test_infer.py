@@ -70,12 +70,12 @@ class TestUnmasking(unittest.TestCase):
 class TestRemaskingAndLeaping(unittest.TestCase):
     def test_remask_schedules(self):
         for remask in ("cap", "rescale", "loop"):
-            s = sampler(steps=200, remask=remask, remask_eta=0.02, loop_start=0.3, loop_end=0.7,
+            s = sampler(steps=100, remask=remask, remask_eta=0.02, loop_start=0.3, loop_end=0.7,
                         loop_kappa=0.6)
-            r = s.run(mask_model, rows=20000)
+            r = s.run(mask_model, rows=5000)
             st, k = chi2(hist(r.tokens), Q)
             self.assertLess(st, chi2_bound(k), remask)
-            self.assertGreater(s.stat("jumps"), 3 * 20000)
+            self.assertGreater(s.stat("jumps"), 3 * 5000)
 
     def test_theta_trapezoidal_two_calls_per_step(self):
         s = sampler("theta_trapezoidal", steps=8, theta=0.4)
