@@ -153,7 +153,7 @@ examples: all $(EX_BINS)
 
 DEMO ?= $(shell head -n 1 examples/examples.list)
 demo: deps all _build/examples/$(DEMO)
-	./_build/examples/$(DEMO)
+	./_build/examples/$(DEMO) $(DEMO_ARGS)
 
 # ---- benchmarks ----
 _build/bench/%: bench/%.c $(HDRS) lib/libdfm.so $(TC_STAMP) | _build/bench
