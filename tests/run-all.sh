@@ -61,6 +61,8 @@ ordered=""
 for s in $slow; do
     for t in $first; do [ "$(basename "$t")" = "$s" ] && ordered="$ordered $t"; done
 done
+n_items=$(printf '%s\n' $ordered $rest $serial | grep -c .)
+echo "running $n_items suites and scripts, $jobs at a time (DFM_CHECK_JOBS); results follow in order"
 printf '%s\n' $ordered $rest | xargs -P "$jobs" -I{} sh "$0" --one "$dir" {}
 for s in $serial; do sh "$0" --one "$dir" "$s"; done
 
