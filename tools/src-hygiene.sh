@@ -15,6 +15,15 @@ if [ -n "$bad" ]; then
     exit 1
 fi
 
+# Multiversioned functions are static (core/internal.h: clang 14 names an external one's
+# dispatcher "name.ifunc", and callers in other files fail to link).
+clones=$(grep -nA1 '^DFM_CLONES' "$dir"/*/*.c | grep -E '^[^:]+-[0-9]+-' | grep -vE '^[^:]+-[0-9]+-static ')
+if [ -n "$clones" ]; then
+    echo "$clones"
+    echo "src-hygiene: FAILED: DFM_CLONES on a function that is not static"
+    exit 1
+fi
+
 # Function length: from the opening "{" in column 0 to the closing "}" in column 0, inclusive.
 # The name is the first "identifier(" of the signature lines just above the "{".
 MAX_FN_LINES=80

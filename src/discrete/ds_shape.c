@@ -19,7 +19,7 @@ int dfm__ds_fail_at(step_ctx *c, int tid, int code, size_t r, size_t i, long y)
 }
 
 DFM_CLONES
-double dfm__ds_rate_sum(const float *u, size_t n, int *bad)
+static double rate_sum(const float *u, size_t n, int *bad)
 {
     double acc[LANES] = {0, 0, 0, 0, 0, 0, 0, 0};
     int b[LANES] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -42,6 +42,9 @@ double dfm__ds_rate_sum(const float *u, size_t n, int *bad)
     *bad = bb;
     return s;
 }
+
+/* Cloned functions are static (core/internal.h): the external name calls the cloned one. */
+double dfm__ds_rate_sum(const float *u, size_t n, int *bad) { return rate_sum(u, n, bad); }
 
 int32_t dfm__ds_draw_except(float *w, size_t V, double tot, int32_t x, double u)
 {
