@@ -23,22 +23,6 @@ static dfm_path *make_path(int32_t V, size_t d, int source, int32_t mask, int sc
     return p;
 }
 
-static dfm_loss_args largs(size_t rows, const double *t, const int32_t *x1, const int32_t *xt,
-                           const float *out, float *grad, double *values, double *loss)
-{
-    dfm_loss_args a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.rows = rows;
-    a.t = t;
-    a.x1_tokens = x1;
-    a.xt_tokens = xt;
-    a.out = out;
-    a.grad = grad;
-    a.values = values;
-    a.loss = loss;
-    return a;
-}
 
 /* Reference in double: the DESIGN.md formula with an exact softmax. */
 static double ref_gkl(const float *z, int V, int a, int b, double c)
@@ -82,7 +66,7 @@ START_TEST(gkl_hand_values)
     int32_t x1[2] = {1, 0}, xt[2] = {2, 0};
     float g[6];
     ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_REDUCTION, DFM_REDUCE_NONE), 0);
-    dfm_loss_args a = largs(1, &t, x1, xt, z, g, vals, &loss);
+    dfm_loss_args a = tu_loss_args(1, &t, x1, xt, z, g, vals, &loss);
     ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
     CLOSE(vals[0], -1.0 + 2.0 * log(3.0), 1e-6);
     CLOSE(vals[1], 4.0 / 3.0, 1e-6);
@@ -115,7 +99,7 @@ START_TEST(ce_hand_values)
     double t = 0.3, loss = 0;
     int32_t x1[2] = {1, 0}, xt[2] = {2, 0};
     float g[6];
-    dfm_loss_args a = largs(1, &t, x1, NULL, z, g, NULL, &loss);
+    dfm_loss_args a = tu_loss_args(1, &t, x1, NULL, z, g, NULL, &loss);
     ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_REDUCTION, DFM_REDUCE_SUM), 0);
     ck_assert_int_eq(dfm_loss_eval(l, &a), 0); /* x_t not needed */
     CLOSE(loss, 2.0 * log(3.0), 1e-6);
@@ -195,7 +179,7 @@ START_TEST(gkl_agrees_with_formula)
         if (sk) /* large logits: differences to the max must keep their precision */
             for (size_t k = 0; k < 6 * 5 * 37; k++) q.z[k] += 3000.0f * (float)(1 + k / 37 % 3);
         double vals[30], cev[30], loss;
-        dfm_loss_args a = largs(6, q.t, q.x1, q.xt, q.z, NULL, vals, &loss);
+        dfm_loss_args a = tu_loss_args(6, q.t, q.x1, q.xt, q.z, NULL, vals, &loss);
         ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
         a.values = cev;
         ck_assert_int_eq(dfm_loss_eval(ce, &a), 0);
@@ -225,7 +209,7 @@ static void fd_check(dfm_loss *l, prob *q, int reduction)
     double *vals = (double *)malloc(q->rows * q->d * sizeof(double));
     double loss, lp, lm;
     ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_REDUCTION, reduction), 0);
-    dfm_loss_args a = largs(q->rows, q->t, q->x1, q->xt, q->z, g, vals, &loss);
+    dfm_loss_args a = tu_loss_args(q->rows, q->t, q->x1, q->xt, q->z, g, vals, &loss);
     a.fixed = q->fixed;
     ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
     dfm_loss_args b = a;
@@ -285,7 +269,7 @@ START_TEST(reductions_and_fixed_positions)
     for (size_t k = 0; k < R * D; k += 5) q.fixed[k] = 1;
     size_t count = 0;
     for (size_t k = 0; k < R * D; k++) count += !q.fixed[k];
-    dfm_loss_args a = largs(R, q.t, q.x1, q.xt, q.z, gs, vals, &ls);
+    dfm_loss_args a = tu_loss_args(R, q.t, q.x1, q.xt, q.z, gs, vals, &ls);
     a.fixed = q.fixed;
     ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_REDUCTION, DFM_REDUCE_SUM), 0);
     ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
@@ -334,7 +318,7 @@ START_TEST(thread_independence)
         size_t nz = R * D * V;
         float *g1 = malloc(nz * 4), *g2 = malloc(nz * 4);
         double l1, l2;
-        dfm_loss_args a = largs(R, q.t, q.x1, q.xt, q.z, g1, NULL, &l1);
+        dfm_loss_args a = tu_loss_args(R, q.t, q.x1, q.xt, q.z, g1, NULL, &l1);
         ck_assert_int_eq(dfm_loss_eval(l, &a), 0);
         for (int th = 2; th <= 4; th++) {
             ck_assert_int_eq(dfm_loss_set_int(l, DFM_OPT_THREADS, th), 0);
@@ -387,7 +371,7 @@ START_TEST(bad_input)
     float g[30], g0[30];
     for (int j = 0; j < 30; j++) g[j] = g0[j] = -7.0f;
     double loss = 42.0;
-    dfm_loss_args a = largs(2, q.t, q.x1, q.xt, q.z, g, NULL, &loss);
+    dfm_loss_args a = tu_loss_args(2, q.t, q.x1, q.xt, q.z, g, NULL, &loss);
     ck_assert_int_eq(dfm_loss_eval(NULL, &a), DFM_EINVAL);
     ck_assert_int_eq(dfm_loss_eval(l, NULL), DFM_EINVAL);
     a.x1_tokens = NULL;

@@ -122,6 +122,46 @@ typedef struct ctx {
 
 static int inner_model(const dfm_model_io *io, void *ud);
 
+/* A context that misuses s with act at model call at_call (0-based; -1: never). */
+static ctx misuse_ctx(dfm_sampler *s, enum action act, int at_call)
+{
+    ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.act = act;
+    c.at_call = at_call;
+    return c;
+}
+
+/* Argument descriptors the tests fill the same way; each test then sets what it is about. */
+static dfm_path_sample_args tok_sample_args(size_t rows, const double *t, const int32_t *x1,
+                                            int32_t *xt)
+{
+    dfm_path_sample_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = rows;
+    a.t = t;
+    a.x1_tokens = x1;
+    a.xt_tokens = xt;
+    return a;
+}
+
+static dfm_loglik_args loglik_args(dfm_model_fn model, void *data, size_t rows, const float *x1,
+                                   size_t n_probes, double *logp)
+{
+    dfm_loglik_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.model = model;
+    a.model_data = data;
+    a.rows = rows;
+    a.x1 = x1;
+    a.n_probes = n_probes;
+    a.logp = logp;
+    return a;
+}
+
 static void misuse(ctx *c)
 {
     static const double grid[3] = {0.0, 0.5, 1.0};
@@ -236,11 +276,7 @@ START_TEST(test_reconfigure_inside_model)
     int32_t ref[ROWS * D], tok[ROWS * D];
     ds_reference(ref);
     dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
-    ctx c;
-    memset(&c, 0, sizeof c);
-    c.s = s;
-    c.act = reconfig[_i].act;
-    c.at_call = 2;
+    ctx c = misuse_ctx(s, reconfig[_i].act, 2);
     init_tokens(tok, ROWS * D);
     dfm_run_args a = ds_args(&c, tok);
     ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
@@ -264,11 +300,7 @@ START_TEST(test_free_inside_model)
 {
     int32_t tok[ROWS * D], before[ROWS * D];
     dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
-    ctx c;
-    memset(&c, 0, sizeof c);
-    c.s = s;
-    c.act = ACT_FREE;
-    c.at_call = 1;
+    ctx c = misuse_ctx(s, ACT_FREE, 1);
     init_tokens(tok, ROWS * D);
     memcpy(before, tok, sizeof tok);
     dfm_run_args a = ds_args(&c, tok);
@@ -287,11 +319,7 @@ START_TEST(test_queries_inside_model)
 {
     int32_t tok[ROWS * D];
     dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
-    ctx c;
-    memset(&c, 0, sizeof c);
-    c.s = s;
-    c.act = ACT_QUERY;
-    c.at_call = 3;
+    ctx c = misuse_ctx(s, ACT_QUERY, 3);
     init_tokens(tok, ROWS * D);
     dfm_run_args a = ds_args(&c, tok);
     ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
@@ -307,12 +335,8 @@ START_TEST(test_nested_other_handle_stats)
     int32_t tok[ROWS * D];
     dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT), *o = ds_sampler(DFM_METHOD_EXACT);
     ck_assert_int_eq(dfm_sampler_set_steps(o, 5), 0);
-    ctx c;
-    memset(&c, 0, sizeof c);
-    c.s = s;
+    ctx c = misuse_ctx(s, ACT_NESTED_OTHER, 0);
     c.other = o;
-    c.act = ACT_NESTED_OTHER;
-    c.at_call = 0;
     init_tokens(tok, ROWS * D);
     dfm_run_args a = ds_args(&c, tok);
     ck_assert_int_eq(dfm_sampler_run(s, &a), 0);
@@ -361,11 +385,7 @@ START_TEST(test_every_sampler_kind)
         dfm_sampler *s = makers[_i]();
         int32_t tok[2 * D] = {1, 1, 1, 1, 1, 1};
         float re[4] = {9, 9, 9, 9};
-        ctx c;
-        memset(&c, 0, sizeof c);
-        c.s = s;
-        c.act = acts[k].act;
-        c.at_call = 1;
+        ctx c = misuse_ctx(s, acts[k].act, 1);
         int st = run_kind(s, &c, tok, re);
         ck_assert_msg(st == acts[k].run_status, "kind %d, %s: run returned %d (%s)", _i,
                       acts[k].name, st, dfm_sampler_last_error(s));
@@ -393,22 +413,10 @@ START_TEST(test_log_likelihood_reentry)
     };
     for (size_t k = 0; k < 3; k++) {
         dfm_sampler *s = cs_sampler(DFM_METHOD_RK4);
-        ctx c;
-        memset(&c, 0, sizeof c);
-        c.s = s;
-        c.act = acts[k].act;
-        c.at_call = 1;
+        ctx c = misuse_ctx(s, acts[k].act, 1);
         float x1[4] = {0.5f, -0.5f, 1.0f, 0.0f};
         double lp[2] = {123.0, 123.0};
-        dfm_loglik_args la;
-        memset(&la, 0, sizeof la);
-        la.struct_size = sizeof la;
-        la.model = misuse_model;
-        la.model_data = &c;
-        la.rows = 2;
-        la.x1 = x1;
-        la.n_probes = 2;
-        la.logp = lp;
+        dfm_loglik_args la = loglik_args(misuse_model, &c, 2, x1, 2, lp);
         int st = dfm_sampler_log_likelihood(s, &la);
         if (acts[k].act == ACT_FREE) {
             ck_assert_int_eq(st, DFM_ESTATE);
@@ -800,11 +808,7 @@ START_TEST(test_stop_inside_model)
 {
     int32_t tok[ROWS * D], before[ROWS * D];
     dfm_sampler *s = ds_sampler(DFM_METHOD_EXACT);
-    ctx c;
-    memset(&c, 0, sizeof c);
-    c.s = s;
-    c.act = ACT_STOP;
-    c.at_call = 2;
+    ctx c = misuse_ctx(s, ACT_STOP, 2);
     init_tokens(tok, ROWS * D);
     memcpy(before, tok, sizeof tok);
     dfm_run_args a = ds_args(&c, tok);
@@ -1063,15 +1067,7 @@ START_TEST(test_unwritten_log_likelihood)
     wctx2 w = {W_NOTHING, 0, 0.0f};
     float x1[4] = {0.5f, -0.5f, 1.0f, 0.0f};
     double lp[2] = {123.0, 123.0};
-    dfm_loglik_args la;
-    memset(&la, 0, sizeof la);
-    la.struct_size = sizeof la;
-    la.model = writer_model;
-    la.model_data = &w;
-    la.rows = 2;
-    la.x1 = x1;
-    la.n_probes = 2;
-    la.logp = lp;
+    dfm_loglik_args la = loglik_args(writer_model, &w, 2, x1, 2, lp);
     ck_assert_int_eq(dfm_sampler_log_likelihood(s, &la), DFM_ENUMERIC);
     assert_msg(dfm_sampler_last_error(s), "model callback wrote nothing");
     ck_assert(lp[0] == 123.0 && lp[1] == 123.0);
@@ -1421,13 +1417,7 @@ START_TEST(test_size_overflow_calls)
     double t[2] = {0.5, 0.5};
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
     float r1[4] = {1, 2, 3, 4}, rt[4] = {9, 9, 9, 9};
-    dfm_path_sample_args pa;
-    memset(&pa, 0, sizeof pa);
-    pa.struct_size = sizeof pa;
-    pa.rows = HUGE_ROWS;
-    pa.t = t;
-    pa.x1_tokens = x1;
-    pa.xt_tokens = xt;
+    dfm_path_sample_args pa = tok_sample_args(HUGE_ROWS, t, x1, xt);
     ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EOVERFLOW);
     assert_msg(dfm_path_last_error(mp), "overflows");
     pa.x1_tokens = NULL;
@@ -1446,16 +1436,7 @@ START_TEST(test_size_overflow_calls)
     float out[2 * D * V] = {0}, grad[2 * D * V];
     for (int j = 0; j < 2 * D * V; j++) grad[j] = 5.0f;
     double loss = -7.0;
-    dfm_loss_args la;
-    memset(&la, 0, sizeof la);
-    la.struct_size = sizeof la;
-    la.rows = HUGE_ROWS;
-    la.t = t;
-    la.x1_tokens = x1;
-    la.xt_tokens = x1;
-    la.out = out;
-    la.grad = grad;
-    la.loss = &loss;
+    dfm_loss_args la = tu_loss_args(HUGE_ROWS, t, x1, x1, out, grad, NULL, &loss);
     ck_assert_int_eq(dfm_loss_eval(gkl, &la), DFM_EOVERFLOW);
     assert_msg(dfm_loss_last_error(gkl), "overflows");
     la.x1_tokens = la.xt_tokens = NULL;
@@ -1623,13 +1604,7 @@ START_TEST(test_other_modality_null)
     double t[2] = {0.5, 0.5};
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
     float r1[4] = {1, 2, 3, 4}, rt[4] = {9, 9, 9, 9};
-    dfm_path_sample_args pa;
-    memset(&pa, 0, sizeof pa);
-    pa.struct_size = sizeof pa;
-    pa.rows = 2;
-    pa.t = t;
-    pa.x1_tokens = x1;
-    pa.xt_tokens = xt;
+    dfm_path_sample_args pa = tok_sample_args(2, t, x1, xt);
     pa.x1_reals = r1; /* a discrete path was silently ignoring it */
     ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EINVAL);
     assert_msg(dfm_path_last_error(mp), "args->x1_reals must be NULL: the space has no reals");
@@ -1658,17 +1633,8 @@ START_TEST(test_other_modality_null)
     float out[2 * D * V] = {0}, grad[2 * D * V];
     for (int j = 0; j < 2 * D * V; j++) grad[j] = 5.0f;
     double loss = -7.0;
-    dfm_loss_args la;
-    memset(&la, 0, sizeof la);
-    la.struct_size = sizeof la;
-    la.rows = 2;
-    la.t = t;
-    la.x1_tokens = x1;
-    la.xt_tokens = x1;
+    dfm_loss_args la = tu_loss_args(2, t, x1, x1, out, grad, NULL, &loss);
     la.x1_reals = r1;
-    la.out = out;
-    la.grad = grad;
-    la.loss = &loss;
     ck_assert_int_eq(dfm_loss_eval(gkl, &la), DFM_EINVAL);
     assert_msg(dfm_loss_last_error(gkl), "args->x1_reals must be NULL");
     ck_assert_int_eq(dfm_loss_eval(ce, &la), DFM_EINVAL);
@@ -1742,16 +1708,7 @@ START_TEST(test_mask_token_in_data)
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, V - 1}, xt[2 * D] = {0, 3, 3, 3, 3, 3};
     float out[2 * D * V] = {0}, grad[2 * D * V];
     for (int j = 0; j < 2 * D * V; j++) grad[j] = 5.0f;
-    dfm_loss_args la;
-    memset(&la, 0, sizeof la);
-    la.struct_size = sizeof la;
-    la.rows = 2;
-    la.t = t;
-    la.x1_tokens = x1;
-    la.xt_tokens = xt;
-    la.out = out;
-    la.grad = grad;
-    la.loss = &loss;
+    dfm_loss_args la = tu_loss_args(2, t, x1, xt, out, grad, NULL, &loss);
     dfm_loss *ls[2] = {gkl, ce};
     for (int k = 0; k < 2; k++) {
         ck_assert_int_eq(dfm_loss_eval(ls[k], &la), DFM_ERANGE);
@@ -1823,13 +1780,7 @@ START_TEST(test_overlapping_outputs)
     dfm_path *mp = mixture_path(DFM_SOURCE_MASK), *ap = affine_path(2);
     double t[2] = {0.5, 0.5};
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2};
-    dfm_path_sample_args pa;
-    memset(&pa, 0, sizeof pa);
-    pa.struct_size = sizeof pa;
-    pa.rows = 2;
-    pa.t = t;
-    pa.x1_tokens = x1;
-    pa.xt_tokens = x1 + 1;
+    dfm_path_sample_args pa = tok_sample_args(2, t, x1, x1 + 1);
     ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EINVAL);
     assert_msg(dfm_path_last_error(mp), "args->xt_tokens overlaps args->x1_tokens");
     for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(x1[j], j % D);
@@ -1852,16 +1803,7 @@ START_TEST(test_overlapping_outputs)
     for (int j = 0; j < 2 * D * V + 4; j++) out[j] = 0.25f;
     int32_t xt[2 * D] = {0, 3, 3, 3, 1, 3};
     double loss = -7.0;
-    dfm_loss_args la;
-    memset(&la, 0, sizeof la);
-    la.struct_size = sizeof la;
-    la.rows = 2;
-    la.t = t;
-    la.x1_tokens = x1;
-    la.xt_tokens = xt;
-    la.out = out;
-    la.grad = out + 4;
-    la.loss = &loss;
+    dfm_loss_args la = tu_loss_args(2, t, x1, xt, out, out + 4, NULL, &loss);
     ck_assert_int_eq(dfm_loss_eval(gkl, &la), DFM_EINVAL);
     assert_msg(dfm_loss_last_error(gkl), "args->grad overlaps args->out");
     for (int j = 0; j < 2 * D * V + 4; j++) ck_assert(out[j] == 0.25f);
@@ -1934,14 +1876,7 @@ START_TEST(test_position_messages)
     double t[2] = {0.5, 0.5}, loss = -7.0;
     int32_t x1[2 * D] = {0, 1, 2, 0, -4, 2};
     float out[2 * D * V] = {0};
-    dfm_loss_args la;
-    memset(&la, 0, sizeof la);
-    la.struct_size = sizeof la;
-    la.rows = 2;
-    la.t = t;
-    la.x1_tokens = x1;
-    la.out = out;
-    la.loss = &loss;
+    dfm_loss_args la = tu_loss_args(2, t, x1, NULL, out, NULL, NULL, &loss);
     ck_assert_int_eq(dfm_loss_eval(ce, &la), DFM_ERANGE);
     assert_msg(dfm_loss_last_error(ce), "x1_tokens[row 1][coord 1] = -4");
     /* the uniform source has no mask token: every token is data */
