@@ -53,13 +53,12 @@ for s in tests/*.sh; do
 done
 # The longest items first, so that the runners finish together.
 slow="test_infer test_discrete test_gm python_pkg.sh test_ctmc test_continuous cxx_wrapper.sh"
-first=""; rest=""
-for t in "$@" $scripts; do
-    case " $slow " in *" $(basename "$t") "*) first="$first $t" ;; *) rest="$rest $t" ;; esac
-done
-ordered=""
+ordered=""; rest=""
 for s in $slow; do
-    for t in $first; do [ "$(basename "$t")" = "$s" ] && ordered="$ordered $t"; done
+    for t in "$@" $scripts; do [ "$(basename "$t")" = "$s" ] && ordered="$ordered $t"; done
+done
+for t in "$@" $scripts; do
+    case " $slow " in *" $(basename "$t") "*) ;; *) rest="$rest $t" ;; esac
 done
 n_items=$(printf '%s\n' $ordered $rest $serial | grep -c .)
 echo "running $n_items suites and scripts, $jobs at a time (DFM_CHECK_JOBS); results follow in order"

@@ -314,10 +314,7 @@ START_TEST(finite_path_kolmogorov)
     int32_t *x1 = malloc(N * FD * sizeof(int32_t)), *xt = malloc(N * FD * sizeof(int32_t));
     double *t = malloc(N * sizeof(double));
     for (size_t r = 0; r < N; r++) { x1[r * FD] = 2; x1[r * FD + 1] = 0; x1[r * FD + 2] = 1; t[r] = 0.6; }
-    dfm_path_sample_args a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.rows = N; a.t = t; a.x1_tokens = x1; a.xt_tokens = xt;
+    dfm_path_sample_args a = tu_sample_args(N, t, x1, xt);
     ck_assert_int_eq(dfm_path_sample(p, &a), 0);
     long cnt[FS] = {0};
     for (size_t r = 0; r < N; r++) cnt[flat3(xt + r * FD)]++;

@@ -506,13 +506,7 @@ START_TEST(path_sample_marginals)
         t[r] = 0.4;
         for (int i = 0; i < 3; i++) { x1[r * 3 + i] = i; x0[r * 3 + i] = 2 - i; }
     }
-    dfm_path_sample_args a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.rows = n;
-    a.t = t;
-    a.x1_tokens = x1;
-    a.xt_tokens = xt;
+    dfm_path_sample_args a = tu_sample_args(n, t, x1, xt);
     ck_assert_int_eq(dfm_path_sample(p, &a), 0);
     double k = kappa_of(&T, 0.4);
     for (int i = 0; i < 3; i++) {
@@ -631,13 +625,7 @@ START_TEST(bad_path_creation)
     ck_assert_int_eq(dfm_path_kind(q), DFM_PATH_MIXTURE);
     int32_t x1[4] = {0, 1, 2, 4}, xt[4] = {9, 9, 9, 9}, x0[4] = {3, 3, 3, 3};
     double t[2] = {0.5, 0.5};
-    dfm_path_sample_args a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.rows = 2;
-    a.t = t;
-    a.x1_tokens = x1;
-    a.xt_tokens = xt;
+    dfm_path_sample_args a = tu_sample_args(2, t, x1, xt);
     ck_assert_int_eq(dfm_path_sample(q, &a), DFM_ERANGE);
     ck_assert_ptr_nonnull(strstr(dfm_path_last_error(q), "row 1"));
     x1[3] = 0;

@@ -23,7 +23,6 @@ static dfm_path *make_path(int32_t V, size_t d, int source, int32_t mask, int sc
     return p;
 }
 
-
 /* Reference in double: the DESIGN.md formula with an exact softmax. */
 static double ref_gkl(const float *z, int V, int a, int b, double c)
 {

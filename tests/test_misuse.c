@@ -134,19 +134,6 @@ static ctx misuse_ctx(dfm_sampler *s, enum action act, int at_call)
 }
 
 /* Argument descriptors the tests fill the same way; each test then sets what it is about. */
-static dfm_path_sample_args tok_sample_args(size_t rows, const double *t, const int32_t *x1,
-                                            int32_t *xt)
-{
-    dfm_path_sample_args a;
-    memset(&a, 0, sizeof a);
-    a.struct_size = sizeof a;
-    a.rows = rows;
-    a.t = t;
-    a.x1_tokens = x1;
-    a.xt_tokens = xt;
-    return a;
-}
-
 static dfm_loglik_args loglik_args(dfm_model_fn model, void *data, size_t rows, const float *x1,
                                    size_t n_probes, double *logp)
 {
@@ -496,13 +483,7 @@ START_TEST(test_path_sample_reentry)
         c.h = p;
         double t[2] = {0.3, 0.6};
         int32_t x1[2 * D] = {0, 1, 2, 1, 0, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
-        dfm_path_sample_args a;
-        memset(&a, 0, sizeof a);
-        a.struct_size = sizeof a;
-        a.rows = 2;
-        a.t = t;
-        a.x1_tokens = x1;
-        a.xt_tokens = xt;
+        dfm_path_sample_args a = tu_sample_args(2, t, x1, xt);
         int st = dfm_path_sample(p, &a);
         if (what == 0) {
             ck_assert_int_eq(st, 0);
@@ -1417,7 +1398,7 @@ START_TEST(test_size_overflow_calls)
     double t[2] = {0.5, 0.5};
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
     float r1[4] = {1, 2, 3, 4}, rt[4] = {9, 9, 9, 9};
-    dfm_path_sample_args pa = tok_sample_args(HUGE_ROWS, t, x1, xt);
+    dfm_path_sample_args pa = tu_sample_args(HUGE_ROWS, t, x1, xt);
     ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EOVERFLOW);
     assert_msg(dfm_path_last_error(mp), "overflows");
     pa.x1_tokens = NULL;
@@ -1604,7 +1585,7 @@ START_TEST(test_other_modality_null)
     double t[2] = {0.5, 0.5};
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2}, xt[2 * D] = {9, 9, 9, 9, 9, 9};
     float r1[4] = {1, 2, 3, 4}, rt[4] = {9, 9, 9, 9};
-    dfm_path_sample_args pa = tok_sample_args(2, t, x1, xt);
+    dfm_path_sample_args pa = tu_sample_args(2, t, x1, xt);
     pa.x1_reals = r1; /* a discrete path was silently ignoring it */
     ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EINVAL);
     assert_msg(dfm_path_last_error(mp), "args->x1_reals must be NULL: the space has no reals");
@@ -1780,7 +1761,7 @@ START_TEST(test_overlapping_outputs)
     dfm_path *mp = mixture_path(DFM_SOURCE_MASK), *ap = affine_path(2);
     double t[2] = {0.5, 0.5};
     int32_t x1[2 * D] = {0, 1, 2, 0, 1, 2};
-    dfm_path_sample_args pa = tok_sample_args(2, t, x1, x1 + 1);
+    dfm_path_sample_args pa = tu_sample_args(2, t, x1, x1 + 1);
     ck_assert_int_eq(dfm_path_sample(mp, &pa), DFM_EINVAL);
     assert_msg(dfm_path_last_error(mp), "args->xt_tokens overlaps args->x1_tokens");
     for (int j = 0; j < 2 * D; j++) ck_assert_int_eq(x1[j], j % D);

@@ -187,9 +187,7 @@ static uint64_t job_discrete(const shared *sh, int thread)
     double t[R];
     for (int i = 0; i < R * D; i++) x1[i] = i % (V - 1);
     for (int r = 0; r < R; r++) t[r] = r / (double)R;
-    dfm_path_sample_args pa;
-    memset(&pa, 0, sizeof pa);
-    pa.struct_size = sizeof pa; pa.rows = R; pa.t = t; pa.x1_tokens = x1; pa.xt_tokens = xt;
+    dfm_path_sample_args pa = tu_sample_args(R, t, x1, xt);
     ck_assert_int_eq(dfm_path_sample(p, &pa), 0);
     h = mix_tokens(h, xt, R * D);
     dfm_generator *g = NULL;

@@ -110,6 +110,20 @@ static inline double tu_tol(double tol, size_t n_full, size_t n)
     return n >= n_full || n == 0 ? tol : tol * sqrt((double)n_full / (double)n);
 }
 
+/* A path-sample argument descriptor over tokens (x0 drawn from the source; others NULL). */
+static inline dfm_path_sample_args tu_sample_args(size_t rows, const double *t,
+                                                  const int32_t *x1, int32_t *xt)
+{
+    dfm_path_sample_args a;
+    memset(&a, 0, sizeof a);
+    a.struct_size = sizeof a;
+    a.rows = rows;
+    a.t = t;
+    a.x1_tokens = x1;
+    a.xt_tokens = xt;
+    return a;
+}
+
 /* A loss argument descriptor over tokens (the members the token losses read; others NULL). */
 static inline dfm_loss_args tu_loss_args(size_t rows, const double *t, const int32_t *x1,
                                          const int32_t *xt, const float *out, float *grad,
